@@ -1,0 +1,3 @@
+from rait.cli import main
+
+main()

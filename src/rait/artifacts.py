@@ -1,0 +1,110 @@
+"""Writing artifacts safely: atomic files, JSONL, and the manifest every artifact carries.
+
+An artifact is either fully written or absent: everything goes to a temporary file in
+the same folder and is renamed into place, so a crash or a bad input never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSON lines atomically; return the number of rows written."""
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_tree(path: str | Path) -> str:
+    """Hash a file, or every file of a folder (relative names and contents), in sorted order."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def manifest_path(artifact: str | Path) -> Path:
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
+
+
+def write_manifest(
+    artifact: str | Path,
+    *,
+    stage: str,
+    inputs: dict[str, str | Path] | None = None,
+    model: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    seed: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `<artifact>.manifest.json`: what produced the artifact, so a rerun can tell if it is stale."""
+    from rait import __version__
+
+    manifest = {
+        "artifact": Path(artifact).name,
+        "stage": stage,
+        "rait_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "inputs": {name: {"path": str(p), "sha256": sha256_tree(p)} for name, p in (inputs or {}).items()},
+        "model": model or {},
+        "settings": settings or {},
+        "seed": seed,
+        **(extra or {}),
+    }
+    out = manifest_path(artifact)
+    write_json(out, manifest)
+    return out
+
+
+def read_manifest(artifact: str | Path) -> dict[str, Any]:
+    return json.loads(manifest_path(artifact).read_text(encoding="utf-8"))
