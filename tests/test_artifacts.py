@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from rait.artifacts import atomic_path, read_manifest, sha256_tree, write_jsonl, write_manifest
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("killed mid-write")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_jsonl_roundtrip_and_manifest(tmp_path):
+    rows = [{"id": "a", "x": 1}, {"id": "b", "x": "ü"}]
+    out = tmp_path / "rows.jsonl"
+    assert write_jsonl(out, rows) == 2
+    assert [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()] == rows
+    write_manifest(out, stage="test", inputs={"rows": out}, settings={"k": 10}, seed=3)
+    manifest = read_manifest(out)
+    assert manifest["stage"] == "test" and manifest["seed"] == 3 and manifest["settings"] == {"k": 10}
+    assert manifest["inputs"]["rows"]["sha256"] == sha256_tree(out)
+
+
+def test_sha256_tree_sees_content_and_names(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("1")
+    first = sha256_tree(tmp_path / "d")
+    (tmp_path / "d" / "a.txt").write_text("2")
+    assert sha256_tree(tmp_path / "d") != first
+    (tmp_path / "d" / "a.txt").write_text("1")
+    assert sha256_tree(tmp_path / "d") == first
+    (tmp_path / "d" / "a.txt").rename(tmp_path / "d" / "b.txt")
+    assert sha256_tree(tmp_path / "d") != first
