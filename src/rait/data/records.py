@@ -38,6 +38,13 @@ class QARecord:
         return LETTERS[: len(self.choices or [])]
 
     @property
+    def unscorable(self) -> bool:
+        """True for an MCQA record kept exactly as a release shipped it, with a gold key that
+        is not one of the shown letters (e.g. ARC's numeric keys, see `load_arc`): no answer
+        can ever match it, which is what the release scored."""
+        return isinstance(self.metadata, dict) and self.metadata.get("unscorable") is True
+
+    @property
     def gold_text(self) -> str:
         """The gold answer as text: the gold option's text (MCQA) or the answer (open QA)."""
         if self.task == "mcqa":
@@ -70,7 +77,8 @@ class QARecord:
             elif not all(isinstance(c, str) for c in self.choices):
                 out.append(("choices", "every option must be text"))
             elif self.gold not in tuple(self.letters):
-                out.append(("gold", f"{self.gold!r} is not among the choices {', '.join(self.letters)}"))
+                if not (self.unscorable and isinstance(self.gold, str) and self.gold.strip()):
+                    out.append(("gold", f"{self.gold!r} is not among the choices {', '.join(self.letters)}"))
         else:
             if not isinstance(self.answer, str) or not self.answer.strip():
                 out.append(("answer", "missing or empty (an open-QA record needs an answer; MCQA needs choices)"))

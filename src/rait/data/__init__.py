@@ -1,0 +1,24 @@
+"""QA data: one record type, loaders for each source, JSONL I/O and seeded splits."""
+
+from __future__ import annotations
+
+from rait.data.jsonl import read_records, write_records
+from rait.data.loaders import load_arc, load_generic, load_mmlu, load_nq, load_source, load_triviaqa
+from rait.data.paths import shared_data_dir
+from rait.data.records import QARecord
+from rait.data.split import exclude_ids, split_records
+
+__all__ = [
+    "QARecord",
+    "exclude_ids",
+    "load_arc",
+    "load_generic",
+    "load_mmlu",
+    "load_nq",
+    "load_source",
+    "load_triviaqa",
+    "read_records",
+    "shared_data_dir",
+    "split_records",
+    "write_records",
+]

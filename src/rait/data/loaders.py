@@ -1,0 +1,424 @@
+"""Loaders from each source's own file layout to `QARecord`s.
+
+Every loader returns records with stable ids (the source's own id where it has one) and
+stops at the first bad row with a `DataError` that names the file, the line (CSV rows count
+the header as line 1) and the field. JSON files that hold one array (NQ, TriviaQA) have no
+useful line numbers, so their errors name the item number and id instead.
+
+`load_source("mmlu:test")` etc. resolves the shipped datasets under `shared_data_dir()`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from rait.data.jsonl import read_records
+from rait.data.paths import shared_data_dir
+from rait.data.records import LETTERS, QARecord
+from rait.errors import DataError, RaitError
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _checked(
+    record: QARecord, path: Path, line: int | None = None, where: str = "", column_of: dict[str, str] | None = None
+) -> QARecord:
+    """Return the record, or raise on its first problem, naming the file's own column for the field."""
+    if problems := record.problems():
+        name, message = problems[0]
+        raise DataError(path, f"{where}{message}", line=line, field=(column_of or {}).get(name, name))
+    return record
+
+
+def _unique(records: list[QARecord], path: Path) -> list[QARecord]:
+    """Ids must be unique: splits, joins with knowledge tables and exclusions all key on them."""
+    seen: set[str] = set()
+    for record in records:
+        if record.id in seen:
+            raise DataError(path, f"duplicate id {record.id!r}", field="id")
+        seen.add(record.id)
+    return records
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno) from None
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line."""
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(path, f"not valid JSON ({err.msg} at column {err.colno})", line=line_no) from None
+            if not isinstance(row, dict):
+                raise DataError(path, "each line must be a JSON object", line=line_no)
+            yield line_no, row
+
+
+def _nonempty(records: list[QARecord], path: Path) -> list[QARecord]:
+    if not records:
+        raise DataError(path, "no records (the file is empty)")
+    return records
+
+
+# ---------------------------------------------------------------------------- MMLU
+
+MMLU_SPLITS = ("dev", "val", "test")
+MMLU_OPTIONS = ("A", "B", "C", "D")
+# CRaFT's preprocessed files: header `id,lang,question,A,B,C,D,target`. The original
+# Hendrycks release has no header and six columns: question,A,B,C,D,answer.
+MMLU_HEADERLESS_COLUMNS = ("question", *MMLU_OPTIONS, "target")
+
+
+def load_mmlu(root: str | Path, split: str, subjects: list[str] | None = None) -> list[QARecord]:
+    """MMLU from `root/<split>/<subject>_<split>.csv`, subjects in alphabetical order.
+
+    id = the csv `id` column (`<subject>/<split>/<row>`), or that same pattern for header-less
+    files, so both layouts give the same ids. `metadata["subject_name"]` is the subject with
+    spaces ("high school biology"), as prompts print it.
+    """
+    if split not in MMLU_SPLITS:
+        raise RaitError(f"unknown MMLU split {split!r}; choose one of {', '.join(MMLU_SPLITS)}")
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise DataError(folder, f"no such folder (expected <root>/{{{','.join(MMLU_SPLITS)}}}/<subject>_<split>.csv)")
+    suffix = f"_{split}.csv"
+    files = {f.name[: -len(suffix)]: f for f in sorted(folder.glob(f"*{suffix}"))}
+    if not files:
+        raise DataError(folder, f"no <subject>{suffix} files in this folder")
+    if subjects is not None:
+        unknown = sorted(set(subjects) - set(files))
+        if unknown:
+            raise RaitError(f"unknown MMLU subject(s) {', '.join(unknown)}; available: {', '.join(files)}")
+        files = {s: f for s, f in files.items() if s in set(subjects)}
+    records: list[QARecord] = []
+    for subject, path in files.items():
+        records.extend(_load_mmlu_file(path, subject, split))
+    return _unique(records, folder)
+
+
+def _load_mmlu_file(path: Path, subject: str, split: str) -> list[QARecord]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))  # csv, not pandas: options such as "None" must stay text
+    if not rows:
+        raise DataError(path, "no records (the file is empty)")
+    header, first_line = rows[0], 2
+    if "question" in header and "target" in header:
+        rows = rows[1:]
+    elif len(header) == len(MMLU_HEADERLESS_COLUMNS):
+        header, first_line = list(MMLU_HEADERLESS_COLUMNS), 1
+    else:
+        raise DataError(path, f"unrecognised header {header}; expected id,lang,question,A,B,C,D,target", line=1)
+    missing = [c for c in MMLU_HEADERLESS_COLUMNS if c not in header]
+    if missing:
+        raise DataError(path, "column missing from the header", line=1, field=missing[0])
+    column = {name: i for i, name in enumerate(header)}
+    subject_name = subject.replace("_", " ")
+    records = []
+    for row_index, row in enumerate(rows):
+        line = first_line + row_index
+        if len(row) != len(header):
+            raise DataError(path, f"expected {len(header)} columns, found {len(row)}", line=line)
+        record = QARecord(
+            id=row[column["id"]] if "id" in column else f"{subject}/{split}/{row_index}",
+            question=row[column["question"]],
+            source="mmlu",
+            split=split,
+            subject=subject,
+            choices=[row[column[o]] for o in MMLU_OPTIONS],
+            gold=row[column["target"]].strip(),
+            metadata={"subject_name": subject_name},
+        )
+        records.append(_checked(record, path, line, column_of={"gold": "target", "choices": "A-D"}))
+    return _nonempty(records, path)
+
+
+# ---------------------------------------------------------------------------- ARC
+
+ARC_MODES = ("sane", "as_released")
+ARC_SUBJECT_NAME = "STEM"  # the task name CRaFT's prompts print for ARC
+ARC_RELEASED_OPTIONS = 4
+ARC_PADDING = "nan"  # what the released loader shows for a missing fourth option
+ARC_FILE_NAME = re.compile(r"ARC-(Challenge|Easy)-(Train|Dev|Test)", re.IGNORECASE)
+ARC_COLUMNS = {"question": "question.stem", "choices": "question.choices", "gold": "answerKey"}
+
+
+def load_arc(path: str | Path, mode: str = "sane", subject: str | None = None, split: str | None = None) -> list[QARecord]:
+    """ARC from the official jsonl `{id, question: {stem, choices: [{text, label}]}, answerKey}`.
+
+    mode="sane" keeps every choice (3-5) and maps numeric labels/keys ("1".."5") to letters
+    by position. mode="as_released" reproduces CRaFT's evaluation (craft.md §7.3): only the
+    first 4 choices, a missing fourth shown as "nan", and the answer key kept raw. A raw key
+    that is not one of the shown letters (numeric keys; "E" of a cut five-choice question)
+    stays as `gold` with `metadata["unscorable"] = True`, so no parsed letter can match it,
+    exactly as the release scored it. `metadata["answer_key"]` always holds the raw key.
+
+    subject and split default to what the official file name says ("ARC-Challenge-Test"
+    -> arc_challenge, test); the subject is also the record's source.
+    """
+    if mode not in ARC_MODES:
+        raise RaitError(f"unknown ARC mode {mode!r}; choose one of {', '.join(ARC_MODES)}")
+    path = Path(path)
+    named = ARC_FILE_NAME.search(path.name)
+    subject = subject or (f"arc_{named.group(1).lower()}" if named else "arc")
+    split = split or (named.group(2).lower() if named else path.stem)
+    records = []
+    for line, row in _jsonl_rows(path):
+        question = row.get("question")
+        if not isinstance(question, dict) or not isinstance(question.get("choices"), list):
+            raise DataError(path, "must be an object with 'stem' and a list of 'choices'", line=line, field="question")
+        try:
+            texts = [c["text"] for c in question["choices"]]
+            labels = [c["label"] for c in question["choices"]]
+        except (TypeError, KeyError):
+            raise DataError(path, "every choice needs 'text' and 'label'", line=line, field="question.choices") from None
+        key = row.get("answerKey")
+        if key not in labels:
+            raise DataError(path, f"{key!r} is not among the labels {labels}", line=line, field="answerKey")
+        metadata: dict[str, Any] = {"subject_name": ARC_SUBJECT_NAME, "answer_key": key}
+        if mode == "sane":
+            choices, gold = texts, LETTERS[labels.index(key)]
+        else:
+            choices = texts[:ARC_RELEASED_OPTIONS]
+            choices += [ARC_PADDING] * (ARC_RELEASED_OPTIONS - len(choices))
+            gold = key
+            if gold not in LETTERS[:ARC_RELEASED_OPTIONS]:
+                metadata["unscorable"] = True
+        record = QARecord(
+            id=row.get("id"),
+            question=question.get("stem"),
+            source=subject,
+            split=split,
+            subject=subject,
+            choices=choices,
+            gold=gold,
+            metadata=metadata,
+        )
+        records.append(_checked(record, path, line, column_of=ARC_COLUMNS))
+    return _unique(_nonempty(records, path), path)
+
+
+# ---------------------------------------------------------------------------- open QA
+
+TRIVIAQA_COLUMNS = {"id": "QuestionId", "question": "Question", "answer": "Answer.Value"}
+
+
+def load_nq(path: str | Path) -> list[QARecord]:
+    """NQ-open as CRaFT ships it: a JSON array of `{qid, lang, question, answer, answers}`.
+
+    answer = answers[0] (the shipped `answer`), aliases = the other answers; split = the
+    file name ("dev.json" -> dev).
+    """
+    return _load_preprocessed_oeqa(Path(path), source="nq")
+
+
+def load_triviaqa(path: str | Path) -> list[QARecord]:
+    """TriviaQA in the official (unfiltered) layout `{"Data": [...], "Split": ...}` or CRaFT's array.
+
+    Official: id = QuestionId, answer = Answer.Value, aliases = the de-duplicated union of
+    Value, NormalizedValue, Aliases and NormalizedAliases in that order, minus the answer
+    itself. (The release builds the union through a Python set, so its order is arbitrary;
+    scoring accepts any alias, so only the order differs, never a score.)
+    """
+    path = Path(path)
+    data = _read_json(path)
+    if isinstance(data, list):
+        return _load_preprocessed_oeqa(path, source="triviaqa", data=data)
+    if not isinstance(data, dict) or not isinstance(data.get("Data"), list):
+        raise DataError(path, "expected the official layout {'Data': [...]} or a JSON array of questions", field="Data")
+    split = str(data.get("Split") or path.stem).lower()
+    records = []
+    for index, item in enumerate(data["Data"], start=1):
+        where = f"item {index}: "
+        if not isinstance(item, dict) or not isinstance(item.get("Answer"), dict):
+            raise DataError(path, f"{where}missing or not an object", field="Answer")
+        answer = item["Answer"]
+        value = answer.get("Value")
+        names = [value, answer.get("NormalizedValue"), *(answer.get("Aliases") or []), *(answer.get("NormalizedAliases") or [])]
+        aliases = [a for a in dict.fromkeys(names) if isinstance(a, str) and a.strip() and a != value]
+        record = QARecord(
+            id=item.get("QuestionId"),
+            question=item.get("Question"),
+            source="triviaqa",
+            split=split,
+            answer=value,
+            aliases=aliases,
+        )
+        records.append(_checked(record, path, where=where, column_of=TRIVIAQA_COLUMNS))
+    return _unique(_nonempty(records, path), path)
+
+
+def _load_preprocessed_oeqa(path: Path, source: str, data: Any = None) -> list[QARecord]:
+    """CRaFT's open-QA layout (NQ, TriviaQA): `{qid, question, answer, answers}`; answer defaults to answers[0]."""
+    data = _read_json(path) if data is None else data
+    if not isinstance(data, list):
+        raise DataError(path, "expected a JSON array of questions")
+    records = []
+    for index, item in enumerate(data, start=1):
+        where = f"item {index}: "
+        if not isinstance(item, dict):
+            raise DataError(path, f"{where}each item must be an object")
+        answers = item.get("answers")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise DataError(path, f"{where}must be a non-empty list of strings", field="answers")
+        answer = item.get("answer") or answers[0]
+        record = QARecord(
+            id=item.get("qid"),
+            question=item.get("question"),
+            source=source,
+            split=path.stem,
+            answer=answer,
+            aliases=[a for a in dict.fromkeys(answers) if a != answer],
+        )
+        records.append(_checked(record, path, where=where, column_of={"id": "qid"}))
+    return _unique(_nonempty(records, path), path)
+
+
+# ---------------------------------------------------------------------------- any JSONL / CSV
+
+GENERIC_FIELDS = ("id", "question", "answer", "aliases", "choices", "gold", "subject")
+
+
+def load_generic(
+    path: str | Path, mapping: dict[str, str | list[str]], source: str | None = None, split: str = "train"
+) -> list[QARecord]:
+    """Records from any JSONL or CSV file (chosen by suffix) through a column mapping.
+
+    mapping: record field -> column, e.g. {"question": "q", "answer": "a", "aliases": "alts"}
+    or {"question": "q", "choices": ["opt1", "opt2", "opt3", "opt4"], "gold": "label"}.
+    `choices` is a list of columns, or one column holding a list. A list-valued cell (aliases,
+    one-column choices) is a JSON list in JSONL; in CSV it is a JSON array when it starts
+    with "[", otherwise `|`-separated ("Paris|paris"). `gold` is a letter or a 0-based
+    option index. Columns not in the mapping are kept in `metadata` (e.g. a relation to
+    stratify by). Without an id column, id = `<source>/<split>/<row>` (0-based data row).
+    """
+    path = Path(path)
+    unknown = sorted(set(mapping) - set(GENERIC_FIELDS))
+    if unknown:
+        raise RaitError(f"unknown mapping key(s) {', '.join(unknown)}; known: {', '.join(GENERIC_FIELDS)}")
+    if "question" not in mapping or not ("answer" in mapping or {"choices", "gold"} <= set(mapping)):
+        raise RaitError("the mapping needs 'question' and either 'answer' or both 'choices' and 'gold'")
+    source = source or path.stem
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = _jsonl_rows(path)
+    elif suffix == ".csv":
+        rows = _csv_rows(path, mapping)
+    else:
+        raise RaitError(f"{path}: load_generic reads .jsonl or .csv files, not {suffix or 'files without a suffix'!r}")
+    mapped = {c for cols in mapping.values() for c in ([cols] if isinstance(cols, str) else cols)}
+    column_of = {name: cols if isinstance(cols, str) else ",".join(cols) for name, cols in mapping.items()}
+    records = []
+    for row_index, (line, row) in enumerate(rows):
+        def cell(column: str) -> Any:
+            return _cell(row, column, path, line)
+
+        choices = None
+        if "choices" in mapping:
+            cols = mapping["choices"]
+            choices = [cell(c) for c in cols] if isinstance(cols, list) else _as_list(cell(cols))
+        record = QARecord(
+            id=cell(mapping["id"]) if "id" in mapping else f"{source}/{split}/{row_index}",
+            question=cell(mapping["question"]),
+            source=source,
+            split=split,
+            subject=cell(mapping["subject"]) if "subject" in mapping else "",
+            choices=choices,
+            gold=_as_letter(cell(mapping["gold"])) if "gold" in mapping else None,
+            answer=cell(mapping["answer"]) if "answer" in mapping else None,
+            aliases=_as_list(cell(mapping["aliases"])) if "aliases" in mapping else [],
+            metadata={k: v for k, v in row.items() if k not in mapped},
+        )
+        records.append(_checked(record, path, line, column_of=column_of))
+    return _unique(_nonempty(records, path), path)
+
+
+def _csv_rows(path: Path, mapping: dict[str, str | list[str]]) -> Iterator[tuple[int, dict[str, str]]]:
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        for cols in mapping.values():
+            for col in [cols] if isinstance(cols, str) else cols:
+                if col not in header:
+                    raise DataError(path, "column not in the header", line=1, field=col)
+        for row_index, row in enumerate(reader):
+            yield row_index + 2, row
+
+
+def _cell(row: dict[str, Any], column: str, path: Path, line: int) -> Any:
+    """One cell; JSON numbers become text (an answer such as 1969 is still text to match)."""
+    if column not in row:
+        raise DataError(path, "missing", line=line, field=column)
+    value = row[column]
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def _as_list(value: Any) -> Any:
+    """A list cell: already a list (JSONL), a JSON array, or `|`-separated text (CSV)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return value  # left as text: the record check reports it as not a list
+    return [part.strip() for part in text.split("|") if part.strip()]
+
+
+def _as_letter(value: Any) -> Any:
+    """A gold option as a letter: letters pass through, a 0-based index becomes its letter."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and 0 <= value < len(LETTERS):
+        return LETTERS[value]
+    return value.strip() if isinstance(value, str) else value
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+# name -> (usage shown in errors, loader(arg, data_dir, **kwargs))
+SOURCES: dict[str, tuple[str, Callable[..., list[QARecord]]]] = {
+    "mmlu": ("mmlu:{dev,val,test}", lambda arg, data, **kw: load_mmlu(data / "mmlu", arg, **kw)),
+    "arc-c": ("arc-c:{dev,test}", lambda arg, data, **kw: load_arc(data / "ARC" / "ARC-c" / f"ARC-Challenge-{arg.title()}.jsonl", **kw)),
+    "arc-e": ("arc-e:{dev,test}", lambda arg, data, **kw: load_arc(data / "ARC" / "ARC-e" / f"ARC-Easy-{arg.title()}.jsonl", **kw)),
+    "nq": ("nq:dev", lambda arg, data, **kw: load_nq(data / "nq" / "en" / f"{arg}.json", **kw)),
+    "triviaqa": ("triviaqa:<path>", lambda arg, data, **kw: load_triviaqa(arg, **kw)),
+    "jsonl": ("jsonl:<path> (records JSONL)", lambda arg, data, **kw: read_records(arg, **kw)),
+}
+SOURCES_WITH_PATH = ("triviaqa", "jsonl")
+
+
+def load_source(spec: str, data_dir: str | Path | None = None, **kwargs: Any) -> list[QARecord]:
+    """Load `name:arg`, e.g. "mmlu:test", "arc-c:test", "nq:dev", "triviaqa:<path>", "jsonl:<path>".
+
+    Built-in datasets resolve under `data_dir` (default `shared_data_dir()`); extra keyword
+    arguments go to the loader (e.g. `mode="as_released"` for ARC, `subjects=[...]` for MMLU).
+    """
+    name, _, arg = spec.partition(":")
+    known = "; ".join(usage for usage, _ in SOURCES.values())
+    if name not in SOURCES:
+        raise RaitError(f"unknown data source {spec!r}; known: {known}")
+    usage, load = SOURCES[name]
+    if not arg:
+        raise RaitError(f"data source {spec!r} needs an argument: {usage}")
+    data = None if name in SOURCES_WITH_PATH else Path(data_dir) if data_dir else shared_data_dir()
+    return load(arg, data, **kwargs)
