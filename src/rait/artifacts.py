@@ -108,3 +108,24 @@ def write_manifest(
 
 def read_manifest(artifact: str | Path) -> dict[str, Any]:
     return json.loads(manifest_path(artifact).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL artifact; a missing file or a malformed line is a `DataError` naming it."""
+    from rait.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(path, f"malformed JSON ({err.msg})", line=number) from err
+    if not rows:
+        raise DataError(path, "empty file")
+    return rows

