@@ -303,11 +303,15 @@ def bootstrap_ci(
 
     Items are resampled with replacement; `reference` (outcomes of a reference model on the
     same items, as THS needs) and `groups` are resampled with the same indices and passed
-    on in that order. With `groups`, resampling is stratified within groups. Example:
+    on in that order. With `groups`, resampling is stratified within groups. Resamples on
+    which the statistic is NaN (undefined) are left out. Example:
     bootstrap_ci(o, lambda o: rates(o)["pc"]).
     """
     arrays = [_outcome_array(outcomes)] + ([] if reference is None else [_outcome_array(reference)])
     estimate, values = _joint_bootstrap(arrays, statistic, groups, n_boot, seed)
+    values = values[~np.isnan(values)]  # resamples where the statistic is undefined (e.g. THS with Pw0 = 0)
+    if values.size == 0:
+        return Interval(estimate, float("nan"), float("nan"))
     low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return Interval(estimate, float(low), float(high))
 

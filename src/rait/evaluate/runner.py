@@ -88,7 +88,7 @@ def macro_groups(rows: Sequence[dict]) -> list[str] | None:
 
 def summarize(rows: Sequence[dict], reference: Sequence[dict] | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Pc, Pw, Pr, Pu (percent) with bootstrap CIs, and THS against `reference` rows on the same items."""
-    from rait.evaluate.metrics import bootstrap_ci, macro_average, rates, ths_ci
+    from rait.evaluate.metrics import bootstrap_ci, macro_average, rates
 
     outcomes = [row["outcome"] for row in rows]
     groups = macro_groups(rows)
@@ -107,6 +107,21 @@ def summarize(rows: Sequence[dict], reference: Sequence[dict] | None = None, n_b
         if missing:
             raise ValueError(f"the reference run lacks {len(missing)} items, e.g. {missing[0]!r}")
         reference_outcomes = [by_id[row["id"]] for row in rows]
-        interval = ths_ci(outcomes, reference_outcomes, groups=groups, n_boot=n_boot, seed=seed)
-        summary["ths"] = {"value": interval.estimate, "low": interval.low, "high": interval.high}
+        summary["ths"] = _ths_summary(outcomes, reference_outcomes, groups, n_boot, seed)
     return summary
+
+
+def _ths_summary(outcomes, reference_outcomes, groups, n_boot: int, seed: int) -> dict | None:
+    """THS with its interval; None when the reference made no wrong answer (THS is then undefined)."""
+    from rait.evaluate.metrics import bootstrap_ci, ths_of
+
+    def defined_ths(*arrays):
+        try:
+            return ths_of(*arrays)
+        except ValueError:
+            return float("nan")
+
+    interval = bootstrap_ci(outcomes, defined_ths, reference=reference_outcomes, groups=groups, n_boot=n_boot, seed=seed)
+    if interval.estimate != interval.estimate:  # NaN: undefined on the full data
+        return None
+    return {"value": interval.estimate, "low": interval.low, "high": interval.high}

@@ -134,7 +134,7 @@ def write_results(results: list[dict], out_dir: Path) -> None:
     for row in results:
         entry = {"test_set": row["test_set"], "method": row["method"], "n": row["n"]}
         for key in ("pc", "pw", "pr", "pu", "ths"):
-            if key in row:
+            if row.get(key) is not None:
                 entry |= {key: row[key]["value"], f"{key}_low": row[key]["low"], f"{key}_high": row[key]["high"]}
         flat.append(entry)
     table = pd.DataFrame(flat)

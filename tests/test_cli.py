@@ -1,0 +1,126 @@
+"""The command line: happy paths on small inputs, and bad input -> one line, exit 2, no artifact."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rait.cli import main
+from rait.data import QARecord, read_records, write_records
+
+
+def run(argv):
+    """Run the CLI in-process; return its exit status (0 when it returns normally)."""
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+def _records():
+    return [
+        QARecord(id="o1", question="What is the capital of France?", source="facts", split="test", answer="Paris"),
+        QARecord(id="o2", question="Who wrote Hamlet?", source="facts", split="test", answer="Shakespeare"),
+        QARecord(id="m1", question="2 + 2 = ?", source="toy", split="test", subject="math",
+                 choices=["3", "4", "5", "6"], gold="B", metadata={"subject_name": "math"}),
+    ]
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "rait", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("data", "model", "eval", "demo"):
+        assert command in out
+
+
+def test_data_load_writes_records_and_manifest(tmp_path):
+    out = tmp_path / "mmlu_dev.jsonl"
+    assert run(["data", "load", "mmlu:dev", "--out", str(out), "--limit", "7"]) == 0
+    records = read_records(out)
+    assert len(records) == 7 and all(r.task == "mcqa" for r in records)
+    manifest = json.loads((tmp_path / "mmlu_dev.jsonl.manifest.json").read_text())
+    assert manifest["settings"]["source"] == "mmlu:dev"
+
+
+@pytest.mark.parametrize(
+    "line, field",
+    [
+        ('{"id": "x", "question": "q", "source": "s", "split": "t", "choices": ["a", "b"], "gold": "C"}', "gold"),
+        ('{"id": "x", "question": "q", "source": "s", "split": "t"}', "answer"),
+        ('{"id": "x", "question": "q", "source": "s", ', None),
+    ],
+)
+def test_bad_record_is_one_line_naming_file_line_and_field(tmp_path, capsys, line, field):
+    bad = tmp_path / "bad.jsonl"
+    good = json.dumps(_records()[0].to_dict())
+    bad.write_text(good + "\n" + line + "\n")
+    assert run(["data", "validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{bad}:2" in err
+    if field:
+        assert f"field '{field}'" in err
+
+
+def test_empty_file_and_no_half_written_output(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    out_dir = tmp_path / "split"
+    assert run(["data", "split", str(empty), "--out-dir", str(out_dir)]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_split_command_is_deterministic(tmp_path):
+    source = tmp_path / "all.jsonl"
+    assert run(["data", "load", "nq:dev", "--out", str(source), "--limit", "50"]) == 0
+    for name in ("a", "b"):
+        assert run(["data", "split", str(source), "--out-dir", str(tmp_path / name), "--test-size", "10", "--seed", "3"]) == 0
+    assert (tmp_path / "a" / "test.jsonl").read_bytes() == (tmp_path / "b" / "test.jsonl").read_bytes()
+    assert len(read_records(tmp_path / "a" / "test.jsonl")) == 10
+
+
+def test_facts_command_writes_three_splits(tmp_path):
+    assert run(["data", "facts", "--out", str(tmp_path), "--seed", "0"]) == 0
+    for name in ("train", "test_id", "test_ood"):
+        assert read_records(tmp_path / f"{name}.jsonl")
+
+
+def test_wrong_model_path_is_a_clear_error(tmp_path, capsys):
+    assert run(["model", "info", str(tmp_path / "nowhere")]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+
+
+def test_unknown_dataset_spec(tmp_path, capsys):
+    assert run(["data", "load", "squad:dev", "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "squad" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_bad_demo_config_names_the_setting(tmp_path, capsys):
+    config = tmp_path / "demo.yaml"
+    config.write_text("model: default\nlearning_rat: 3\ntest_sets: [{name: nq, data: 'nq:dev'}]\n")
+    assert run(["demo", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rat" in err and str(config) in err
+
+
+def test_eval_then_reference_gives_ths(tmp_path, tiny_model_dir):
+    data = tmp_path / "test.jsonl"
+    write_records(data, _records())
+    common = ["--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4", "--n-boot", "50"]
+    assert run(["eval", *common, "--prompt", "basic", "--out", str(tmp_path / "basic")]) == 0
+    assert run(["eval", *common, "--prompt", "refuse", "--out", str(tmp_path / "refuse"),
+                "--reference", str(tmp_path / "basic")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "refuse" / "outcomes.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == ["o1", "o2", "m1"]
+    assert {row["outcome"] for row in rows} <= {"correct", "wrong", "refused", "unparsed"}
+    metrics = json.loads((tmp_path / "refuse" / "metrics.json").read_text())
+    assert sum(metrics[k]["value"] for k in ("pc", "pw", "pr", "pu")) == pytest.approx(100)
+    basic = json.loads((tmp_path / "basic" / "metrics.json").read_text())
+    assert "ths" not in basic
+    if basic["pw"]["value"] == 0:
+        assert metrics["ths"] is None  # undefined: the reference made no wrong answer
+    else:
+        assert metrics["ths"]["low"] <= metrics["ths"]["value"] <= metrics["ths"]["high"]

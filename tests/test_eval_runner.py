@@ -1,0 +1,70 @@
+"""The evaluation runner: scoring rules per record, order kept, summaries and THS."""
+
+import pytest
+
+from rait.data import QARecord
+from rait.evaluate.runner import EvalSettings, evaluate_records, score_output, summarize
+
+
+def _open(answer, **metadata):
+    return QARecord(id="q", question="?", source="s", split="t", answer=answer, metadata=metadata)
+
+
+def test_score_output_uses_the_record_match_mode_unless_overridden():
+    record = _open("O", match_mode="word")  # oxygen's symbol: "o" is inside almost any answer
+    assert score_output(record, "The symbol is Fe.", EvalSettings()) == "wrong"
+    assert score_output(record, "The symbol is Fe.", EvalSettings(match_mode="contains")) == "correct"
+    assert score_output(_open("Paris"), "I don't know, maybe Paris", EvalSettings()) == "refused"
+
+
+def test_score_output_mcqa():
+    record = QARecord(id="m", question="?", source="s", split="t", choices=["x", "y", "z"], gold="C")
+    assert score_output(record, "The answer is (C)", EvalSettings()) == "correct"
+    assert score_output(record, "A", EvalSettings()) == "wrong"
+    assert score_output(record, "no idea", EvalSettings()) == "unparsed"
+
+
+def _rows(outcomes, source="s", subjects=None):
+    return [{"id": str(i), "outcome": o, "source": source, "subject": (subjects or [""] * len(outcomes))[i]}
+            for i, o in enumerate(outcomes)]
+
+
+def test_summarize_rates_and_ths_against_the_named_reference():
+    reference = _rows(["correct"] * 4 + ["wrong"] * 6)
+    evaluated = _rows(["correct"] * 3 + ["refused"] * 5 + ["wrong"] * 2)
+    summary = summarize(evaluated, reference, n_boot=200)
+    assert summary["pc"]["value"] == pytest.approx(30)
+    assert summary["pr"]["value"] == pytest.approx(50)
+    # THS = Pc - Pw * Pc0 / Pw0 = 30 - 20 * 40 / 60
+    assert summary["ths"]["value"] == pytest.approx(30 - 20 * 40 / 60)
+    assert summary["ths"]["low"] <= summary["ths"]["value"] <= summary["ths"]["high"]
+
+
+def test_summarize_macro_averages_mmlu_over_subjects():
+    subjects = ["a"] * 2 + ["b"] * 8
+    rows = _rows(["correct", "correct"] + ["wrong"] * 8, source="mmlu", subjects=subjects)
+    summary = summarize(rows, n_boot=50)
+    assert summary["macro_over"] == "subject"
+    assert summary["pc"]["value"] == pytest.approx(50)  # subject a: 100 %, subject b: 0 %
+
+
+def test_summarize_rejects_a_reference_on_other_items():
+    with pytest.raises(ValueError, match="lacks"):
+        summarize(_rows(["correct"] * 3), [{"id": "x", "outcome": "wrong"}], n_boot=10)
+
+
+def test_evaluate_records_keeps_order_across_tasks(tiny_model):
+    model, tokenizer = tiny_model
+    records = [
+        QARecord(id="m1", question="1+1?", source="s", split="t", choices=["1", "2"], gold="B"),
+        _open("Paris"),
+        QARecord(id="m2", question="2+2?", source="s", split="t", choices=["4", "5"], gold="A"),
+    ]
+    rows = evaluate_records(model, tokenizer, records, EvalSettings(prompt="basic", max_new_tokens=3, batch_size=2))
+    assert [row["id"] for row in rows] == ["m1", "q", "m2"]
+    assert all(isinstance(row["output"], str) for row in rows)
+
+
+def test_ths_is_none_when_the_reference_has_no_wrong_answer():
+    reference = _rows(["correct"] * 3 + ["unparsed"])
+    assert summarize(_rows(["wrong"] * 4), reference, n_boot=20)["ths"] is None
