@@ -1,0 +1,317 @@
+"""From a fitted selector to files: the training JSONL, the CRaFT/xtuner layout, DPO pairs, and `rait build`.
+
+Training rows are TRL conversational prompt-completion rows (what `rait.train` consumes)::
+
+    {"id": ..., "method": "craft", "kind": "vanilla" | "idk", "weight": 1.0,
+     "prompt": [{"role": "user", "content": <REFUSE prompt>}],
+     "completion": [{"role": "assistant", "content": <gold answer | refusal>}]}
+
+Vanilla rows come first, then IdK rows, each in selection order; the trainer's sampler shuffles
+(the release's final shuffle was unseeded). Every file gets a manifest: input hashes (knowledge
+table, records), the selector's parameters, the seed, its report and the rait version.
+
+Preference pairs (Idk-DPO style, Say-I-Dont-Know): a vanilla question prefers its gold answer
+over the refusal; an IdK question prefers the refusal over the model's own wrong answer — the
+most probable wrong option (MCQA) or the most frequent wrong, non-refusing sample of the probe
+(open QA). The gold answer is never used as a rejected answer: teaching a model to disprefer
+the truth is not what refusal training wants. An IdK question with no recorded wrong answer
+gets no pair, with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rait.artifacts import atomic_path, write_json, write_jsonl, write_manifest
+from rait.data.records import QARecord
+from rait.errors import DataError, RaitError
+from rait.prompts import enumerate_letters, prompt_library, subject_name, training_example
+from rait.select.base import Selector, SelectionWarning
+from rait.select.craft import CorCerRAIT, CorRAIT, CRaFT, CRaFTWithoutCer, VanTuning
+from rait.select.crss import CRSS_THRESHOLDS, crss, question_features
+from rait.select.rtuning import RTuning
+
+SELECTORS: dict[str, Callable[..., Selector]] = {
+    "van_tuning": VanTuning,
+    "cor_rait": CorRAIT,
+    "corcer_rait": CorCerRAIT,
+    "craft_wo_cer": CRaFTWithoutCer,
+    "craft": CRaFT,
+    "rtuning_unknown": functools.partial(RTuning, variant="unknown"),
+    "rtuning_unsure": functools.partial(RTuning, variant="unsure"),
+}
+ALIASES = {"craft_wo_flow": "corcer_rait", "vanilla": "van_tuning"}
+NEEDS_FLOW = {"craft", "craft_wo_cer"}
+
+
+def make_selector(name: str, **params: Any) -> Selector:
+    """A selector by method name. Parameters the method does not take (e.g. ``mode`` for R-Tuning) are ignored."""
+    key = ALIASES.get(name, name)
+    if key not in SELECTORS:
+        raise RaitError(f"unknown method {name!r}; choose from {', '.join([*SELECTORS, *ALIASES])}")
+    factory = SELECTORS[key]
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return factory(**{k: v for k, v in params.items() if k in accepted})
+
+
+def records_by_id(records: Iterable[QARecord]) -> dict[str, QARecord]:
+    out: dict[str, QARecord] = {}
+    for record in records:
+        if record.id in out:
+            raise DataError("<records>", f"duplicate id {record.id!r}", field="id")
+        out[record.id] = record
+    return out
+
+
+def _lookup(by_id: dict[str, QARecord], qid: str) -> QARecord:
+    if qid not in by_id:
+        raise DataError("<records>", f"question {qid!r} of the knowledge table is not among the records", field="id")
+    return by_id[qid]
+
+
+def selected(selector: Selector) -> list[tuple[str, str]]:
+    """(id, kind) of every selected sample: vanilla first, then IdK."""
+    return [(i, "vanilla") for i in selector.vanilla_ids_] + [(i, "idk") for i in selector.idk_ids_]
+
+
+def build_dataset(selector: Selector, table: pd.DataFrame, records: Sequence[QARecord], prompt: str = "refuse",
+                  system: str | None = None) -> list[dict]:
+    """Fit `selector` on `table` and return its training rows (module docstring) for the weighted SFT trainer."""
+    selector.fit(table)
+    by_id = records_by_id(records)
+    rows = []
+    for qid, kind in selected(selector):
+        record = _lookup(by_id, qid)
+        row = training_example(record, prompt, selector.target(record, kind), system=system)
+        rows.append({"id": qid, "method": selector.method, "kind": kind,
+                     "weight": float(selector.weights_.get(qid, 1.0)), **row})
+    return rows
+
+
+def xtuner_rows(rows: Sequence[dict], records: Sequence[QARecord]) -> list[dict]:
+    """The CRaFT release's training-file layout (craft.md §4.2-4.3), for its xtuner configs.
+
+    Open QA: ``{"qid", "question", "answer"}``, answer = gold answer or "I don't know".
+    MCQA: the MMLU CSV columns (id, lang, question, one column per option letter, target) plus
+    what ``map_fn_mmlu`` reads: prompt_task_name, prompt_instruction (the REFUSE hint with a
+    ``{task_name}`` placeholder), prompt_question, prompt_answer, and strategy ("learn" | "idk").
+    """
+    by_id = records_by_id(records)
+    hint = prompt_library()["mcqa_hint_refuse"]["text"]
+    out = []
+    for row in rows:
+        record = _lookup(by_id, row["id"])
+        target = row["completion"][-1]["content"]
+        if record.task == "oeqa":
+            out.append({"qid": record.id, "question": record.question, "answer": target})
+            continue
+        out.append({
+            "id": record.id, "lang": "en", "question": record.question,
+            **dict(zip(record.letters, record.choices)),
+            "target": target,
+            "prompt_task_name": subject_name(record),
+            "prompt_instruction": hint.format(subject="{task_name}", letters=enumerate_letters(record.letters, "refuse")),
+            "prompt_question": "Question",
+            "prompt_answer": "Answer",
+            "strategy": "learn" if row["kind"] == "vanilla" else "idk",
+        })
+    return out
+
+
+def model_wrong_answer(record: QARecord, row: pd.Series) -> str | None:
+    """What the model itself would answer wrongly: most probable wrong option, or most frequent wrong sample."""
+    if record.task == "mcqa":
+        probs = row.get("option_probs")
+        if probs is None or len(probs) != len(record.letters):
+            return None
+        wrong = [(p, letter) for p, letter in zip(probs, record.letters) if letter != record.gold]
+        return max(wrong, key=lambda pair: pair[0])[1]
+    samples, correct, refused = row.get("samples"), row.get("sample_correct"), row.get("sample_refused")
+    if samples is None or correct is None or refused is None:
+        return None
+    wrong = [s.strip() for s, c, r in zip(samples, correct, refused) if not c and not r and s.strip()]
+    return Counter(wrong).most_common(1)[0][0] if wrong else None
+
+
+def preference_pairs(rows: Sequence[dict], selector: Selector, table: pd.DataFrame,
+                     records: Sequence[QARecord]) -> list[dict]:
+    """TRL conversational preference rows {"id", "method", "kind", "prompt", "chosen", "rejected"} (module docstring).
+
+    `rows` and `selector` must come from the same `build_dataset` call.
+    """
+    if getattr(selector, "variant", None) == "unsure":
+        raise RaitError("R-Tuning 'unsure' data has no answer-vs-refusal pair; build preference pairs from another method")
+    by_id = records_by_id(records)
+    table_rows = table.assign(id=table["id"].astype(str)).set_index("id")
+    pairs, missing = [], []
+    for row in rows:
+        record = _lookup(by_id, row["id"])
+        if row["kind"] == "vanilla":
+            rejected = selector.refusal_for(record)
+        else:
+            rejected = model_wrong_answer(record, table_rows.loc[row["id"]])
+            if rejected is None:
+                missing.append(row["id"])
+                continue
+        pairs.append({"id": row["id"], "method": row["method"], "kind": row["kind"], "prompt": row["prompt"],
+                      "chosen": row["completion"], "rejected": [{"role": "assistant", "content": rejected}]})
+    if missing:
+        warnings.warn(f"{selector.method}: {len(missing)} IdK question(s) have no recorded wrong answer and get no "
+                      f"preference pair (e.g. {missing[0]!r})", SelectionWarning, stacklevel=2)
+    return pairs
+
+
+def write_dataset(path: str | Path, rows: Sequence[dict], selector: Selector, *, table_path: str | Path,
+                  records_path: str | Path, prompt: str, kind: str = "sft") -> Path:
+    """Write rows as JSONL (atomically) with a manifest: input hashes, selector parameters, seed, report."""
+    path = Path(path)
+    write_jsonl(path, rows)
+    write_manifest(
+        path, stage=f"build.{kind}",
+        inputs={"knowledge_table": table_path, "records": records_path},
+        settings={"method": selector.method, "params": _jsonable(selector.get_params()), "prompt": prompt,
+                  "rows": len(rows)},
+        seed=getattr(selector, "seed", None),
+        extra={"report": selector.report_},
+    )
+    return path
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON values: tuples become lists, objects (e.g. loaded gradient features) their repr."""
+    plain = (str, int, float, bool, type(None), list)
+    return {k: list(v) if isinstance(v, tuple) else v if isinstance(v, plain) else repr(v) for k, v in params.items()}
+
+
+def run_build(
+    table_path: str | Path,
+    records_path: str | Path,
+    out_dir: str | Path,
+    methods: Sequence[str | Selector] | None = None,
+    *,
+    n_total: int | None = None,
+    n_vanilla: int | None = None,
+    n_idk: int | None = None,
+    idk_share: float = 0.2,
+    tau: float = 0.5,
+    mode: str = "paper",
+    dead_band: float = 0.0,
+    seed: int = 0,
+    refusal: str | None = None,
+    prompt: str = "refuse",
+    system: str | None = None,
+    exports: Sequence[str] = ("xtuner", "dpo"),
+    crss_model: str | None = None,
+    crss_pooling: str = "last_token",
+    crss_thresholds: Sequence[float] = CRSS_THRESHOLDS,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """`rait build`: every method's training set from one knowledge table, in one call.
+
+    Writes ``<out_dir>/<method>.jsonl`` (+ manifest), ``xtuner/<method>.json`` and
+    ``dpo/<method>.jsonl`` (per `exports`), and ``summary.json`` / ``summary.md`` (pools, sizes,
+    warnings, and CRSS per method when `crss_model` names a model, "default" for SmolLM2).
+    `methods` are names of `SELECTORS` (or aliases) or ready selectors (e.g. GRAIT); None means
+    every method the table supports (CRaFT and CRaFT w/o Cer need ``delta_mu``; skipping them
+    is reported). Returns the summary.
+    """
+    from rait.data import read_records
+    from rait.probe.table import read_table
+
+    table_path, records_path, out_dir = Path(table_path), Path(records_path), Path(out_dir)
+    table = read_table(table_path)
+    records = read_records(records_path)
+    params = dict(n_total=n_total, n_vanilla=n_vanilla, n_idk=n_idk, idk_share=idk_share, tau=tau, mode=mode,
+                  dead_band=dead_band, seed=seed, refusal=refusal)
+    skipped = {}
+    if methods is None:
+        methods = [m for m in SELECTORS if "delta_mu" in table.columns or m not in NEEDS_FLOW]
+        skipped = {m: "the table has no delta_mu (run rehearsal)" for m in NEEDS_FLOW if m not in methods}
+    selectors = [make_selector(m, **params) if isinstance(m, str) else m for m in methods]
+
+    summary: dict[str, Any] = {"table": str(table_path), "records": str(records_path), "mode": mode,
+                               "skipped": skipped, "methods": {}}
+    built: dict[str, Selector] = {}
+    for selector in selectors:
+        try:
+            rows = build_dataset(selector, table, records, prompt=prompt, system=system)
+        except DataError as err:  # name the real file instead of "<knowledge table>" / "<records>"
+            path = {"<knowledge table>": table_path, "<records>": records_path}.get(err.path, err.path)
+            raise DataError(path, err.message, line=err.line, field=err.field) from err
+        name = selector.method
+        files = {"sft": str(write_dataset(out_dir / f"{name}.jsonl", rows, selector, table_path=table_path,
+                                          records_path=records_path, prompt=prompt))}
+        if "xtuner" in exports:
+            xt = out_dir / "xtuner" / f"{name}.json"
+            write_json(xt, xtuner_rows(rows, records))
+            files["xtuner"] = str(xt)
+        if "dpo" in exports and getattr(selector, "variant", None) != "unsure":
+            pairs = preference_pairs(rows, selector, table, records)
+            files["dpo"] = str(write_dataset(out_dir / "dpo" / f"{name}.jsonl", pairs, selector, table_path=table_path,
+                                             records_path=records_path, prompt=prompt, kind="dpo"))
+        summary["methods"][name] = {"report": selector.report_, "files": files}
+        built[name] = selector
+
+    if crss_model is not None:
+        summary["crss"] = _crss_of_builds(built, records, crss_model, crss_pooling, crss_thresholds, prompt, system,
+                                          batch_size)
+    write_json(out_dir / "summary.json", summary)
+    with atomic_path(out_dir / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(summary), encoding="utf-8")
+    write_manifest(out_dir / "summary.json", stage="build", inputs={"knowledge_table": table_path,
+                   "records": records_path}, settings=_jsonable(params) | {"prompt": prompt}, seed=seed)
+    return summary
+
+
+def _crss_of_builds(built: dict[str, Selector], records: Sequence[QARecord], model_spec: str, pooling: str,
+                    thresholds: Sequence[float], prompt: str, system: str | None, batch_size: int) -> dict[str, Any]:
+    """Features of every selected question, computed once, then CRSS per method."""
+    from rait.models import load_model, model_fingerprint, resolve_model_path
+
+    by_id = records_by_id(records)
+    ids = sorted({qid for s in built.values() for qid, _ in selected(s)})
+    model, tokenizer = load_model(model_spec)
+    model.eval()
+    features = question_features(model, tokenizer, [by_id[i] for i in ids], pooling=pooling, prompt=prompt,
+                                 system=system, batch_size=batch_size)
+    row_of = {qid: n for n, qid in enumerate(ids)}
+    per_method = {}
+    for name, s in built.items():
+        rates = crss(features[[row_of[i] for i in s.vanilla_ids_]], features[[row_of[i] for i in s.idk_ids_]],
+                     thresholds)
+        per_method[name] = {str(t): None if np.isnan(r) else r for t, r in rates.items()}  # None: no IdK samples
+    return {"model": model_fingerprint(resolve_model_path(model_spec)), "pooling": pooling, "prompt": prompt,
+            "by_method": per_method}
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """A short Markdown table of a build: pools, what was taken, warnings, CRSS."""
+    crss_by = summary.get("crss", {}).get("by_method", {})
+    thresholds = sorted({t for rates in crss_by.values() for t in rates}, key=float)
+    head = ["method", "vanilla pool", "IdK pool", "dropped by flow", "vanilla taken", "IdK taken", "warnings",
+            *[f"CRSS@{t}" for t in thresholds]]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, entry in summary["methods"].items():
+        report = entry["report"]
+        pool, taken = report.get("pool", {}), report["taken"]
+        rates = crss_by.get(name, {})
+        cells = [name, pool.get("vanilla", ""), pool.get("idk", ""), pool.get("dropped_by_flow", "–"),
+                 taken["vanilla"], taken["idk"], len(report["warnings"]),
+                 *[_fmt(rates.get(t)) for t in thresholds]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    notes = [f"- {w}" for entry in summary["methods"].values() for w in entry["report"]["warnings"]]
+    notes += [f"- skipped {m}: {why}" for m, why in summary.get("skipped", {}).items()]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
