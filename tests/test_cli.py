@@ -124,3 +124,36 @@ def test_eval_then_reference_gives_ths(tmp_path, tiny_model_dir):
         assert metrics["ths"] is None  # undefined: the reference made no wrong answer
     else:
         assert metrics["ths"]["low"] <= metrics["ths"]["value"] <= metrics["ths"]["high"]
+
+
+def test_build_command_writes_each_method(tmp_path):
+    import pandas as pd
+
+    from rait.probe.table import write_table
+
+    records = [QARecord(id=f"q{i}", question=f"Question {i}?", source="facts", split="train", answer=f"A{i}")
+               for i in range(10)]
+    write_records(tmp_path / "pool.jsonl", records)
+    mu = [1.0, 0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1, 0.0]
+    table = pd.DataFrame({"id": [r.id for r in records], "task": "oeqa", "mu": mu, "sigma": [0.5] * 10})
+    write_table(table, tmp_path / "table.jsonl")
+    out = tmp_path / "built"
+    assert run(["build", "--table", str(tmp_path / "table.jsonl"), "--records", str(tmp_path / "pool.jsonl"),
+                "--out", str(out), "--method", "cor_rait", "--method", "van_tuning", "--n-total", "5"]) == 0
+    rows = [json.loads(line) for line in (out / "cor_rait.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and sum(row["kind"] == "idk" for row in rows) == 1
+    assert all(row["completion"][0]["content"] == "I don't know" for row in rows if row["kind"] == "idk")
+    assert (out / "van_tuning.jsonl").exists() and (out / "summary.md").exists()
+
+
+def test_build_without_flow_refuses_craft(tmp_path, capsys):
+    import pandas as pd
+
+    from rait.probe.table import write_table
+
+    write_records(tmp_path / "pool.jsonl", _records()[:2])
+    write_table(pd.DataFrame({"id": ["o1", "o2"], "task": "oeqa", "mu": [1.0, 0.0], "sigma": [0.5, 0.5]}),
+                tmp_path / "table.jsonl")
+    assert run(["build", "--table", str(tmp_path / "table.jsonl"), "--records", str(tmp_path / "pool.jsonl"),
+                "--out", str(tmp_path / "b"), "--method", "craft"]) == 2
+    assert "delta_mu" in capsys.readouterr().err

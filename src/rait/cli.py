@@ -120,6 +120,38 @@ def model_info(path: str = typer.Argument("default", help="Model folder, or 'def
     typer.echo(json.dumps(model_fingerprint(resolve_model_path(path)), indent=2))
 
 
+# ---------------------------------------------------------------- data builders
+
+
+@app.command("build")
+def build(
+    table: Path = typer.Option(..., help="Knowledge table (Parquet/JSONL) from `rait probe`, or the flow table from `rait rehearse`."),
+    records: Path = typer.Option(..., help="QA-record JSONL of the pool the table was probed on."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <method>.jsonl, xtuner/, dpo/ and summary.{json,md}."),
+    method: Optional[list[str]] = typer.Option(None, help="Method(s): van_tuning, cor_rait, corcer_rait, craft_wo_cer, craft, rtuning_unknown, rtuning_unsure. Default: all the table supports."),
+    n_total: Optional[int] = typer.Option(None, help="Total samples (split by --idk-share)."),
+    n_vanilla: Optional[int] = typer.Option(None, help="Vanilla samples (with --n-idk, instead of --n-total)."),
+    n_idk: Optional[int] = typer.Option(None, help="IdK samples."),
+    idk_share: float = typer.Option(0.2, help="IdK share of --n-total (papers: 20 %)."),
+    tau: float = typer.Option(0.5, help="Correctness threshold between known and unknown."),
+    mode: str = typer.Option("paper", help="paper (Algorithm 1) or as_released (the released scripts' thresholds and quirks)."),
+    dead_band: float = typer.Option(0.0, help="Exclude questions with |mu - tau| < dead_band (paper mode)."),
+    refusal: Optional[str] = typer.Option(None, help="Refusal text (default: \"I don't know\" open QA, \"I don't know.\" MCQA)."),
+    prompt: str = typer.Option("refuse", help="Training prompt (the papers train under the REFUSE prompt)."),
+    crss_model: Optional[str] = typer.Option(None, help="Model for CRSS features ('default' = SmolLM2); omit to skip CRSS."),
+    crss_pooling: str = typer.Option("last_token", help="last_token or mean pooling of the last hidden layer."),
+    seed: int = typer.Option(0, help="Selection seed."),
+) -> None:
+    """Build every method's RAIT training set (TRL prompt/completion JSONL) from one knowledge table."""
+    from rait.select import run_build
+    from rait.select.build import summary_markdown
+
+    summary = run_build(table, records, out, methods=method or None, n_total=n_total, n_vanilla=n_vanilla,
+                        n_idk=n_idk, idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, seed=seed,
+                        refusal=refusal, prompt=prompt, crss_model=crss_model, crss_pooling=crss_pooling)
+    typer.echo(summary_markdown(summary))
+
+
 # ---------------------------------------------------------------- evaluation
 
 
