@@ -157,3 +157,15 @@ def test_build_without_flow_refuses_craft(tmp_path, capsys):
     assert run(["build", "--table", str(tmp_path / "table.jsonl"), "--records", str(tmp_path / "pool.jsonl"),
                 "--out", str(tmp_path / "b"), "--method", "craft"]) == 2
     assert "delta_mu" in capsys.readouterr().err
+
+
+def test_demo_suite_on_the_tiny_model_writes_the_report(tmp_path, tiny_model_dir):
+    data = tmp_path / "test.jsonl"
+    write_records(data, _records())
+    config = tmp_path / "suite.yaml"
+    config.write_text(f"model: {tiny_model_dir}\nn_boot: 20\nbatch_size: 4\n"
+                      f"test_sets: [{{name: toy, data: '{data}', track: oeqa, domain: ID}}]\n")
+    assert run(["demo", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    for name in ("results.csv", "results.md", "report.html", "pc_pw.png", "ths.png"):
+        assert (tmp_path / "out" / name).exists()
+    assert "Init-Refuse" in (tmp_path / "out" / "results.md").read_text()

@@ -7,14 +7,13 @@ run is cached in its own folder with a manifest; a rerun with the same settings 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from rait.artifacts import atomic_path, read_jsonl, read_manifest, write_json, write_jsonl, write_manifest
+from rait.artifacts import read_jsonl, read_manifest, write_json, write_jsonl, write_manifest
 from rait.errors import DataError
 from rait.evaluate.runner import EvalSettings, evaluate_records, summarize
 
@@ -27,6 +26,8 @@ class TestSet:
     data: str
     sample: int | None = None
     stratify: str | None = None
+    track: str = "eval"
+    domain: str = "ID"
 
 
 @dataclass
@@ -90,10 +91,11 @@ def run_eval(model, tokenizer, fingerprint: dict, records, settings: EvalSetting
 
 
 def run_suite(config: SuiteConfig, out_dir: str | Path) -> list[dict]:
-    """Evaluate every (test set, prompt) pair; return one result row per pair and write results.{csv,md}."""
+    """Evaluate every (test set, prompt) pair; return one result row per pair and write the report."""
     from rich.progress import Progress
 
     from rait.models import load_model, model_fingerprint, resolve_model_path
+    from rait.report import write_report
 
     out_dir = Path(out_dir)
     model_path = resolve_model_path(config.model)
@@ -115,35 +117,7 @@ def run_suite(config: SuiteConfig, out_dir: str | Path) -> list[dict]:
                 )
                 progress.remove_task(task)
                 reference_rows = reference_rows or rows
-                results.append({"test_set": test_set.name, "method": f"Init-{prompt.capitalize()}", **summary})
-    write_results(results, out_dir)
+                results.append({"track": test_set.track, "test_set": test_set.name, "domain": test_set.domain,
+                                "method": f"Init-{prompt.capitalize()}", **summary})
+    write_report(results, out_dir, title="rait evaluation", notes={"model": str(model_path)})
     return results
-
-
-def _cell(metric: dict | None) -> str:
-    if metric is None:
-        return "–"
-    return f"{metric['value']:.1f} [{metric['low']:.1f}, {metric['high']:.1f}]"
-
-
-def write_results(results: list[dict], out_dir: Path) -> None:
-    """results.csv (flat numbers) and results.md (value [95 % CI] per cell)."""
-    import pandas as pd
-
-    flat = []
-    for row in results:
-        entry = {"test_set": row["test_set"], "method": row["method"], "n": row["n"]}
-        for key in ("pc", "pw", "pr", "pu", "ths"):
-            if row.get(key) is not None:
-                entry |= {key: row[key]["value"], f"{key}_low": row[key]["low"], f"{key}_high": row[key]["high"]}
-        flat.append(entry)
-    table = pd.DataFrame(flat)
-    with atomic_path(out_dir / "results.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    lines = ["| test set | method | n | Pc | Pw | Pr | THS |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for row in results:
-        cells = [_cell(row.get(k)) for k in ("pc", "pw", "pr", "ths")]
-        lines.append(f"| {row['test_set']} | {row['method']} | {row['n']} | " + " | ".join(cells) + " |")
-    note = "\nPercent, 95 % bootstrap intervals; THS against Init-Basic on the same items; MMLU macro-averaged over subjects.\n"
-    with atomic_path(out_dir / "results.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n" + note, encoding="utf-8")

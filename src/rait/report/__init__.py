@@ -1,0 +1,39 @@
+"""The report: the papers' Table 2 with intervals, the Pc–Pw plane, THS bars, one HTML page.
+
+`write_report(rows, out_dir, title=..., notes=...)` writes everything; `pc_pw_plot` and
+`ths_bars` draw one figure each; `results_frame` and `markdown_table` give the table alone.
+Rows are one (method, test set) evaluation each (see `rait.report.table`).
+"""
+
+from __future__ import annotations
+
+from rait.report.page import report_html, report_markdown, write_report
+from rait.report.plots import pc_pw_plot, ths_bars
+from rait.report.table import (
+    REFERENCE,
+    ColumnGroup,
+    format_interval,
+    html_table,
+    markdown_table,
+    method_key,
+    order_methods,
+    order_test_sets,
+    results_frame,
+)
+
+__all__ = [
+    "REFERENCE",
+    "ColumnGroup",
+    "format_interval",
+    "html_table",
+    "markdown_table",
+    "method_key",
+    "order_methods",
+    "order_test_sets",
+    "pc_pw_plot",
+    "report_html",
+    "report_markdown",
+    "results_frame",
+    "ths_bars",
+    "write_report",
+]

@@ -1,0 +1,125 @@
+"""`write_report`: results.csv, results.md, the two PNG figures and a self-contained report.html.
+
+The HTML page carries everything inline (figures as base64 data URIs, CSS in a <style>
+element) so it can be mailed, committed or opened offline as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from rait import __version__
+from rait.artifacts import atomic_path
+from rait.report.plots import pc_pw_plot, ths_bars
+from rait.report.table import REFERENCE, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
+
+Notes = str | Mapping[str, Any] | None
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 76rem; padding: 0 1rem; color: #222; }
+h1 { margin-bottom: 0.2rem; }
+.meta, .legend { color: #555; font-size: 0.9rem; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.8rem 0; }
+th, td { padding: 0.25rem 0.6rem; border-bottom: 1px solid #ddd; white-space: nowrap; }
+td { text-align: right; font-variant-numeric: tabular-nums; }
+thead th { text-align: center; background: #f4f4f4; }
+tbody th { text-align: left; }
+table.notes td { text-align: left; white-space: normal; }
+.ci { display: block; font-size: 0.72rem; color: #777; }
+.scroll { overflow-x: auto; }
+img { max-width: 100%; display: block; margin: 0.8rem 0 1.6rem; }
+"""
+
+
+def _note_items(notes: Notes) -> list[tuple[str, str]]:
+    """A mapping of notes as (name, text) pairs; nested values as compact JSON."""
+    if not isinstance(notes, Mapping):
+        return []
+    return [(str(k), v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in notes.items()]
+
+
+def report_markdown(rows: Sequence[dict], title: str, notes: Notes = None, reference: str = REFERENCE) -> str:
+    """results.md: title, notes, the Table-2 layout, the test sets and the legend."""
+    parts = [f"# {title}"]
+    if isinstance(notes, str) and notes.strip():
+        parts.append(notes.strip())
+    elif items := _note_items(notes):
+        parts.append("\n".join(f"- **{name}**: {text}" for name, text in items))
+    parts.append(markdown_table(rows, reference))
+    parts.append("Test sets:\n" + "\n".join(f"- {line}" for line in test_set_lines(rows)))
+    parts.append(legend(reference))
+    return "\n\n".join(parts) + "\n"
+
+
+def _notes_html(notes: Notes) -> str:
+    if isinstance(notes, str):
+        return "".join(f"<p>{html.escape(p.strip())}</p>" for p in notes.split("\n\n") if p.strip())
+    items = _note_items(notes)
+    if not items:
+        return ""
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in items)
+    return f'<table class="notes"><tbody>{body}</tbody></table>'
+
+
+def _image(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def report_html(rows: Sequence[dict], title: str, notes: Notes, figures: Mapping[str, Path],
+                reference: str = REFERENCE) -> str:
+    """report.html: the table, the legend and the figures (embedded), with the notes and a timestamp."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    test_sets = "".join(f"<li>{html.escape(line)}</li>" for line in test_set_lines(rows))
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{html.escape(title)}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="meta">Generated {stamp} by rait {__version__}</p>
+{_notes_html(notes)}
+<h2>Results</h2>
+<div class="scroll">{html_table(rows, reference)}</div>
+<ul class="legend">{test_sets}</ul>
+<p class="legend">{html.escape(legend(reference))}</p>
+<h2>The Pc–Pw plane</h2>
+<p class="legend">Each method at (Pc, Pw) with 95 % intervals. The solid line is THS = 0; dotted lines mark
+other THS values (labelled); lower right is better.</p>
+{_image(figures["pc_pw"], "Pc against Pw per method and test set")}
+<h2>THS</h2>
+{_image(figures["ths"], "THS per method and test set with 95 % intervals")}
+</body>
+</html>
+"""
+
+
+def write_report(rows: Sequence[dict], out_dir: str | Path, title: str = "rait results", notes: Notes = None,
+                 reference: str = REFERENCE) -> dict[str, Path]:
+    """Write results.csv, results.md, pc_pw.png, ths.png and report.html into `out_dir`; return their paths.
+
+    `rows` are result rows as described in `rait.report.table`; `notes` (text, or a mapping
+    such as a config summary and the wall time) go under the title of results.md and report.html.
+    """
+    rows = check_rows(rows)
+    out_dir = Path(out_dir)
+    paths = {name: out_dir / file for name, file in [("csv", "results.csv"), ("md", "results.md"),
+                                                      ("pc_pw", "pc_pw.png"), ("ths", "ths.png"),
+                                                      ("html", "report.html")]}
+    with atomic_path(paths["csv"]) as tmp:
+        results_frame(rows).to_csv(tmp, index=False)
+    with atomic_path(paths["md"]) as tmp:
+        tmp.write_text(report_markdown(rows, title, notes, reference), encoding="utf-8")
+    pc_pw_plot(rows, paths["pc_pw"], reference)
+    ths_bars(rows, paths["ths"], reference)
+    with atomic_path(paths["html"]) as tmp:
+        tmp.write_text(report_html(rows, title, notes, paths, reference), encoding="utf-8")
+    return paths
