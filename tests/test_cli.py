@@ -169,3 +169,14 @@ def test_demo_suite_on_the_tiny_model_writes_the_report(tmp_path, tiny_model_dir
     for name in ("results.csv", "results.md", "report.html", "pc_pw.png", "ths.png"):
         assert (tmp_path / "out" / name).exists()
     assert "Init-Refuse" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_eval_rerun_reuses_the_cached_run(tmp_path, tiny_model_dir):
+    data = tmp_path / "test.jsonl"
+    write_records(data, _records())
+    argv = ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "3", "--n-boot", "20",
+            "--prompt", "basic", "--out", str(tmp_path / "run")]
+    assert run(argv) == 0
+    first = (tmp_path / "run" / "metrics.json").read_text()
+    assert run(argv) == 0
+    assert (tmp_path / "run" / "metrics.json").read_text() == first  # same seconds: reused, not recomputed

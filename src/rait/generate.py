@@ -2,6 +2,9 @@
 
 Prompts are already-rendered strings (see `rait.prompts`). Batches are formed from
 prompts sorted by length, left-padded, and results are returned in the input order.
+With several samples per prompt, each prompt is prefilled once and its key/value cache
+copied for the samples (`generate` itself would prefill every copy: with a 3-shot prompt
+of ~190 tokens and ~24 new tokens, that is most of the work, k times over).
 Every sampling setting is explicit: we build the `GenerationConfig` ourselves instead of
 inheriting the model's `generation_config.json`, whose hidden top-k/top-p would silently
 change what "temperature 1.0" means (see shared/spec/default-model.md, pitfalls).
@@ -13,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
-from transformers import GenerationConfig
+from transformers import DynamicCache, GenerationConfig
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,10 @@ def generate(
         enc = {k: v.to(device) for k, v in enc.items()}
         if settings.do_sample:
             torch.manual_seed(seed + b)
-        out = model.generate(**enc, generation_config=config)
+        if settings.num_return_sequences > 1 and enc["input_ids"].shape[1] > 1:
+            out = _sample_from_shared_prefill(model, enc, config)
+        else:
+            out = model.generate(**enc, generation_config=config)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         k = settings.num_return_sequences
@@ -82,3 +88,24 @@ def generate(
         if on_batch is not None:
             on_batch(len(idx))
     return results
+
+
+def _sample_from_shared_prefill(model, enc: dict, config: GenerationConfig) -> torch.Tensor:
+    """`model.generate` with `num_return_sequences` = k, but the prompts are run through the model once.
+
+    The cache of every prompt but its last token is built once, repeated k times along the
+    batch (the order `generate` uses: prompt 0's k copies first), and handed to `generate`,
+    which then only feeds the last prompt token and the new ones. Position ids follow
+    `generate`'s own rule (count of real tokens), so the cached prefix is what it would
+    have computed.
+    """
+    k = config.num_return_sequences
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    cache = DynamicCache(config=model.config)
+    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+          past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(k)
+    single = GenerationConfig(**{**config.to_diff_dict(), "num_return_sequences": 1})
+    return model.generate(input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
+                          past_key_values=cache, generation_config=single)

@@ -7,6 +7,7 @@ run is cached in its own folder with a manifest; a rerun with the same settings 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
