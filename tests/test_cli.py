@@ -180,3 +180,53 @@ def test_eval_rerun_reuses_the_cached_run(tmp_path, tiny_model_dir):
     first = (tmp_path / "run" / "metrics.json").read_text()
     assert run(argv) == 0
     assert (tmp_path / "run" / "metrics.json").read_text() == first  # same seconds: reused, not recomputed
+
+
+def test_probe_command_writes_a_knowledge_table(tmp_path, tiny_model_dir):
+    from rait.probe.table import read_table
+
+    def mcqa(i, split):
+        return QARecord(id=f"{split}{i}", question=f"Pick {i}", source="toy", split=split, subject="toy",
+                        choices=["w", "x", "y", "z"], gold="ABCD"[i % 4], metadata={"subject_name": "toy"})
+
+    write_records(tmp_path / "pool.jsonl", [mcqa(i, "test") for i in range(5)])
+    write_records(tmp_path / "shots.jsonl", [mcqa(i, "val") for i in range(2)])
+    out = tmp_path / "table.parquet"
+    assert run(["probe", "--model", str(tiny_model_dir), "--data", str(tmp_path / "pool.jsonl"), "--out", str(out),
+                "--exemplars", str(tmp_path / "shots.jsonl"), "--shots", "2"]) == 0
+    table = read_table(out)
+    assert list(table["id"]) == [f"test{i}" for i in range(5)]
+    assert table["mu"].between(0, 1).all() and (table["sigma"] <= 0).all()
+
+
+def test_train_then_eval_the_trained_model(tmp_path, tiny_model_dir):
+    from rait.prompts import training_example
+
+    rows = []
+    for i, record in enumerate(_records()[:2] * 4):
+        target = "I don't know" if i % 2 else record.answer
+        rows.append({"id": f"{record.id}-{i}", "weight": 1.0 + i % 2, **training_example(record, "refuse", target)})
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "trained"
+    assert run(["train", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out), "--epochs", "1",
+                "--batch-size", "4", "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8", "--lr", "1e-2"]) == 0
+    assert (out / "train.json").exists()
+    write_records(tmp_path / "test.jsonl", _records()[:2])
+    assert run(["eval", "--model", str(out), "--data", str(tmp_path / "test.jsonl"), "--max-new-tokens", "3",
+                "--n-boot", "10", "--out", str(tmp_path / "eval")]) == 0
+    manifest = json.loads((tmp_path / "eval" / "outcomes.jsonl.manifest.json").read_text())
+    assert manifest["model"]["trained"] == str(out)
+
+
+def test_bad_training_weight_is_a_clear_error(tmp_path, capsys, tiny_model_dir):
+    from rait.prompts import training_example
+
+    rows = [{"id": "a", "weight": 1.0, **training_example(_records()[0], "refuse", "Paris")},
+            {"id": "b", "weight": -1.0, **training_example(_records()[1], "refuse", "Shakespeare")}]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert run(["train", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert "train.jsonl:2" in err and "weight" in err
+    assert not (tmp_path / "t" / "train.json").exists()

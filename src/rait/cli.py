@@ -120,6 +120,55 @@ def model_info(path: str = typer.Argument("default", help="Model folder, or 'def
     typer.echo(json.dumps(model_fingerprint(resolve_model_path(path)), indent=2))
 
 
+# ---------------------------------------------------------------- knowledge probe
+
+
+@app.command("probe")
+def probe(
+    data: str = typer.Option(..., help="Pool: a QA-record JSONL file or a dataset spec (e.g. mmlu:test, nq:dev)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Knowledge table to write (.parquet or .jsonl), plus its manifest."),
+    model: str = typer.Option("default", help="Model folder, or 'default'."),
+    sample: Optional[int] = typer.Option(None, help="Probe a seeded sample of N questions of the pool."),
+    exemplars: str = typer.Option("mmlu:val", help="MCQA: records whose first rows per subject are the k shots."),
+    scoring: str = typer.Option("letter", help="MCQA: letter (next-token option probabilities) or cloze (option-text log-prob)."),
+    shots: int = typer.Option(5, help="MCQA: number of shots per question."),
+    chat: Optional[bool] = typer.Option(None, help="Render through the chat template (default: raw for MCQA, chat for open QA)."),
+    prompt: str = typer.Option("query_3shot", help="Open QA: query_3shot (papers) or query_0shot (bare question)."),
+    k: int = typer.Option(10, help="Open QA: samples per question."),
+    temperature: float = typer.Option(1.0, help="Open QA: sampling temperature."),
+    top_k: int = typer.Option(50, help="Open QA: top-k filter (0 = off)."),
+    top_p: float = typer.Option(0.9, help="Open QA: top-p filter (1.0 = off)."),
+    max_new_tokens: int = typer.Option(50, help="Open QA: new tokens per sample."),
+    match_mode: Optional[str] = typer.Option(None, help="Open QA: contains, exact or word (default: the record's own, else contains)."),
+    batch_size: int = typer.Option(8, help="Questions per forward/generate call."),
+    shard_size: int = typer.Option(32, help="Questions per resumable shard."),
+    seed: int = typer.Option(0, help="Sampling (and pool-sample) seed."),
+    backend: str = typer.Option("hf", help="hf (transformers) or vllm (GPU, optional)."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Probe what a model knows: correctness mu and certainty sigma for every pool question (resumable)."""
+    from rait.evaluate.suite import TestSet, load_test_records
+    from rait.probe.mcqa import MCQASettings
+    from rait.probe.oeqa import OpenSettings
+    from rait.probe.run import run_probe
+
+    records = load_test_records(TestSet(name="pool", data=data, sample=sample), seed)
+    inputs = {"records": Path(data)} if Path(data).is_file() else None
+    shot_records: list = []
+    if records and records[0].task == "mcqa":
+        settings = MCQASettings(scoring=scoring, shots=shots, chat=bool(chat), batch_size=batch_size, shard_size=shard_size)
+        if shots:
+            shot_records = load_test_records(TestSet(name="shots", data=exemplars), seed)
+    else:
+        settings = OpenSettings(prompt=prompt, k=k, temperature=temperature, top_k=top_k, top_p=top_p,
+                                max_new_tokens=max_new_tokens, chat=True if chat is None else chat,
+                                match_mode=match_mode, seed=seed, batch_size=batch_size, shard_size=shard_size)
+    table = run_probe(records, out, model=model, settings=settings, exemplars=shot_records, backend=backend,
+                      device=device, inputs=inputs)
+    typer.echo(f"{len(table)} questions -> {out}: mean mu {table['mu'].mean():.3f}, "
+               f"share mu >= 0.5 {(table['mu'] >= 0.5).mean():.1%}")
+
+
 # ---------------------------------------------------------------- data builders
 
 
@@ -152,6 +201,79 @@ def build(
     typer.echo(summary_markdown(summary))
 
 
+# ---------------------------------------------------------------- fine-tuning
+
+
+def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: float, target_modules: str, epochs: float,
+                    lr: float, batch_size: int, grad_accum: int, seed: int, merge: bool):
+    from rait.train import LoraSettings, TrainSettings
+
+    targets = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
+    return TrainSettings(method=method, lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+                                                          target_modules=targets),
+                         epochs=epochs, learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+                         merge=merge)
+
+
+@app.command("train")
+def train_command(
+    data: Path = typer.Option(..., help="Training JSONL from `rait build` (prompt/completion chat rows, optional weight)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: adapter/ (or model/), train.json, manifest."),
+    model: str = typer.Option("default", help="Base model folder, or 'default'."),
+    method: str = typer.Option("lora", help="lora, qlora (GPU with bitsandbytes) or full."),
+    lora_r: int = typer.Option(64, help="LoRA rank."),
+    lora_alpha: int = typer.Option(16, help="LoRA alpha."),
+    lora_dropout: float = typer.Option(0.1, help="LoRA dropout."),
+    target_modules: str = typer.Option("all-linear", help="'all-linear' or a comma list, e.g. q_proj,k_proj,v_proj,o_proj."),
+    epochs: float = typer.Option(3.0, help="Epochs."),
+    lr: float = typer.Option(2e-4, help="Peak learning rate (warm-up 3 %, then cosine)."),
+    batch_size: int = typer.Option(8, help="Micro-batch size."),
+    grad_accum: int = typer.Option(2, help="Gradient accumulation steps (global batch = micro-batch x this)."),
+    seed: int = typer.Option(0, help="Training seed."),
+    merge: bool = typer.Option(False, help="Also save the LoRA adapter merged into the base model."),
+) -> None:
+    """Weighted LoRA/full SFT on a built RAIT set (per-sample weights, same objective for any batching)."""
+    from rait.train import train
+
+    settings = _train_settings(method, lora_r, lora_alpha, lora_dropout, target_modules, epochs, lr, batch_size,
+                               grad_accum, seed, merge)
+    result = train(data, out, model=model, settings=settings)
+    typer.echo(f"{result.samples} samples, {result.optimizer_steps} optimiser steps, final train loss "
+               f"{result.train_loss:.4f} -> {result.out_dir}")
+
+
+@app.command("rehearse")
+def rehearse_command(
+    table: Path = typer.Option(..., help="Initial knowledge table from `rait probe`."),
+    data: str = typer.Option(..., help="The probed pool: QA-record JSONL or dataset spec (same as for `rait probe`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: rehearsal data, model, flow_table.jsonl, delta_mu.png."),
+    model: str = typer.Option("default", help="The model the table was probed with."),
+    exemplars: str = typer.Option("mmlu:val", help="MCQA: the shot records of the initial probe."),
+    n: int = typer.Option(1000, help="Rehearsal samples (or all known questions, if fewer)."),
+    target: str = typer.Option("gold", help="gold answer, or own (the model's most frequent correct sample)."),
+    mu_min: float = typer.Option(0.995, help="Open QA: known if mu >= this ..."),
+    sigma_min: float = typer.Option(0.995, help="... and sigma >= this (CRaFT: 0.995 / 0.995)."),
+    gold_prob_min: float = typer.Option(0.99, help="MCQA: known if the raw gold probability > this."),
+    method: str = typer.Option("lora", help="lora or full (CRaFT: full fine-tuning for open QA, QLoRA for MCQA)."),
+    epochs: float = typer.Option(3.0, help="Epochs."),
+    lr: float = typer.Option(2e-4, help="Peak learning rate."),
+    batch_size: int = typer.Option(8, help="Micro-batch size."),
+    grad_accum: int = typer.Option(2, help="Gradient accumulation steps."),
+    seed: int = typer.Option(0, help="Seed for the rehearsal draw and training."),
+) -> None:
+    """CRaFT rehearsal: fine-tune on known questions, re-probe the pool identically, write delta_mu by id."""
+    from rait.data import load_source
+    from rait.train import RehearsalFilter, rehearse_table
+
+    records = load_source(data if ":" in data else f"jsonl:{data}")
+    shots = load_source(exemplars) if records and records[0].task == "mcqa" else []
+    settings = _train_settings(method, 64, 16, 0.1, "all-linear", epochs, lr, batch_size, grad_accum, seed, False)
+    result = rehearse_table(table, records, out, model=model, exemplars=shots, settings=settings, n=n, seed=seed,
+                            target=target, known=RehearsalFilter(mu_min=mu_min, sigma_min=sigma_min,
+                                                                 gold_prob_min=gold_prob_min))
+    typer.echo(f"{result.rehearsal_samples} rehearsal samples, {result.updates} updates -> {result.out_dir}")
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -159,7 +281,7 @@ def build(
 def evaluate(
     data: str = typer.Option(..., help="Dataset spec (e.g. nq:dev, mmlu:val, arc-c:test) or a QA-record JSONL file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for outcomes.jsonl and metrics.json."),
-    model: str = typer.Option("default", help="Model folder, or 'default'."),
+    model: str = typer.Option("default", help="Model folder, 'default', or a `rait train` output folder (base + adapter)."),
     prompt: str = typer.Option("refuse", help="basic (Init-Basic) or refuse (REFUSE/REFUSE1)."),
     sample: Optional[int] = typer.Option(None, help="Evaluate a seeded sample of N items."),
     stratify: Optional[str] = typer.Option(None, help="Stratify the sample by this field, e.g. subject."),
@@ -177,8 +299,7 @@ def evaluate(
     from rich.progress import Progress
 
     from rait.evaluate.runner import EvalSettings
-    from rait.evaluate.suite import TestSet, load_test_records, run_eval
-    from rait.models import load_model, model_fingerprint, resolve_model_path
+    from rait.evaluate.suite import TestSet, load_for_eval, load_test_records, run_eval
 
     records = load_test_records(TestSet(name="eval", data=data, sample=sample, stratify=stratify), seed)
     reference_rows = None
@@ -186,13 +307,12 @@ def evaluate(
         from rait.artifacts import read_jsonl
 
         reference_rows = read_jsonl(reference / "outcomes.jsonl")
-    path = resolve_model_path(model)
-    loaded, tokenizer = load_model(path)
+    loaded, tokenizer, fingerprint = load_for_eval(model)
     settings = EvalSettings(prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
                             refusal_mode=refusal_mode, match_mode=match_mode)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"eval {data} / {prompt}", total=len(records))
-        _, summary = run_eval(loaded, tokenizer, model_fingerprint(path), records, settings, out, n_boot, seed,
+        _, summary = run_eval(loaded, tokenizer, fingerprint, records, settings, out, n_boot, seed,
                               reference_rows, on_batch=lambda n: progress.advance(task, n))
     typer.echo(json.dumps(summary, indent=2))
 

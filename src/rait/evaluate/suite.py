@@ -70,6 +70,25 @@ def load_test_records(test_set: TestSet, seed: int):
     return records
 
 
+def load_for_eval(spec: str):
+    """(model, tokenizer, fingerprint) for a model folder, 'default', or a `rait train` output folder."""
+    from rait.artifacts import sha256_tree
+    from rait.models import model_fingerprint, resolve_model_path
+
+    summary = Path(spec) / "train.json"
+    if summary.is_file():
+        from rait.train import load_trained
+
+        model, tokenizer = load_trained(spec)
+        saved = Path(spec) / json.loads(summary.read_text(encoding="utf-8"))["saved"]
+        return model, tokenizer, {"trained": str(Path(spec)), "trained_sha256": sha256_tree(saved)}
+    from rait.models import load_model
+
+    path = resolve_model_path(spec)
+    model, tokenizer = load_model(path)
+    return model, tokenizer, model_fingerprint(path)
+
+
 def run_eval(model, tokenizer, fingerprint: dict, records, settings: EvalSettings, out_dir: Path, n_boot: int, seed: int,
              reference_rows=None, on_batch=None) -> tuple[list[dict], dict]:
     """One (model, test set, prompt) evaluation, cached in `out_dir` by its manifest."""

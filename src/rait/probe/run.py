@@ -1,0 +1,49 @@
+"""One entry point for the CLI: load the model, pick the task's probe, run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from rait.data.records import QARecord
+from rait.errors import RaitError
+from rait.probe.backends import load_backend
+from rait.probe.mcqa import MCQASettings, probe_mcqa
+from rait.probe.oeqa import OpenSettings, probe_open
+
+
+def run_probe(
+    records: Sequence[QARecord],
+    out: str | Path,
+    *,
+    model: str | Path | None = "default",
+    settings: MCQASettings | OpenSettings | None = None,
+    exemplars: Sequence[QARecord] = (),
+    backend: str = "hf",
+    device: str | None = None,
+    dtype: str | None = None,
+    work_dir: str | Path | None = None,
+    keep_work: bool = False,
+    progress: bool = True,
+    inputs: dict[str, str | Path] | None = None,
+) -> pd.DataFrame:
+    """Probe a pool (all MCQA or all open QA) with the model folder `model` and write the knowledge table.
+
+    `settings` defaults to the task's defaults; `exemplars` are MCQA shot questions (e.g.
+    MMLU val). `inputs` are files to hash into the manifest (e.g. {"records": path}).
+    """
+    tasks = {r.task for r in records}
+    if len(tasks) != 1:
+        raise RaitError("a pool to probe must be all multiple-choice or all open QA" if tasks else "the pool is empty")
+    task = tasks.pop()
+    expected = MCQASettings if task == "mcqa" else OpenSettings
+    settings = expected() if settings is None else settings
+    if not isinstance(settings, expected):
+        raise RaitError(f"{task} questions need {expected.__name__}, got {type(settings).__name__}")
+    engine = load_backend(backend, model, device=device, dtype=dtype)
+    common = dict(work_dir=work_dir, keep_work=keep_work, progress=progress, inputs=inputs)
+    if task == "mcqa":
+        return probe_mcqa(engine, records, out, exemplars=exemplars, settings=settings, **common)
+    return probe_open(engine, records, out, settings=settings, **common)

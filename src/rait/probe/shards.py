@@ -1,0 +1,147 @@
+"""Run a probe over a pool in shards, so that a killed run continues where it stopped.
+
+Shard i holds questions [i·n, (i+1)·n) of the pool and is written atomically to
+`<work>/shard-0000i.json` when it is complete. A rerun loads finished shards instead of
+recomputing them. Each shard draws its samples from its own seed, derived from (seed, i)
+alone, so the final table does not depend on which shards ran in which invocation: a
+resumed run gives exactly the table of an uninterrupted one.
+
+The work folder (default `<out>.work/` next to the output) also holds `run.json`, the
+identity of the run (settings, data hash, model hash, backend). Shards of a different
+run are never mixed in: a mismatch is an error naming the first difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rait.artifacts import write_json, write_manifest
+from rait.data.records import QARecord
+from rait.errors import RaitError
+from rait.probe.table import write_table
+
+ShardFn = Callable[[list[QARecord], int, Callable[[int], None]], list[dict[str, Any]]]
+
+
+def default_work_dir(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".work")
+
+
+def shard_seed(seed: int, index: int) -> int:
+    """An independent 32-bit seed for shard `index`, a function of (seed, index) only."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def records_sha256(records: Sequence[QARecord]) -> str:
+    """Hash of the pool's content and order: the data identity in manifests and run.json."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def probe_pool(
+    records: Sequence[QARecord],
+    out: str | Path,
+    probe_shard: ShardFn,
+    *,
+    task: str,
+    settings: dict[str, Any],
+    seed: int,
+    shard_size: int,
+    backend,
+    model_info: dict[str, Any],
+    identity_extra: dict[str, Any],
+    manifest_extra: dict[str, Any],
+    work_dir: str | Path | None = None,
+    keep_work: bool = False,
+    progress: bool = True,
+    inputs: dict[str, str | Path] | None = None,
+    description: str = "probe",
+) -> pd.DataFrame:
+    """Probe every shard not finished yet, then write the table (pool order) and its manifest.
+
+    `probe_shard(records, shard_seed, advance)` returns one row per record and calls
+    `advance(n)` as questions finish, which drives the progress bar. The work folder is
+    removed once the table and manifest are written, unless `keep_work`.
+    """
+    if not records:
+        raise RaitError("nothing to probe: the pool is empty")
+    if shard_size < 1:
+        raise ValueError("shard_size must be at least 1")
+    out = Path(out)
+    work_dir = Path(work_dir) if work_dir is not None else default_work_dir(out)
+    data = {"questions": len(records), "sha256": records_sha256(records)}
+    identity = {"task": task, "settings": settings, "seed": seed, "data_sha256": data["sha256"],
+                "model_weights_sha256": model_info.get("weights_sha256"),
+                "device": backend.info.get("device"), "dtype": backend.info.get("dtype"), **identity_extra}
+    _claim(work_dir, identity)
+
+    shards = [list(records[start:start + shard_size]) for start in range(0, len(records), shard_size)]
+    paths = [work_dir / f"shard-{index:05d}.json" for index in range(len(shards))]
+    done = {i: _load_shard(paths[i], shard) for i, shard in enumerate(shards) if paths[i].exists()}
+    resumed = len(done)
+    started = time.perf_counter()
+    with _progress_bar(progress) as bar:
+        task_id = bar.add_task(description, total=len(records), completed=sum(len(shards[i]) for i in done))
+        for index, shard in enumerate(shards):
+            if index in done:
+                continue
+            t0 = time.perf_counter()
+            rows = probe_shard(shard, shard_seed(seed, index), lambda n: bar.advance(task_id, n))
+            if [row["id"] for row in rows] != [r.id for r in shard]:
+                raise RuntimeError(f"shard {index} returned rows that do not match its questions")
+            done[index] = {"index": index, "seconds": time.perf_counter() - t0, "rows": rows}
+            write_json(paths[index], done[index])
+    table = pd.DataFrame([row for index in range(len(shards)) for row in done[index]["rows"]])
+    compute = sum(done[i]["seconds"] for i in done)
+    timing = {"shards": len(shards), "shard_size": shard_size, "shards_resumed": resumed,
+              "compute_seconds": compute, "seconds_per_question": compute / len(records),
+              "wall_seconds_this_run": time.perf_counter() - started}
+
+    write_table(table, out)
+    write_manifest(out, stage="probe", inputs=inputs, model=model_info, settings=settings, seed=seed,
+                   extra={"task": task, "data": data, "backend": backend.info, "timing": timing, **manifest_extra})
+    if not keep_work:
+        shutil.rmtree(work_dir)
+    return table
+
+
+def _claim(work_dir: Path, identity: dict[str, Any]) -> None:
+    """Create the work folder for this run, or check that an existing one belongs to it."""
+    identity = json.loads(json.dumps(identity))  # what the file will hold after a round trip
+    marker = work_dir / "run.json"
+    if marker.exists():
+        previous = json.loads(marker.read_text(encoding="utf-8"))
+        if previous != identity:
+            key = next(k for k in sorted(set(previous) | set(identity)) if previous.get(k) != identity.get(k))
+            raise RaitError(f"{work_dir} holds shards of a different run ({key!r} differs); "
+                            "delete the folder or choose another output")
+        return
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_json(marker, identity)
+
+
+def _load_shard(path: Path, shard: list[QARecord]) -> dict[str, Any]:
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if [row["id"] for row in saved["rows"]] != [r.id for r in shard]:
+        raise RaitError(f"{path} does not hold the questions of its shard; delete the work folder and rerun")
+    return {**saved, "resumed": True}
+
+
+def _progress_bar(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)

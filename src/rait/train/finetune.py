@@ -1,0 +1,269 @@
+"""Fine-tune a model on training rows (LoRA, QLoRA or full), save it, and load it back.
+
+`train(data, out_dir, model, settings)` is what `rait train` runs. Training rows are TRL's
+conversational prompt/completion rows with an optional ``weight`` (see `rait.train.weighted`),
+usually written by a selector; `read_training_rows` reads them from JSONL.
+
+The output folder holds:
+
+- ``adapter/`` (LoRA, QLoRA) or ``model/`` (full fine-tuning), with the tokenizer;
+- ``merged/`` when ``settings.merge`` is set (LoRA only): base + adapter as one plain model;
+- ``train.json`` (+ manifest): the base model, settings, number of samples, the real number
+  of optimiser steps (and how many ran at a learning rate above zero), and the loss log.
+
+`load_trained(out_dir)` turns any of these back into ``(model, tokenizer)`` for probing and
+evaluation (base + adapter, merged for speed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from rait.artifacts import write_json, write_manifest
+from rait.errors import DataError, ModelError, RaitError
+from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
+from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
+
+METHODS = ("lora", "qlora", "full")
+SUMMARY_FILE = "train.json"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter shape. Defaults are CRaFT's and GRAIT's MCQA recipe: r 64, alpha 16, dropout 0.1, all linear layers."""
+
+    r: int = 64
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: str | list[str] = "all-linear"
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules,
+                          bias="none", task_type="CAUSAL_LM")
+
+
+@dataclass
+class TrainSettings:
+    """Everything that shapes a fine-tuning run; recorded in the run's manifest.
+
+    Defaults follow the papers' LoRA recipe (craft.md §6: lr 2e-4, 3 epochs, linear warm-up over
+    3 % of the steps then cosine to 0, AdamW without weight decay, clipping at 1) with a global
+    batch of 16 = ``batch_size`` x ``grad_accum``. Packing is never used: it hid how few
+    optimiser steps the released rehearsal runs took (craft.md §3.2).
+    """
+
+    method: str = "lora"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    epochs: float = 3.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 2
+    lr_scheduler: str = "cosine"
+    warmup: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 1024
+    seed: int = 0
+    merge: bool = False
+    logging_steps: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
+        if self.method not in METHODS:
+            raise RaitError(f"unknown training method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.merge and self.method != "lora":
+            raise RaitError("merge applies to LoRA adapters only (load a QLoRA adapter with load_trained instead)")
+
+    def sft_config(self, output_dir: str | Path, progress: bool = True) -> WeightedSFTConfig:
+        return WeightedSFTConfig(
+            output_dir=str(output_dir),
+            num_train_epochs=self.epochs,
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            per_device_train_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.grad_accum,
+            lr_scheduler_type=self.lr_scheduler,
+            warmup_steps=self.warmup,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            max_length=self.max_length,
+            seed=self.seed,
+            data_seed=self.seed,
+            logging_steps=self.logging_steps,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=not progress,
+        )
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    samples: int
+    optimizer_steps: int
+    updates: int  # optimiser steps taken at a learning rate above zero
+    train_loss: float
+    losses: list[tuple[int, float]]  # (optimiser step, logged training loss)
+
+
+class UpdateCounter(TrainerCallback):
+    """Counts optimiser steps taken at a learning rate above zero: a warm-up's first step (lr 0) changes nothing."""
+
+    def __init__(self):
+        self.updates = 0
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is not None and any(group["lr"] > 0 for group in optimizer.param_groups):
+            self.updates += 1
+
+
+def read_training_rows(path: str | Path, weight_column: str = "weight") -> list[dict[str, Any]]:
+    """Read training rows from JSONL, checking each (line numbers stay physical); a missing weight is 1."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(path, f"not valid JSON ({err.msg} at column {err.colno})", line=line_no) from None
+            if not isinstance(row, dict):
+                raise DataError(path, "each line must be a JSON object", line=line_no)
+            if problem := row_problem(row, weight_column):
+                raise DataError(path, problem[1], line=line_no, field=problem[0])
+            row.setdefault(weight_column, 1.0)
+            rows.append(row)
+    if not rows:
+        raise DataError(path, "no training rows (the file is empty)")
+    return rows
+
+
+def train(
+    data: str | Path | list[dict[str, Any]] | Dataset,
+    out_dir: str | Path,
+    model: str | Path | None = DEFAULT_SPEC,
+    settings: TrainSettings | None = None,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune `model` on `data` (a JSONL path, rows, or a Dataset) and save the result in `out_dir`."""
+    settings = settings or TrainSettings()
+    out_dir = Path(out_dir)
+    data_path = Path(data) if isinstance(data, (str, Path)) else None
+    if data_path is not None:
+        data = read_training_rows(data_path)
+    dataset = data if isinstance(data, Dataset) else Dataset.from_list(list(data))
+    if len(dataset) == 0:
+        raise DataError(data_path or "<train dataset>", "no training rows")
+
+    base, tokenizer = _load_base(model, settings.method)
+    counter = UpdateCounter()
+    trainer = WeightedSFTTrainer(
+        base,
+        args=settings.sft_config(out_dir, progress),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=settings.lora.peft_config() if settings.method != "full" else None,
+        callbacks=[counter],
+    )
+    start = time.perf_counter()
+    output = trainer.train()
+    runtime = time.perf_counter() - start
+
+    saved = out_dir / ("model" if settings.method == "full" else "adapter")
+    trainer.save_model(str(saved))
+    merged = None
+    if settings.merge:
+        merged = out_dir / "merged"
+        trainer.model.merge_and_unload().save_pretrained(merged)
+        tokenizer.save_pretrained(merged)
+
+    losses = [(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry]
+    summary = {
+        "base_model": _portable_spec(model),
+        "method": settings.method,
+        "saved": saved.name,
+        "merged": merged.name if merged else None,
+        "samples": len(dataset),
+        "weight_column": trainer.args.weight_column,
+        "samples_with_weight_not_1": int(sum(w != 1.0 for w in trainer.train_dataset[trainer.args.weight_column])),
+        "optimizer_steps": int(trainer.state.global_step),
+        "updates_at_nonzero_lr": counter.updates,
+        "epochs": float(trainer.state.epoch or 0.0),
+        "train_loss": float(output.training_loss),
+        "runtime_s": round(runtime, 2),
+        "log_history": trainer.state.log_history,
+    }
+    summary_path = out_dir / SUMMARY_FILE
+    write_json(summary_path, summary)
+    write_manifest(summary_path, stage="train", inputs={"data": data_path} if data_path else None,
+                   model=model_fingerprint(model), settings=asdict(settings), seed=settings.seed)
+    return TrainResult(out_dir, len(dataset), summary["optimizer_steps"], counter.updates, summary["train_loss"], losses)
+
+
+def _portable_spec(model: str | Path | None) -> str:
+    """"default" stays "default" (resolved on each machine); a folder is recorded as its full path."""
+    return DEFAULT_SPEC if model is None or str(model) == DEFAULT_SPEC else str(resolve_model_path(model))
+
+
+def _load_base(model: str | Path | None, method: str):
+    """The model to train: 4-bit NF4 for QLoRA (GPU + bitsandbytes), fp32 weights for full fine-tuning."""
+    if method == "qlora":
+        return _load_4bit(model), load_tokenizer(model)
+    dtype = torch.float32 if method == "full" else None  # full FT keeps fp32 master weights; bf16 runs as autocast
+    return load_model(model, dtype=dtype)
+
+
+def _load_4bit(model: str | Path | None):
+    """QLoRA's base: 4-bit NF4, double quantisation, bf16 compute (craft.md §3.2)."""
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise RaitError("QLoRA needs a CUDA GPU and the bitsandbytes package (pip install bitsandbytes); on CPU use method 'lora'")
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=torch.bfloat16)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path(model), quantization_config=quantization,
+                                                dtype=torch.bfloat16, device_map={"": 0}, local_files_only=True)
+    return prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+
+
+def load_trained(path: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device | None = None):
+    """`(model, tokenizer)` from a `train` output folder (or any model folder), in eval mode.
+
+    An adapter is applied to its base model and merged into it, so probing and evaluation
+    run at the base model's speed.
+    """
+    path = Path(path)
+    summary_path = path / SUMMARY_FILE
+    if not summary_path.is_file():
+        if (path / "config.json").is_file():
+            return load_model(path, dtype=dtype, device=device)
+        raise ModelError(f"{path} is neither a rait training output (no {SUMMARY_FILE}) nor a model folder")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if summary["merged"]:
+        return load_model(path / summary["merged"], dtype=dtype, device=device)
+    if summary["method"] == "full":
+        return load_model(path / summary["saved"], dtype=dtype, device=device)
+    from peft import PeftModel
+
+    base, tokenizer = load_model(summary["base_model"], dtype=dtype, device=device)
+    model = PeftModel.from_pretrained(base, path / summary["saved"]).merge_and_unload()
+    return model.eval(), tokenizer

@@ -1,0 +1,307 @@
+"""Weighted SFT on the tiny model: the objective, its gradients, saving and loading, and errors.
+
+The reference for every loss here is computed independently of the trainer: a plain forward
+pass per sample, cross-entropy from the full logits over the completion tokens, times the
+weight, summed and divided by the number of samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from rait.errors import DataError, RaitError
+from rait.models import load_model
+from rait.train import (
+    LoraSettings,
+    TrainSettings,
+    WeightedSFTConfig,
+    WeightedSFTTrainer,
+    load_trained,
+    read_training_rows,
+    train,
+)
+
+ANSWERS = ["Paris", "New Delhi", "Jupiter", "Sinclair Lewis is the answer", "1930", "the capital of India", "C", "I don't know"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model's matmuls are microseconds; two threads on two busy cores make them 20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_rows(n: int = 8, weights: list[float] | None = None, answers: list[str] | None = None) -> list[dict]:
+    """Prompt/completion rows whose answers differ in length (so token and sample means differ)."""
+    answers = answers or ANSWERS
+    rows = []
+    for i in range(n):
+        row = {
+            "prompt": [{"role": "user", "content": f"Question: what is the capital {i}?"}],
+            "completion": [{"role": "assistant", "content": answers[i % len(answers)]}],
+        }
+        if weights is not None:
+            row["weight"] = weights[i]
+        rows.append(row)
+    return rows
+
+
+def config(tmp_path, batch_size: int = 4, grad_accum: int = 1, **kwargs) -> WeightedSFTConfig:
+    return WeightedSFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=batch_size,
+                             gradient_accumulation_steps=grad_accum, report_to="none", save_strategy="no",
+                             disable_tqdm=True, seed=0, **kwargs)
+
+
+def accumulated_gradients(trainer, grad_accum: int) -> tuple[float, dict[str, torch.Tensor]]:
+    """One accumulation cycle through the Trainer's own path: batch sampling, loss scaling, backward."""
+    model = trainer.model
+    model.zero_grad()
+    batches, n_items = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), grad_accum, trainer.args.device)
+    total = sum(float(trainer.training_step(model, batch, n_items)) for batch in batches)
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    return total, grads
+
+
+def reference_gradients(model, tokenizer, trainer_dataset, weights: list[float]) -> tuple[float, dict[str, torch.Tensor]]:
+    """Micro-batch 1 by hand: for each sample, w_i * (token-mean CE of its completion) / N, from full logits."""
+    model.zero_grad()
+    model.train()
+    total = 0.0
+    for row, weight in zip(trainer_dataset, weights):
+        input_ids = torch.tensor([row["input_ids"]])
+        labels = torch.tensor([row["labels"]])
+        logits = model(input_ids=input_ids).logits
+        loss = F.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100) * weight / len(weights)
+        loss.backward()
+        total += float(loss.detach())
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    return total, grads
+
+
+def assert_same_gradients(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys() and len(a) > 0
+    for name in a:
+        scale = float(b[name].abs().max()) or 1.0
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5 * scale,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+def full_trainer(tiny_model_dir, tmp_path, rows, **kwargs) -> WeightedSFTTrainer:
+    model, tokenizer = load_model(tiny_model_dir)
+    return WeightedSFTTrainer(model, args=config(tmp_path, **kwargs), train_dataset=Dataset.from_list(rows),
+                              processing_class=tokenizer)
+
+
+# ---------------------------------------------------------------- the objective
+
+
+def test_micro_batch_4_by_accumulation_2_equals_micro_batch_1_loop(tiny_model_dir, tmp_path):
+    weights = [0.5, 2.0, 1.0, 0.25, 3.0, 1.0, 0.75, 1.5]
+    rows = make_rows(8, weights)
+    trainer = full_trainer(tiny_model_dir, tmp_path / "a", rows, batch_size=4, grad_accum=2)
+    loss, grads = accumulated_gradients(trainer, grad_accum=2)
+
+    one_by_one = full_trainer(tiny_model_dir, tmp_path / "b", rows, batch_size=1, grad_accum=8)
+    loss_1, grads_1 = accumulated_gradients(one_by_one, grad_accum=8)
+
+    model, tokenizer = load_model(tiny_model_dir)
+    ref_loss, ref_grads = reference_gradients(model, tokenizer, trainer.train_dataset, weights)
+
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert loss_1 == pytest.approx(ref_loss, rel=1e-5)
+    assert_same_gradients(grads, ref_grads)
+    assert_same_gradients(grads_1, ref_grads)
+
+
+def test_weight_two_equals_the_sample_twice(tiny_model_dir, tmp_path):
+    """Same summed objective; the mean divides by the rows of each batch (8 vs 9)."""
+    weighted = full_trainer(tiny_model_dir, tmp_path / "w", make_rows(8, [2.0] + [1.0] * 7), batch_size=4, grad_accum=2)
+    loss_w, grads_w = accumulated_gradients(weighted, grad_accum=2)
+
+    rows = make_rows(8)
+    duplicated = full_trainer(tiny_model_dir, tmp_path / "d", [rows[0]] + rows, batch_size=3, grad_accum=3)
+    loss_d, grads_d = accumulated_gradients(duplicated, grad_accum=3)
+
+    assert loss_w * 8 == pytest.approx(loss_d * 9, rel=1e-5)
+    assert_same_gradients({k: v * 8 for k, v in grads_w.items()}, {k: v * 9 for k, v in grads_d.items()})
+
+
+def test_weights_one_is_the_per_sample_mean_not_trl_token_mean(tiny_model_dir, tmp_path):
+    rows = make_rows(8)  # no weight column: all weights 1
+    trainer = full_trainer(tiny_model_dir, tmp_path / "w", rows, batch_size=8)
+    loss, grads = accumulated_gradients(trainer, grad_accum=1)
+    model, tokenizer = load_model(tiny_model_dir)
+    ref_loss, ref_grads = reference_gradients(model, tokenizer, trainer.train_dataset, [1.0] * 8)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert_same_gradients(grads, ref_grads)
+
+    # TRL's own loss averages tokens, so it differs when the answers differ in length ...
+    plain_model, plain_tokenizer = load_model(tiny_model_dir)
+    plain = SFTTrainer(plain_model, args=SFTConfig(output_dir=str(tmp_path / "p"), per_device_train_batch_size=8,
+                                                   report_to="none", disable_tqdm=True, bf16=False),
+                       train_dataset=Dataset.from_list(rows), processing_class=plain_tokenizer)
+    plain_loss, _ = accumulated_gradients(plain, grad_accum=1)
+    assert abs(plain_loss - loss) > 1e-3
+
+
+def test_equal_length_answers_match_plain_trl_sft(tiny_model_dir, tmp_path):
+    """When every answer has the same tokens, token mean = sample mean: our weights-1 loss is TRL's."""
+    rows = make_rows(8, answers=["Paris"])
+    ours, _ = accumulated_gradients(full_trainer(tiny_model_dir, tmp_path / "w", rows, batch_size=4, grad_accum=2), 2)
+    model, tokenizer = load_model(tiny_model_dir)
+    plain = SFTTrainer(model, args=SFTConfig(output_dir=str(tmp_path / "p"), per_device_train_batch_size=4,
+                                             gradient_accumulation_steps=2, report_to="none", disable_tqdm=True, bf16=False),
+                       train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    theirs, _ = accumulated_gradients(plain, 2)
+    assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+def test_loss_ignores_prompt_tokens(tiny_model_dir, tmp_path):
+    """Only completion tokens carry labels, including the closing <|im_end|> although pad == eos."""
+    trainer = full_trainer(tiny_model_dir, tmp_path, make_rows(2), batch_size=2)
+    tokenizer = trainer.processing_class
+    for row in trainer.train_dataset:
+        labelled = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+        text = tokenizer.decode(labelled)
+        assert text.startswith(row["completion"][0]["content"])
+        assert tokenizer.eos_token in text
+        assert "Question" not in text
+
+
+def test_plain_text_rows_are_rendered_with_the_chat_template(tiny_model_dir, tmp_path):
+    rows = make_rows(2)
+    text_rows = [{"prompt": r["prompt"][0]["content"], "completion": r["completion"][0]["content"]} for r in rows]
+    chat = full_trainer(tiny_model_dir, tmp_path / "c", rows, batch_size=2).train_dataset
+    text = full_trainer(tiny_model_dir, tmp_path / "t", text_rows, batch_size=2).train_dataset
+    assert chat["input_ids"] == text["input_ids"] and chat["labels"] == text["labels"]
+    assert "<|im_start|>" in load_model(tiny_model_dir)[1].decode(text["input_ids"][0])
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda row: row.pop("completion"), "completion"),
+        (lambda row: row.update(completion=[{"role": "assistant", "content": "  "}]), "completion"),
+        (lambda row: row.update(weight=0.0), "weight"),
+        (lambda row: row.update(weight=-1.0), "weight"),
+        (lambda row: row.update(weight=float("nan")), "weight"),
+        (lambda row: row.update(prompt=[]), "prompt"),
+    ],
+)
+def test_bad_rows_name_the_row_and_field(tmp_path, tiny_model_dir, edit, field):
+    rows = make_rows(4, [1.0] * 4)
+    edit(rows[2])
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        read_training_rows(path)
+    assert (err.value.line, err.value.field) == (3, field)
+
+    model, tokenizer = load_model(tiny_model_dir)
+    if "completion" not in rows[2]:
+        rows[2]["completion"] = None
+    with pytest.raises(DataError) as err:
+        WeightedSFTTrainer(model, args=config(tmp_path), train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    assert (err.value.line, err.value.field) == (3, field)
+
+
+def test_missing_weight_is_one_when_reading(tmp_path):
+    rows = make_rows(2, [2.5, 1.0])
+    del rows[1]["weight"]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    assert [r["weight"] for r in read_training_rows(path)] == [2.5, 1.0]
+
+
+def test_tokenizer_without_chat_template_is_refused(tiny_model_dir, tmp_path):
+    model, tokenizer = load_model(tiny_model_dir)
+    tokenizer.chat_template = None
+    with pytest.raises(RaitError, match="chat template"):
+        WeightedSFTTrainer(model, args=config(tmp_path), train_dataset=Dataset.from_list(make_rows(2)), processing_class=tokenizer)
+
+
+def test_truncation_that_drops_a_sample_is_an_error(tiny_model_dir, tmp_path):
+    model, tokenizer = load_model(tiny_model_dir)
+    with pytest.raises(RaitError, match="max_length"):
+        WeightedSFTTrainer(model, args=config(tmp_path, max_length=4), train_dataset=Dataset.from_list(make_rows(2)),
+                           processing_class=tokenizer)
+
+
+@pytest.mark.parametrize("kwargs", [{"packing": True}, {"padding_free": True}, {"completion_only_loss": False}, {"loss_type": "dft"}])
+def test_config_refuses_settings_that_lose_the_weights(tmp_path, kwargs):
+    with pytest.raises(ValueError):
+        config(tmp_path, **kwargs)
+
+
+def test_qlora_without_bitsandbytes_or_gpu_is_a_clear_error(tiny_model_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine could run QLoRA")
+    with pytest.raises(RaitError, match="QLoRA needs a CUDA GPU"):
+        train(make_rows(2), tmp_path, tiny_model_dir, TrainSettings(method="qlora"), progress=False)
+
+
+def test_unknown_method_and_merge_without_lora_are_refused():
+    with pytest.raises(RaitError, match="unknown training method"):
+        TrainSettings(method="prefix")
+    with pytest.raises(RaitError, match="LoRA adapters only"):
+        TrainSettings(method="full", merge=True)
+
+
+# ---------------------------------------------------------------- train, save, load
+
+
+def logits_of(model, tokenizer, text: str = "Question: what is the capital of France?") -> torch.Tensor:
+    with torch.no_grad():
+        return model(**tokenizer(text, return_tensors="pt")).logits
+
+
+def test_lora_train_saves_an_adapter_that_loads_back(tiny_model_dir, tmp_path):
+    settings = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=2, batch_size=2, grad_accum=2,
+                             learning_rate=5e-2, merge=True)
+    result = train(make_rows(8), tmp_path, tiny_model_dir, settings, progress=False)
+
+    assert result.optimizer_steps == 4  # 8 samples / (2 x 2) per step, 2 epochs
+    assert result.updates == 3  # the first step is the warm-up's, at learning rate 0
+    assert [step for step, _ in result.losses] == [1, 2, 3, 4]
+    summary = json.loads((tmp_path / "train.json").read_text())
+    assert summary["optimizer_steps"] == 4 and summary["method"] == "lora"
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "train.json.manifest.json").is_file()
+
+    base, tokenizer = load_model(tiny_model_dir)
+    tuned, _ = load_trained(tmp_path)  # merged folder
+    (tmp_path / "train.json").write_text(json.dumps({**summary, "merged": None}))
+    from_adapter, _ = load_trained(tmp_path)  # base + adapter, merged on load
+    before, after, after_adapter = (logits_of(m, tokenizer) for m in (base, tuned, from_adapter))
+    assert not torch.allclose(before, after, atol=1e-3)
+    torch.testing.assert_close(after, after_adapter, rtol=1e-4, atol=1e-5)
+
+
+def test_full_fine_tuning_saves_a_whole_model(tiny_model_dir, tmp_path):
+    settings = TrainSettings(method="full", epochs=1, batch_size=4, grad_accum=1, learning_rate=1e-2)
+    result = train(make_rows(8), tmp_path, tiny_model_dir, settings, progress=False)
+    assert result.optimizer_steps == 2
+    tuned, tokenizer = load_trained(tmp_path)
+    base, _ = load_model(tiny_model_dir)
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert not torch.allclose(logits_of(base, tokenizer), logits_of(tuned, tokenizer), atol=1e-3)
+    assert math.isfinite(result.train_loss)
+
+
+def test_load_trained_rejects_a_folder_that_is_neither(tmp_path):
+    from rait.errors import ModelError
+
+    with pytest.raises(ModelError, match="neither"):
+        load_trained(tmp_path)
