@@ -230,3 +230,26 @@ def test_bad_training_weight_is_a_clear_error(tmp_path, capsys, tiny_model_dir):
     err = capsys.readouterr().err
     assert "train.jsonl:2" in err and "weight" in err
     assert not (tmp_path / "t" / "train.json").exists()
+
+
+def test_grads_then_build_grait(tmp_path, tiny_model_dir):
+    import pandas as pd
+
+    from rait.probe.table import write_table
+
+    records = [QARecord(id=f"q{i}", question=f"What is item {i}?", source="facts", split="train", answer=f"thing {i}")
+               for i in range(8)]
+    write_records(tmp_path / "pool.jsonl", records)
+    mu = [1.0, 1.0, 0.9, 0.8, 0.2, 0.1, 0.0, 0.0]
+    write_table(pd.DataFrame({"id": [r.id for r in records], "task": "oeqa", "mu": mu, "sigma": [0.5] * 8}),
+                tmp_path / "table.jsonl")
+    assert run(["grads", "--model", str(tiny_model_dir), "--records", str(tmp_path / "pool.jsonl"),
+                "--table", str(tmp_path / "table.jsonl"), "--out", str(tmp_path / "g"), "--dims", "64",
+                "--n-rehearsal", "4", "--warmup-epochs", "1", "--batch-size", "4"]) == 0
+    assert run(["build", "--table", str(tmp_path / "table.jsonl"), "--records", str(tmp_path / "pool.jsonl"),
+                "--out", str(tmp_path / "b"), "--method", "grait", "--grads", str(tmp_path / "g" / "store"),
+                "--n-vanilla", "3", "--n-idk", "2"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "b" / "grait.jsonl").read_text().splitlines()]
+    idk = [row for row in rows if row["kind"] == "idk"]
+    assert len(idk) == 2 and sum(row["weight"] for row in idk) == pytest.approx(1.0)  # N_idk / 2
+    assert all(row["weight"] == 1 for row in rows if row["kind"] == "vanilla")

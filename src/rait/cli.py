@@ -169,6 +169,40 @@ def probe(
                f"share mu >= 0.5 {(table['mu'] >= 0.5).mean():.1%}")
 
 
+# ---------------------------------------------------------------- GRAIT gradient features
+
+
+@app.command("grads")
+def grads(
+    records: Path = typer.Option(..., help="QA-record JSONL of the pool."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (warmup/ and store/)."),
+    table: Optional[Path] = typer.Option(None, help="Knowledge table: picks the warm-up questions and drops mu == tau."),
+    model: str = typer.Option("default", help="Base model folder, or 'default'."),
+    adapter: Optional[Path] = typer.Option(None, help="An existing warm-up adapter folder (skips the warm-up)."),
+    gradient_type: str = typer.Option("adam", help="adam (LESS), sgd or sign."),
+    dims: str = typer.Option("8192", help="Projection dimension(s), comma-separated."),
+    projector: str = typer.Option("countsketch", help="countsketch (sparse JL) or dense."),
+    bias_correction: bool = typer.Option(False, help="Adam bias correction (LESS: off)."),
+    n_rehearsal: int = typer.Option(1000, help="Warm-up questions (known ones, as GRAIT's rehearsal set)."),
+    warmup_epochs: float = typer.Option(4.0, help="Warm-up epochs (GRAIT: 4)."),
+    batch_size: int = typer.Option(8, help="Samples per gradient micro-batch."),
+    seed: int = typer.Option(0, help="Projection seed (identical on every shard and device)."),
+) -> None:
+    """GRAIT stage: warm-up LoRA, then per-sample projected gradient features of both label forms (resumable).
+
+    Multi-GPU: `accelerate launch -m rait grads ...` shards the pool by rank; the merged store equals one process's.
+    """
+    from rait.grads import GradsSettings
+    from rait.grads.pipeline import run_grads
+    from rait.grads.warmup import warmup_settings
+
+    settings = GradsSettings(gradient_type=gradient_type, dims=tuple(int(d) for d in dims.split(",")),
+                             projector=projector, seed=seed, batch_size=batch_size, bias_correction=bias_correction)
+    store = run_grads(model, records, out, table_path=table, adapter=adapter, settings=settings,
+                      warmup_config=warmup_settings(epochs=warmup_epochs), n_rehearsal=n_rehearsal)
+    typer.echo(f"gradient store -> {store}")
+
+
 # ---------------------------------------------------------------- data builders
 
 
@@ -177,7 +211,7 @@ def build(
     table: Path = typer.Option(..., help="Knowledge table (Parquet/JSONL) from `rait probe`, or the flow table from `rait rehearse`."),
     records: Path = typer.Option(..., help="QA-record JSONL of the pool the table was probed on."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <method>.jsonl, xtuner/, dpo/ and summary.{json,md}."),
-    method: Optional[list[str]] = typer.Option(None, help="Method(s): van_tuning, cor_rait, corcer_rait, craft_wo_cer, craft, rtuning_unknown, rtuning_unsure. Default: all the table supports."),
+    method: Optional[list[str]] = typer.Option(None, help="Method(s): van_tuning, cor_rait, corcer_rait, craft_wo_cer, craft, rtuning_unknown, rtuning_unsure, grait. Default: all the table supports (without grait)."),
     n_total: Optional[int] = typer.Option(None, help="Total samples (split by --idk-share)."),
     n_vanilla: Optional[int] = typer.Option(None, help="Vanilla samples (with --n-idk, instead of --n-total)."),
     n_idk: Optional[int] = typer.Option(None, help="IdK samples."),
@@ -189,13 +223,27 @@ def build(
     prompt: str = typer.Option("refuse", help="Training prompt (the papers train under the REFUSE prompt)."),
     crss_model: Optional[str] = typer.Option(None, help="Model for CRSS features ('default' = SmolLM2); omit to skip CRSS."),
     crss_pooling: str = typer.Option("last_token", help="last_token or mean pooling of the last hidden layer."),
+    grads_store: Optional[Path] = typer.Option(None, "--grads", help="GRAIT: the gradient store from `rait grads` (its store/ folder)."),
+    grait_rule: str = typer.Option("o1_topk", help="GRAIT IdK rule: o1_topk (paper figure), greedy_then_bottom (release), random."),
+    weight_sign: int = typer.Option(-1, help="GRAIT: sign of alpha in the adaptive weights (-1 down-weights over-refusal pull)."),
     seed: int = typer.Option(0, help="Selection seed."),
 ) -> None:
-    """Build every method's RAIT training set (TRL prompt/completion JSONL) from one knowledge table."""
-    from rait.select import run_build
+    """Build every method's RAIT training set (TRL prompt/completion JSONL) from one knowledge table.
+
+    GRAIT (`--method grait`) also needs `--grads`; `--mode as_released` then writes weight 1, as the release does.
+    """
+    from rait.select import GRAIT, run_build
     from rait.select.build import summary_markdown
 
-    summary = run_build(table, records, out, methods=method or None, n_total=n_total, n_vanilla=n_vanilla,
+    methods = list(method or [])
+    if "grait" in methods:
+        if grads_store is None:
+            raise RaitError("--method grait needs --grads (the store written by `rait grads`)")
+        methods[methods.index("grait")] = GRAIT(features=str(grads_store), n_total=n_total, n_vanilla=n_vanilla,
+                                                n_idk=n_idk, idk_share=idk_share, tau=tau, rule=grait_rule,
+                                                weight_sign=weight_sign, as_released=mode == "as_released",
+                                                seed=seed, refusal=refusal)
+    summary = run_build(table, records, out, methods=methods or None, n_total=n_total, n_vanilla=n_vanilla,
                         n_idk=n_idk, idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, seed=seed,
                         refusal=refusal, prompt=prompt, crss_model=crss_model, crss_pooling=crss_pooling)
     typer.echo(summary_markdown(summary))

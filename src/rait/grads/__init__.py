@@ -1,0 +1,36 @@
+"""GRAIT's gradient stage: per-sample LoRA gradient features, their projection and their store.
+
+The warm-up run lives in `rait.grads.warmup` and the `rait grads` stage in `rait.grads.pipeline`
+(not imported here: they import `rait.train`, which imports `rait.select`, which imports this package).
+"""
+
+from rait.grads.adam import GRADIENT_TYPES, AdamMoments, GradientTransform
+from rait.grads.features import LABEL_FORMS, FeatureExtractor, GradExample, GradsSettings, build_store
+from rait.grads.persample import Batch, EncodedExample, PerSampleGradients, collate, encode_example, per_sample_grads, per_sample_losses
+from rait.grads.projection import PROJECTORS, CountSketchProjector, DenseProjector, make_projector
+from rait.grads.store import FeatureStore, GradientFeatures, load_features
+
+__all__ = [
+    "GRADIENT_TYPES",
+    "LABEL_FORMS",
+    "PROJECTORS",
+    "AdamMoments",
+    "Batch",
+    "CountSketchProjector",
+    "DenseProjector",
+    "EncodedExample",
+    "FeatureExtractor",
+    "FeatureStore",
+    "GradExample",
+    "GradientFeatures",
+    "GradientTransform",
+    "GradsSettings",
+    "PerSampleGradients",
+    "build_store",
+    "collate",
+    "encode_example",
+    "load_features",
+    "make_projector",
+    "per_sample_grads",
+    "per_sample_losses",
+]

@@ -1,0 +1,123 @@
+"""`rait grads`: warm-up (unless an adapter is given), then the feature store of a pool, on one or many GPUs.
+
+Output folder layout:
+- ``warmup/``: the LoRA adapter, its Adam moments and settings (skipped with `adapter=`);
+- ``store/``: the gradient store (store.py), merged, with ``store.manifest.json`` beside it.
+
+Run it under `accelerate launch -m rait grads ...` to shard the pool over the GPUs: every
+rank computes its share of the same batch plan and the main process merges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from rait.artifacts import write_manifest
+from rait.errors import RaitError
+from rait.grads.adam import AdamMoments
+from rait.grads.features import LABEL_FORMS, GradsSettings, build_store
+from rait.grads.store import FeatureStore
+from rait.train.finetune import TrainSettings
+from rait.grads.warmup import load_warm_model, read_warmup_summary, rehearsal_ids, rehearsal_rows, warmup, warmup_settings
+
+
+def run_warmup(
+    model_spec: str | None,
+    records_path: str | Path,
+    table_path: str | Path,
+    out_dir: str | Path,
+    settings: TrainSettings | None = None,
+    n_rehearsal: int = 1000,
+    min_mu: float = 0.99,
+    rehearsal_seed: int = 42,
+    prompt: str = "refuse",
+    system: str | None = None,
+) -> Path:
+    """Train the warm-up adapter on the rehearsal questions of a knowledge table; returns its folder."""
+    from accelerate import PartialState
+
+    from rait.data import read_records
+    from rait.models import load_model, model_fingerprint
+    from rait.probe.table import read_table
+
+    settings = settings or warmup_settings()
+    table = read_table(table_path)
+    ids, note = rehearsal_ids(table, n_rehearsal, min_mu, rehearsal_seed)
+    rows = rehearsal_rows(read_records(records_path), ids, prompt=prompt, system=system)
+    model, tokenizer = load_model(model_spec)
+    out_dir = warmup(model, tokenizer, rows, out_dir, settings)
+    if PartialState().is_main_process:
+        write_manifest(out_dir, stage="grads.warmup", inputs={"records": records_path, "knowledge_table": table_path},
+                       model=model_fingerprint(model_spec), settings={**asdict(settings), "rehearsal": note,
+                       "rehearsal_ids": ids, "prompt": prompt, "system": system}, seed=settings.seed)
+    return out_dir
+
+
+def run_grads(
+    model_spec: str | None,
+    records_path: str | Path,
+    out_dir: str | Path,
+    *,
+    table_path: str | Path | None = None,
+    adapter: str | Path | None = None,
+    settings: GradsSettings = GradsSettings(),
+    warmup_config: TrainSettings | None = None,
+    n_rehearsal: int = 1000,
+    tau: float = 0.5,
+    forms: Sequence[str] = LABEL_FORMS,
+    prompt: str = "refuse",
+    system: str | None = None,
+) -> Path:
+    """Warm up (unless `adapter` is given), then compute and merge the store; returns the store folder.
+
+    The pool is every record, or with a knowledge table only the questions GRAIT can use
+    (μ ≠ τ). Under `accelerate launch` each process takes its share of the batches.
+    """
+    from accelerate import PartialState
+
+    from rait.data import read_records
+    from rait.models import load_model, model_fingerprint
+    from rait.probe.table import read_table
+    from rait.select.grait import gradient_examples
+
+    state = PartialState()
+    out_dir = Path(out_dir)
+    records = read_records(records_path)
+    if table_path is not None:
+        table = read_table(table_path)
+        usable = set(table["id"].astype(str)[table["mu"].astype(float) != tau])
+        records = [r for r in records if r.id in usable]
+    if not records:
+        raise RaitError("no pool questions to compute gradients for")
+
+    if adapter is None:
+        if table_path is None:
+            raise RaitError("the warm-up needs the knowledge table (table_path) to pick its rehearsal questions; "
+                            "or pass an existing adapter")
+        adapter = out_dir / "warmup"
+        if not (adapter / "adapter_config.json").is_file():  # every rank trains (DDP); the main one saves
+            run_warmup(model_spec, records_path, table_path, adapter, warmup_config, n_rehearsal,
+                       prompt=prompt, system=system)
+        state.wait_for_everyone()
+
+    base, tokenizer = load_model(model_spec, device=state.device)
+    model = load_warm_model(base, adapter)
+    moments = AdamMoments.load(adapter) if settings.gradient_type == "adam" else None
+    examples = gradient_examples(records, prompt=prompt, system=system, forms=tuple(forms))
+    fingerprint = model_fingerprint(model_spec)
+    record = {"model_weights_sha256": fingerprint["weights_sha256"], "adapter": str(adapter),
+              "prompt": prompt, "system": system}
+    store = build_store(model, tokenizer, examples, out_dir / "store", settings, moments,
+                        rank=state.process_index, world_size=state.num_processes, record=record)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        rows = store.merge()
+        write_manifest(store.folder, stage="grads", inputs={"records": records_path, "adapter": adapter,
+                       **({"knowledge_table": table_path} if table_path else {})}, model=fingerprint,
+                       settings={**settings.as_dict(), "forms": list(forms), "prompt": prompt, "system": system,
+                                 "processes": state.num_processes, "warmup": read_warmup_summary(adapter)},
+                       seed=settings.seed, extra={"rows": rows})
+    state.wait_for_everyone()
+    return FeatureStore(out_dir / "store").folder
