@@ -385,3 +385,14 @@ def test_split_rejects_what_it_cannot_do(pool):
 def test_exclude_ids_keeps_order(pool):
     kept = exclude_ids(pool, ["r001", "r050", "unknown"])
     assert len(kept) == 98 and [r.id for r in kept][:2] == ["r000", "r002"]
+
+
+def test_facts_source_equals_the_written_splits(tmp_path):
+    from rait.data.facts import write_facts
+
+    write_facts(tmp_path, seed=0)
+    for name in ("train", "test_id", "test_ood"):
+        assert [r.to_dict() for r in load_source(f"facts:{name}")] == [
+            r.to_dict() for r in read_records(tmp_path / f"{name}.jsonl")]
+    with pytest.raises(RaitError, match="facts split"):
+        load_source("facts:dev")

@@ -403,8 +403,20 @@ SOURCES: dict[str, tuple[str, Callable[..., list[QARecord]]]] = {
     "nq": ("nq:dev", lambda arg, data, **kw: load_nq(data / "nq" / "en" / f"{arg}.json", **kw)),
     "triviaqa": ("triviaqa:<path>", lambda arg, data, **kw: load_triviaqa(arg, **kw)),
     "jsonl": ("jsonl:<path> (records JSONL)", lambda arg, data, **kw: read_records(arg, **kw)),
+    "facts": ("facts:{train,test_id,test_ood} (seed 0; `rait data facts` for other seeds)",
+              lambda arg, data, **kw: _facts_split(arg, **kw)),
 }
-SOURCES_WITH_PATH = ("triviaqa", "jsonl")
+SOURCES_WITH_PATH = ("triviaqa", "jsonl", "facts")
+
+
+def _facts_split(name: str, seed: int = 0) -> list[QARecord]:
+    """One split of the templated facts pool, built in memory (it needs no data files)."""
+    from rait.data.facts import build_facts, split_facts
+
+    splits = split_facts(build_facts(seed=seed), seed=seed)
+    if name not in splits:
+        raise RaitError(f"unknown facts split {name!r}; choose from {', '.join(splits)}")
+    return splits[name]
 
 
 def load_source(spec: str, data_dir: str | Path | None = None, **kwargs: Any) -> list[QARecord]:
