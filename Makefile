@@ -27,8 +27,8 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 demo: setup
-	$(VENV)/bin/rait demo --out $(DEMO_OUT)
-	@echo "Demo results are in $(DEMO_OUT)"
+	$(VENV)/bin/rait run $(DEMO_CONFIG) --out $(DEMO_OUT)
+	@echo "Report: $(DEMO_OUT)/report.html (table: $(DEMO_OUT)/results.md)"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -30,7 +30,7 @@ def _records():
 
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "rait", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("data", "model", "eval", "demo"):
+    for command in ("data", "model", "probe", "build", "train", "eval", "run"):
         assert command in out
 
 
@@ -98,14 +98,6 @@ def test_unknown_dataset_spec(tmp_path, capsys):
     assert not (tmp_path / "x.jsonl").exists()
 
 
-def test_bad_demo_config_names_the_setting(tmp_path, capsys):
-    config = tmp_path / "demo.yaml"
-    config.write_text("model: default\nlearning_rat: 3\ntest_sets: [{name: nq, data: 'nq:dev'}]\n")
-    assert run(["demo", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "learning_rat" in err and str(config) in err
-
-
 def test_eval_then_reference_gives_ths(tmp_path, tiny_model_dir):
     data = tmp_path / "test.jsonl"
     write_records(data, _records())
@@ -157,18 +149,6 @@ def test_build_without_flow_refuses_craft(tmp_path, capsys):
     assert run(["build", "--table", str(tmp_path / "table.jsonl"), "--records", str(tmp_path / "pool.jsonl"),
                 "--out", str(tmp_path / "b"), "--method", "craft"]) == 2
     assert "delta_mu" in capsys.readouterr().err
-
-
-def test_demo_suite_on_the_tiny_model_writes_the_report(tmp_path, tiny_model_dir):
-    data = tmp_path / "test.jsonl"
-    write_records(data, _records())
-    config = tmp_path / "suite.yaml"
-    config.write_text(f"model: {tiny_model_dir}\nn_boot: 20\nbatch_size: 4\n"
-                      f"test_sets: [{{name: toy, data: '{data}', track: oeqa, domain: ID}}]\n")
-    assert run(["demo", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
-    for name in ("results.csv", "results.md", "report.html", "pc_pw.png", "ths.png"):
-        assert (tmp_path / "out" / name).exists()
-    assert "Init-Refuse" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_eval_rerun_reuses_the_cached_run(tmp_path, tiny_model_dir):

@@ -365,16 +365,21 @@ def evaluate(
     typer.echo(json.dumps(summary, indent=2))
 
 
-@app.command("demo")
-def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
-    config: Path = typer.Option(Path("configs/demo.yaml"), help="Suite config (model, test sets, prompts)."),
-) -> None:
-    """Run the demo suite on the real default model and print the results table."""
-    from rait.evaluate.suite import SuiteConfig, run_suite
+# ---------------------------------------------------------------- the whole pipeline
 
-    run_suite(SuiteConfig.from_yaml(config), out)
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML), e.g. configs/demo.yaml."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: runs/<config name>)."),
+) -> None:
+    """Probe, rehearse, gradients, build every method, train each, evaluate ID/OOD, report; resumable stage by stage."""
+    from rait.pipeline import PipelineConfig, run_pipeline
+
+    out = out or Path("runs") / config.stem
+    run_pipeline(PipelineConfig.from_yaml(config), out, console=console)
     typer.echo((out / "results.md").read_text(encoding="utf-8"))
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 # ---------------------------------------------------------------- entry point

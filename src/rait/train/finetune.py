@@ -45,12 +45,20 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.1
     target_modules: str | list[str] = "all-linear"
+    # Only these decoder layers get adapters (None: all). Backpropagation then stops at the
+    # lowest adapted layer, which is what makes a CPU demo affordable (configs/demo.yaml).
+    layers: list[int] | None = None
+
+    def __post_init__(self):
+        if self.layers is not None and isinstance(self.target_modules, str):
+            raise RaitError("LoRA 'layers' needs target_modules as a list of module names (e.g. q_proj, v_proj), "
+                            f"not {self.target_modules!r}")
 
     def peft_config(self):
         from peft import LoraConfig
 
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules,
-                          bias="none", task_type="CAUSAL_LM")
+                          layers_to_transform=self.layers, bias="none", task_type="CAUSAL_LM")
 
 
 @dataclass

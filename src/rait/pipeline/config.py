@@ -1,0 +1,211 @@
+"""The `rait run` config: one small YAML file from a model and a pool to the papers' table.
+
+    model: default                      # any local HF folder, or 'default' (SmolLM2-135M-Instruct)
+    seed: 0
+    methods: [van_tuning, cor_rait, corcer_rait, craft_wo_cer, craft, rtuning_unknown, grait]
+    train: {epochs: 3, learning_rate: 2.0e-4, lora: {r: 64, alpha: 16}}   # rait.train.TrainSettings
+    eval: {prompts: [basic, refuse], method_prompts: [refuse], n_boot: 1000}
+    tracks:
+      - name: facts
+        pool: {data: "facts:train", sample: 80}
+        probe: {k: 10}                  # rait.probe OpenSettings / MCQASettings fields
+        rehearsal: {n: 40, mu_min: 0.7, sigma_min: 0.7}
+        grads: {n_rehearsal: 40, warmup: {epochs: 4}, features: {dims: [8192]}}
+        build: {n_total: 40}
+        test_sets:
+          - {name: facts-id, data: "facts:test_id", sample: 40, domain: ID}
+          - {name: nq, data: "nq:dev", sample: 40, domain: OOD}
+
+Every section is a plain mapping of the stage's own settings, so the YAML names the same
+fields as the Python API. An unknown key is reported with the file, line and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rait.errors import DataError
+from rait.evaluate.suite import TestSet
+
+ALL_METHODS = ("van_tuning", "cor_rait", "corcer_rait", "craft_wo_cer", "craft", "rtuning_unknown", "grait")
+
+
+@dataclass
+class PoolConfig:
+    """The training pool: a dataset spec or a QA-record JSONL file, optionally a seeded sample."""
+
+    data: str
+    sample: int | None = None
+    stratify: str | None = None
+
+
+@dataclass
+class RehearsalConfig:
+    """CRaFT's rehearsal (`rait.train.rehearse_table`): which questions count as known, and the fine-tune."""
+
+    n: int = 1000
+    target: str = "gold"
+    mu_min: float = 0.995
+    sigma_min: float = 0.995
+    gold_prob_min: float = 0.99
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GradsConfig:
+    """GRAIT's gradient stage: warm-up size and recipe overrides, and `rait.grads.GradsSettings` fields."""
+
+    n_rehearsal: int = 1000
+    warmup: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildConfig:
+    """`rait.select.run_build` sizes and thresholds; `grait` holds the GRAIT selector's own options."""
+
+    n_total: int | None = None
+    n_vanilla: int | None = None
+    n_idk: int | None = None
+    idk_share: float = 0.2
+    tau: float = 0.5
+    mode: str = "paper"
+    dead_band: float = 0.0
+    refusal: str | None = None
+    prompt: str = "refuse"
+    grait: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    """Greedy evaluation: the untouched model under `prompts` (Init-Basic, Init-Refuse), trained ones under `method_prompts`."""
+
+    prompts: list[str] = field(default_factory=lambda: ["basic", "refuse"])
+    method_prompts: list[str] = field(default_factory=lambda: ["refuse"])
+    batch_size: int = 16
+    n_boot: int = 1000
+    max_new_tokens: dict[str, int] = field(default_factory=dict)  # per task: {"oeqa": 50, "mcqa": 32}
+
+
+@dataclass
+class TrackConfig:
+    """One pool with its in- and out-of-domain test sets, e.g. MMLU -> ARC-Challenge."""
+
+    name: str
+    pool: PoolConfig
+    test_sets: list[TestSet]
+    probe: dict[str, Any] = field(default_factory=dict)
+    exemplars: str = "mmlu:val"
+    rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
+    grads: GradsConfig = field(default_factory=GradsConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    train: dict[str, Any] = field(default_factory=dict)
+    methods: list[str] | None = None
+
+
+@dataclass
+class PipelineConfig:
+    tracks: list[TrackConfig]
+    model: str = "default"
+    seed: int = 0
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    train: dict[str, Any] = field(default_factory=dict)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    title: str = "rait results"
+    source: tuple[Path, Any] | None = field(default=None, repr=False, compare=False,
+                                                    metadata={"yaml": False})  # file and YAML tree, for errors
+
+    def methods_of(self, track: TrackConfig) -> list[str]:
+        return list(track.methods if track.methods is not None else self.methods)
+
+    def merged_train(self, track: TrackConfig, extra: dict[str, Any]) -> dict[str, Any]:
+        """The global training settings, then the track's, then `extra` (nested `lora` merged key by key)."""
+        return merge_settings(merge_settings(self.train, track.train), extra)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "PipelineConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(path, "config file not found")
+        text = path.read_text(encoding="utf-8")
+        try:
+            raw = yaml.safe_load(text) or {}
+            root = yaml.compose(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            raise DataError(path, f"not valid YAML: {getattr(err, 'problem', err)}",
+                            line=mark.line + 1 if mark else None) from err
+        config = _build(cls, raw, path, root, ())
+        config.source = (path, root)
+        return config
+
+    def error(self, keys: tuple, message: str) -> DataError:
+        """A DataError pointing at the config entry `keys` (e.g. ("tracks", 0, "probe", "k"))."""
+        path, root = self.source or ("<config>", None)
+        return DataError(path, message, line=_line_of(root, keys) if root is not None else None,
+                         field=".".join(map(str, keys)))
+
+
+def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = {**base, **override}
+    if isinstance(base.get("lora"), dict) and isinstance(override.get("lora"), dict):
+        merged["lora"] = {**base["lora"], **override["lora"]}
+    return merged
+
+
+# ------------------------------------------------------------------ YAML -> dataclasses, with lines
+
+_NESTED = {
+    "tracks": TrackConfig, "pool": PoolConfig, "rehearsal": RehearsalConfig, "grads": GradsConfig,
+    "build": BuildConfig, "eval": EvalConfig, "test_sets": TestSet,
+}
+
+
+def _line_of(root, keys: tuple) -> int | None:
+    """1-based line of the YAML node at `keys` (mapping keys and list indices), or of its closest parent."""
+    node, line = root, None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == key), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _build(cls, raw: Any, path: Path, root, keys: tuple):
+    where = ".".join(str(k) for k in keys) or "top level"
+    if not isinstance(raw, dict):
+        raise DataError(path, f"{where} must be a mapping", line=_line_of(root, keys), field=where)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("yaml", True)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        raise DataError(path, f"unknown setting {unknown[0]!r} in {where} (known: {', '.join(fields)})",
+                        line=_line_of(root, (*keys, unknown[0])), field=".".join(map(str, (*keys, unknown[0]))))
+    missing = [n for n, f in fields.items() if n not in raw and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise DataError(path, f"{where} needs {missing[0]!r}", line=_line_of(root, keys),
+                        field=".".join(map(str, (*keys, missing[0]))))
+    values = {}
+    for name, value in raw.items():
+        nested = _NESTED.get(name)
+        if nested is not None and name in ("tracks", "test_sets"):
+            if not isinstance(value, list) or not value:
+                raise DataError(path, f"{name} must be a non-empty list", line=_line_of(root, (*keys, name)),
+                                field=".".join(map(str, (*keys, name))))
+            value = [_build(nested, item, path, root, (*keys, name, i)) for i, item in enumerate(value)]
+        elif nested is not None:
+            value = _build(nested, value or {}, path, root, (*keys, name))
+        values[name] = value
+    return cls(**values)

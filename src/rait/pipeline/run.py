@@ -1,0 +1,334 @@
+"""`rait run`: one config from a model and a pool to the papers' table, every stage cached.
+
+For each track (a pool with its in- and out-of-domain test sets) the stages are
+
+    pool -> probe -> rehearse (CRaFT) -> grads (GRAIT) -> build -> train/<method> -> eval
+
+and then one report over all tracks. Each stage writes into its own folder and finishes by
+writing ``stage.json`` with a key: the hash of its settings and of the keys (or file
+hashes) of what it read. A rerun skips every stage whose key is unchanged, so a change
+recomputes only what depends on it. A stage that was killed keeps its folder while its key
+is unchanged, so the probe continues from its finished shards; a stage whose key changed
+starts from an empty folder.
+
+    <out>/<track>/pool.jsonl
+    <out>/<track>/probe/table.parquet            knowledge table (μ, σ)
+    <out>/<track>/rehearse/flow_table.jsonl      + μ after rehearsal, Δμ
+    <out>/<track>/grads/store/                   projected per-sample gradients
+    <out>/<track>/build/<method>.jsonl           training sets
+    <out>/<track>/train/<method>/                adapters
+    <out>/<track>/eval/<test set>/<model>/<prompt>/outcomes.jsonl, metrics.json
+    <out>/results.md, results.csv, pc_pw.png, ths.png, report.html
+    <out>/pipeline.json                          every stage: key, seconds, cached or not
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+from rait.artifacts import sha256_file, write_json
+from rait.errors import RaitError
+from rait.evaluate.suite import REFERENCE_PROMPT, load_test_records
+from rait.pipeline.config import PipelineConfig, TrackConfig
+
+METHOD_NAMES = {
+    "van_tuning": "Van-Tuning", "cor_rait": "Cor-RAIT", "corcer_rait": "CorCer-RAIT", "craft_wo_cer": "CRaFT w/o Cer",
+    "craft": "CRaFT", "rtuning_unknown": "R-Tuning", "rtuning_unsure": "R-Tuning (unsure)", "grait": "GRAIT",
+}
+NEEDS_FLOW = {"craft", "craft_wo_cer"}
+BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
+STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
+
+
+def digest(parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Stages:
+    """Runs stages at most once per key and keeps the log that becomes pipeline.json."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.log: list[dict[str, Any]] = []
+
+    def run(self, name: str, folder: Path, parts: dict[str, Any], compute: Callable[[Path], dict | None]) -> tuple[str, dict]:
+        """(key, result): the cached result if `folder` finished with the same key, else compute(folder)'s."""
+        key = digest(parts)
+        done, started = folder / STAGE_FILE, folder / STARTED_FILE
+        if done.is_file():
+            info = json.loads(done.read_text(encoding="utf-8"))
+            if info.get("key") == key:
+                self.log.append({"stage": name, "key": key, "cached": True, "seconds": info.get("seconds")})
+                self.console.print(f"[dim]cached[/]  {name}")
+                return key, info.get("result") or {}
+        if folder.exists() and not (started.is_file() and started.read_text(encoding="utf-8") == key):
+            shutil.rmtree(folder)  # made under other settings: nothing in it can be reused
+        folder.mkdir(parents=True, exist_ok=True)
+        started.write_text(key, encoding="utf-8")
+        self.console.print(f"[bold]run[/]     {name}")
+        start = time.perf_counter()
+        result = compute(folder) or {}
+        seconds = round(time.perf_counter() - start, 2)
+        write_json(done, {"stage": name, "key": key, "parts": parts, "seconds": seconds, "result": result})
+        self.log.append({"stage": name, "key": key, "cached": False, "seconds": seconds})
+        self.console.print(f"[green]done[/]    {name} ({seconds:.0f} s)")
+        return key, result
+
+
+def _settings(config: PipelineConfig, keys: tuple, factory: Callable[..., Any], values: dict[str, Any]):
+    """factory(**values), with a bad or unknown setting reported at its place in the config file."""
+    try:
+        return factory(**values)
+    except TypeError as err:
+        raise config.error(keys, f"bad setting: {err}") from err
+    except RaitError as err:
+        raise config.error(keys, str(err)) from err
+
+
+class TrackRun:
+    """The stages of one track; each method's results become report rows."""
+
+    def __init__(self, config: PipelineConfig, index: int, out_dir: Path, stages: Stages, model_path: Path,
+                 model_sha: str):
+        self.config, self.index, self.stages = config, index, stages
+        self.track: TrackConfig = config.tracks[index]
+        self.dir = out_dir / self.track.name
+        self.model_path, self.model_sha = model_path, model_sha
+        self.keys = ("tracks", index)
+
+    # ------------------------------------------------------------ stages
+
+    def pool(self) -> tuple[str, Path, list]:
+        from rait.data import write_records
+        from rait.evaluate.suite import TestSet
+
+        pool = self.track.pool
+        records = load_test_records(TestSet(name="pool", data=pool.data, sample=pool.sample, stratify=pool.stratify),
+                                    self.config.seed)
+        if not records:
+            raise self.config.error((*self.keys, "pool"), "the pool is empty")
+        path = self.dir / "pool.jsonl"
+        fresh = self.dir / "pool.jsonl.new"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_records(fresh, records)
+        if path.is_file() and sha256_file(path) == sha256_file(fresh):
+            fresh.unlink()
+        else:
+            fresh.replace(path)
+        return sha256_file(path), path, records
+
+    def probe(self, pool_key: str, records: list) -> tuple[str, Path, list]:
+        from rait.data import load_source
+        from rait.probe import summarize
+        from rait.probe.mcqa import MCQASettings
+        from rait.probe.oeqa import OpenSettings
+        from rait.probe.run import run_probe
+
+        task = records[0].task
+        factory = MCQASettings if task == "mcqa" else OpenSettings
+        defaults = {} if task == "mcqa" else {"seed": self.config.seed}
+        settings = _settings(self.config, (*self.keys, "probe"), factory, {**defaults, **self.track.probe})
+        shots = load_source(self.track.exemplars) if task == "mcqa" and settings.shots else []
+        table_path = self.dir / "probe" / "table.parquet"
+        parts = {"pool": pool_key, "model": self.model_sha, "task": task, "settings": asdict(settings),
+                 "exemplars": [r.id for r in shots]}
+
+        def compute(folder: Path) -> dict:
+            table = run_probe(records, table_path, model=self.model_path, settings=settings, exemplars=shots,
+                              inputs={"records": self.dir / "pool.jsonl"})
+            return summarize(table)
+
+        key, _ = self.stages.run(f"{self.track.name}: probe", table_path.parent, parts, compute)
+        return key, table_path, shots
+
+    def rehearse(self, probe_key: str, table_path: Path, records: list, shots: list) -> tuple[str, Path]:
+        from rait.train import RehearsalFilter, TrainSettings, rehearse_table
+        from rait.train.rehearsal import flow_summary
+
+        reh = self.track.rehearsal
+        train = {"seed": self.config.seed, **self.config.merged_train(self.track, reh.train)}
+        settings = _settings(self.config, (*self.keys, "rehearsal", "train"), TrainSettings, train)
+        known = RehearsalFilter(mu_min=reh.mu_min, sigma_min=reh.sigma_min, gold_prob_min=reh.gold_prob_min)
+        folder = self.dir / "rehearse"
+        parts = {"probe": probe_key, "n": reh.n, "target": reh.target, "known": known.__dict__, "train": train}
+
+        def compute(folder: Path) -> dict:
+            result = rehearse_table(table_path, records, folder, model=self.model_path, exemplars=shots,
+                                    settings=settings, n=reh.n, seed=self.config.seed, target=reh.target, known=known)
+            return {"rehearsal_samples": result.rehearsal_samples, "updates": result.updates,
+                    "flow": flow_summary(result.flow)}
+
+        key, _ = self.stages.run(f"{self.track.name}: rehearse", folder, parts, compute)
+        return key, folder / "flow_table.jsonl"
+
+    def grads(self, probe_key: str, table_path: Path, pool_path: Path) -> tuple[str, Path]:
+        from rait.grads import GradsSettings
+        from rait.grads.pipeline import run_grads
+        from rait.grads.warmup import warmup_settings
+
+        cfg, build = self.track.grads, self.track.build
+        features = {"seed": self.config.seed, **cfg.features}
+        if "dims" in features:
+            features["dims"] = tuple(features["dims"]) if isinstance(features["dims"], list) else (features["dims"],)
+        settings = _settings(self.config, (*self.keys, "grads", "features"), GradsSettings, features)
+        recipe = dict(cfg.warmup)
+        if isinstance(recipe.get("lora"), dict):  # override single LoRA fields of GRAIT's recipe, keep the rest
+            recipe["lora"] = {**asdict(warmup_settings().lora), **recipe["lora"]}
+        warmup = _settings(self.config, (*self.keys, "grads", "warmup"), warmup_settings, recipe)
+        folder = self.dir / "grads"
+        parts = {"probe": probe_key, "features": settings.as_dict(), "warmup": cfg.warmup, "n": cfg.n_rehearsal,
+                 "tau": build.tau, "prompt": build.prompt}
+
+        def compute(folder: Path) -> dict:
+            store = run_grads(str(self.model_path), pool_path, folder, table_path=table_path, settings=settings,
+                              warmup_config=warmup, n_rehearsal=cfg.n_rehearsal, tau=build.tau, prompt=build.prompt)
+            return {"store": str(store)}
+
+        key, _ = self.stages.run(f"{self.track.name}: grads", folder, parts, compute)
+        return key, folder / "store"
+
+    def build(self, table_key: str, table_path: Path, pool_path: Path, methods: list[str],
+              grads: tuple[str, Path] | None) -> dict[str, Path]:
+        from rait.select import GRAIT, run_build
+
+        b = self.track.build
+        params = dict(n_total=b.n_total, n_vanilla=b.n_vanilla, n_idk=b.n_idk, idk_share=b.idk_share, tau=b.tau,
+                      seed=self.config.seed, refusal=b.refusal)
+        selectors: list[Any] = [m for m in methods if m != "grait"]
+        if grads is not None:
+            selectors.append(_settings(self.config, (*self.keys, "build", "grait"), GRAIT,
+                                       {**params, "features": str(grads[1]), "as_released": b.mode == "as_released",
+                                        **b.grait}))
+        folder = self.dir / "build"
+        parts = {"table": table_key, "grads": grads[0] if grads else None, "methods": methods, "build": b.__dict__,
+                 "seed": self.config.seed}
+
+        def compute(folder: Path) -> dict:
+            summary = run_build(table_path, pool_path, folder, methods=selectors, mode=b.mode, dead_band=b.dead_band,
+                                prompt=b.prompt, **params)
+            return {name: {"taken": m["report"]["taken"], "warnings": m["report"].get("warnings", [])}
+                    for name, m in summary["methods"].items()}
+
+        _, result = self.stages.run(f"{self.track.name}: build", folder, parts, compute)
+        return {name: folder / f"{name}.jsonl" for name in result if sum(result[name]["taken"].values())}
+
+    def train(self, method: str, data: Path) -> tuple[str, Path]:
+        from rait.train import TrainSettings, train
+
+        values = {"seed": self.config.seed, **self.config.merged_train(self.track, {})}
+        settings = _settings(self.config, (*self.keys, "train"), TrainSettings, values)
+        folder = self.dir / "train" / method
+        parts = {"data": sha256_file(data), "model": self.model_sha, "train": values}
+
+        def compute(folder: Path) -> dict:
+            result = train(data, folder, model=self.model_path, settings=settings)
+            return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
+                    "train_loss": result.train_loss}
+
+        key, _ = self.stages.run(f"{self.track.name}: train {method}", folder, parts, compute)
+        return key, folder
+
+    def evaluate(self, models: list[tuple[str, str, str, list[str]]]) -> list[dict]:
+        """Evaluate (label, model key, model spec, prompts) on every test set; the first entry is the base model."""
+        from rait.artifacts import read_jsonl
+        from rait.evaluate.runner import EvalSettings
+        from rait.evaluate.suite import load_for_eval, run_eval
+
+        ev = self.config.eval
+        tests = [(t, load_test_records(t, self.config.seed)) for t in self.track.test_sets]
+        rows, references = [], {}
+        for label, model_key, spec, prompts in models:
+            loaded: list = []
+
+            def model():
+                if not loaded:
+                    loaded.extend(load_for_eval(spec))
+                return loaded
+
+            for test, records in tests:
+                if not records:
+                    raise self.config.error((*self.keys, "test_sets"), f"test set {test.name!r} is empty")
+                for prompt in prompts:
+                    settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size,
+                                            max_new_tokens=ev.max_new_tokens.get(records[0].task))
+                    folder = self.dir / "eval" / test.name / label.replace(" ", "_").replace("/", "") / prompt
+                    reference = references.get(test.name)
+                    parts = {"model": model_key, "items": digest([r.id for r in records]), "settings": settings.as_dict(),
+                             "reference": reference[0] if reference else None, "n_boot": ev.n_boot}
+
+                    def compute(folder: Path, settings=settings, records=records, reference=reference) -> dict:
+                        model_, tokenizer, fingerprint = model()
+                        _, summary = run_eval(model_, tokenizer, fingerprint, records, settings, folder, ev.n_boot,
+                                              self.config.seed, reference[1] if reference else None)
+                        return summary
+
+                    key, summary = self.stages.run(f"{self.track.name}: eval {label} / {test.name} / {prompt}", folder,
+                                                   parts, compute)
+                    if reference is None and prompt == REFERENCE_PROMPT:
+                        references[test.name] = (key, read_jsonl(folder / "outcomes.jsonl"))
+                    if label == BASE_LABEL:
+                        name = f"Init-{prompt.capitalize()}"
+                    else:
+                        name = label if prompt == prompts[0] else f"{label} ({prompt})"
+                    rows.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
+                                 "method": name, **summary})
+            loaded.clear()
+        return rows
+
+    # ------------------------------------------------------------ the whole track
+
+    def run(self) -> list[dict]:
+        methods = self.config.methods_of(self.track)
+        unknown = [m for m in methods if m not in METHOD_NAMES]
+        if unknown:
+            raise self.config.error((*self.keys, "methods") if self.track.methods is not None else ("methods",),
+                                    f"unknown method {unknown[0]!r} (known: {', '.join(METHOD_NAMES)})")
+        pool_key, pool_path, records = self.pool()
+        probe_key, table_path, shots = self.probe(pool_key, records)
+        table_key, build_table = probe_key, table_path
+        if NEEDS_FLOW & set(methods):
+            table_key, build_table = self.rehearse(probe_key, table_path, records, shots)
+        grads = self.grads(probe_key, table_path, pool_path) if "grait" in methods else None
+        datasets = self.build(table_key, build_table, pool_path, methods, grads)
+        base_prompts = [REFERENCE_PROMPT] + [p for p in self.config.eval.prompts if p != REFERENCE_PROMPT]
+        models = [(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)]
+        for method in methods:
+            if method not in datasets:
+                self.stages.console.print(f"[yellow]skip[/]    {self.track.name}: {method} selected no samples")
+                continue
+            key, folder = self.train(method, datasets[method])
+            models.append((METHOD_NAMES[method], key, str(folder), self.config.eval.method_prompts))
+        return self.evaluate(models)
+
+
+def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console | None = None) -> list[dict]:
+    """Run every track of `config` into `out_dir` (resumable) and write the report; returns the result rows."""
+    from rait.models import model_fingerprint, resolve_model_path
+    from rait.report import write_report
+
+    console = console or Console(stderr=True)
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    model_path = resolve_model_path(config.model)
+    model_sha = model_fingerprint(model_path)["weights_sha256"]
+    stages = Stages(console)
+    rows: list[dict] = []
+    for index in range(len(config.tracks)):
+        rows += TrackRun(config, index, out_dir, stages, model_path, model_sha).run()
+    wall = time.perf_counter() - start
+    computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
+    notes = {"model": str(model_path), "tracks": ", ".join(
+        f"{t.name}: pool {t.pool.data} ({t.pool.sample or 'all'})" for t in config.tracks),
+        "wall time": f"{wall / 60:.1f} min ({computed / 60:.1f} min computed, the rest cached)"}
+    write_report(rows, out_dir, title=config.title, notes=notes)
+    write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
+                                          "computed_seconds": round(computed, 1), "stages": stages.log})
+    return rows

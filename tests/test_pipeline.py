@@ -1,0 +1,179 @@
+"""`rait run` end to end on the tiny model: every method, both task families, the report, caching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rait.cli import main
+from rait.errors import DataError
+from rait.pipeline import ALL_METHODS, PipelineConfig, run_pipeline
+
+REPORT_FILES = ("results.csv", "results.md", "report.html", "pc_pw.png", "ths.png", "pipeline.json")
+
+
+def run(argv) -> int:
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        return exit_.code or 0
+    return 0
+
+
+def config_text(model: Path, mcqa_total: int = 5) -> str:
+    """Two tracks on real data, tiny sizes: MMLU -> ARC-Challenge with every method, facts -> NQ with CRaFT."""
+    return f"""
+model: {model}
+title: tiny pipeline
+methods: {list(ALL_METHODS)}
+train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj, v_proj, down_proj]}}}}
+eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 4, mcqa: 3}}}}
+tracks:
+  - name: mmlu
+    pool: {{data: "mmlu:dev", sample: 12}}
+    probe: {{shots: 1, batch_size: 4}}
+    rehearsal: {{n: 4, gold_prob_min: 0.0, train: {{batch_size: 2, warmup: 0}}}}
+    grads: {{n_rehearsal: 4, warmup: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 16}}}},
+             features: {{dims: [32], batch_size: 4}}}}
+    build: {{n_total: {mcqa_total}, tau: 0.26}}
+    test_sets:
+      - {{name: mmlu-val, data: "mmlu:val", sample: 4, domain: ID}}
+      - {{name: arc-c, data: "arc-c:test", sample: 4, domain: OOD}}
+  - name: facts
+    methods: [cor_rait, craft]
+    pool: {{data: "facts:train", sample: 6}}
+    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot}}
+    rehearsal: {{n: 2, mu_min: 0.0, sigma_min: 0.0, train: {{batch_size: 1, warmup: 0}}}}
+    build: {{n_total: 4, tau: 0.5}}
+    test_sets:
+      - {{name: facts-id, data: "facts:test_id", sample: 3, domain: ID}}
+      - {{name: nq, data: "nq:dev", sample: 3, domain: OOD}}
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, tiny_model_dir):
+    folder = tmp_path_factory.mktemp("pipeline")
+    config = folder / "tiny.yaml"
+    config.write_text(config_text(tiny_model_dir))
+    assert run(["run", str(config), "--out", str(folder / "out")]) == 0
+    return folder, config
+
+
+def stage_log(out: Path) -> dict[str, bool]:
+    return {s["stage"]: s["cached"] for s in json.loads((out / "pipeline.json").read_text())["stages"]}
+
+
+def test_every_method_is_trained_evaluated_and_reported(pipeline_run):
+    folder, _ = pipeline_run
+    out = folder / "out"
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    assert len((out / "results.csv").read_text().splitlines()) > 1
+    table = (out / "results.md").read_text()
+    for method in ("Init-Basic", "Init-Refuse", "Van-Tuning", "Cor-RAIT", "CorCer-RAIT", "CRaFT w/o Cer", "CRaFT",
+                   "R-Tuning", "GRAIT"):
+        assert method in table, method
+    log = stage_log(out)
+    assert not any(log.values())  # a first run computes everything
+    for stage in ("mmlu: probe", "mmlu: rehearse", "mmlu: grads", "mmlu: build", "facts: probe", "facts: rehearse"):
+        assert stage in log
+    assert "facts: grads" not in log  # GRAIT is not among the facts track's methods
+    for method in ALL_METHODS:
+        assert (out / "mmlu" / "train" / method / "train.json").is_file(), method
+    grait = [json.loads(line) for line in (out / "mmlu" / "build" / "grait.jsonl").read_text().splitlines()]
+    idk = [r["weight"] for r in grait if r["kind"] == "idk"]
+    assert idk and sum(idk) == pytest.approx(len(idk) / 2)  # GRAIT's adaptive weights reach training
+    assert (out / "facts" / "rehearse" / "flow_table.jsonl").is_file()
+
+
+def test_a_rerun_is_cached_and_a_change_recomputes_only_what_depends_on_it(pipeline_run, tiny_model_dir):
+    folder, config = pipeline_run
+    out = folder / "out"
+    results = (out / "results.csv").read_text()
+    assert run(["run", str(config), "--out", str(out)]) == 0
+    assert all(stage_log(out).values())
+    assert (out / "results.csv").read_text() == results
+
+    built = {m: (out / "mmlu" / "build" / f"{m}.jsonl").read_text() for m in ALL_METHODS}
+    config.write_text(config_text(tiny_model_dir, mcqa_total=6))
+    assert run(["run", str(config), "--out", str(out)]) == 0
+    log = stage_log(out)
+    recomputed = {stage for stage, cached in log.items() if not cached}
+    assert "mmlu: build" in recomputed
+    changed = {m for m in ALL_METHODS if (out / "mmlu" / "build" / f"{m}.jsonl").read_text() != built[m]}
+    assert "van_tuning" in changed  # a random draw of n_total from the whole pool
+    assert {s for s in recomputed if s.startswith("mmlu: train")} == {f"mmlu: train {m}" for m in changed}
+    assert not any(s.startswith("facts") for s in recomputed)  # the other track is untouched
+    assert not {"mmlu: probe", "mmlu: rehearse", "mmlu: grads"} & recomputed
+    assert not any("Init" in s for s in recomputed)  # the base model's evaluations stay
+
+
+def test_a_killed_stage_is_resumed_and_a_stale_one_is_redone(tmp_path):
+    from rich.console import Console
+
+    from rait.pipeline.run import Stages
+
+    stages, calls = Stages(Console(quiet=True)), []
+
+    def compute(folder: Path) -> dict:
+        calls.append(sorted(p.name for p in folder.iterdir()))
+        (folder / "partial").write_text("work")
+        return {"ok": 1}
+
+    folder = tmp_path / "stage"
+    folder.mkdir()
+    (folder / "stage.key").write_text(Stages.__module__)  # a partial folder from other settings
+    (folder / "old").write_text("stale")
+    key, result = stages.run("s", folder, {"a": 1}, compute)
+    assert result == {"ok": 1} and calls[-1] == ["stage.key"]  # stale work removed first
+    (folder / "stage.json").unlink()  # killed before it finished: same key, partial work kept
+    stages.run("s", folder, {"a": 1}, compute)
+    assert "partial" in calls[-1]
+    assert stages.run("s", folder, {"a": 1}, compute) == (key, {"ok": 1}) and len(calls) == 2
+
+
+@pytest.mark.parametrize("text, line, field", [
+    ("tracks: []\n", 1, "tracks"),
+    ("model: x\ntracks:\n  - name: a\n    pool: {data: 'nq:dev'}\n    test_sets: [{name: t, data: 'nq:dev'}]\n    probs: {}\n",
+     6, "tracks.0.probs"),
+    ("tracks:\n  - name: a\n    test_sets: [{name: t, data: 'nq:dev'}]\n", 2, "tracks.0.pool"),
+    ("tracks:\n  - name: a\n    pool: {data: 'nq:dev'}\n    test_sets:\n      - {name: t, dataa: 'nq:dev'}\n", 5,
+     "tracks.0.test_sets.0.dataa"),
+])
+def test_a_bad_config_names_file_line_and_field(tmp_path, text, line, field):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        PipelineConfig.from_yaml(path)
+    assert err.value.line == line and err.value.field == field and str(path) in str(err.value)
+
+
+def test_a_bad_stage_setting_is_reported_before_any_work(tmp_path, tiny_model_dir, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model: {tiny_model_dir}\nmethods: [cor_rait]\ntracks:\n  - name: a\n"
+                    f"    pool: {{data: 'mmlu:dev', sample: 4}}\n    probe: {{shotz: 1}}\n"
+                    f"    test_sets: [{{name: t, data: 'mmlu:val', sample: 2}}]\n")
+    assert run(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "shotz" in err and f"{path}:6" in err
+    assert not (tmp_path / "out" / "a" / "probe").exists()
+
+
+def test_the_shipped_configs_parse():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert {"demo.yaml", "paper_mmlu.yaml", "paper_triviaqa.yaml"} <= {p.name for p in root.glob("*.yaml")}
+    for path in sorted(root.glob("*.yaml")):
+        config = PipelineConfig.from_yaml(path)
+        assert config.tracks, path
+        assert all(m in ALL_METHODS for m in config.methods), path
+
+
+def test_run_pipeline_returns_report_rows_with_ths(pipeline_run):
+    folder, config = pipeline_run
+    rows = run_pipeline(PipelineConfig.from_yaml(config), folder / "out")
+    init_refuse = [r for r in rows if r["method"] == "Init-Refuse"]
+    assert init_refuse and all("ths" in r for r in init_refuse)
+    assert all("ths" not in r for r in rows if r["method"] == "Init-Basic")  # the reference itself
