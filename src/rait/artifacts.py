@@ -110,22 +110,31 @@ def read_manifest(artifact: str | Path) -> dict[str, Any]:
     return json.loads(manifest_path(artifact).read_text(encoding="utf-8"))
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL artifact; a missing file or a malformed line is a `DataError` naming it."""
+def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a missing file, bad JSON or a non-object is a `DataError`."""
     from rait.errors import DataError
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such file")
-    rows = []
     with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+        for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(path, f"malformed JSON ({err.msg})", line=number) from err
+                raise DataError(path, f"not valid JSON ({err.msg} at column {err.colno})", line=line_no) from None
+            if not isinstance(row, dict):
+                raise DataError(path, "each line must be a JSON object", line=line_no)
+            yield line_no, row
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL artifact; a missing file, a malformed line or an empty file is a `DataError` naming it."""
+    from rait.errors import DataError
+
+    rows = [row for _, row in iter_jsonl_objects(path)]
     if not rows:
         raise DataError(path, "empty file")
     return rows

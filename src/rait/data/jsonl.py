@@ -7,11 +7,10 @@ reads the same files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
-from rait.artifacts import write_jsonl
+from rait.artifacts import iter_jsonl_objects, write_jsonl
 from rait.data.records import QARecord
 from rait.errors import DataError
 
@@ -22,35 +21,24 @@ REQUIRED_FIELDS = ("id", "question", "source", "split")
 def read_records(path: str | Path) -> list[QARecord]:
     """Read and validate a records JSONL file (blank lines are skipped, line numbers stay physical)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such file")
     records: list[QARecord] = []
     first_line_of: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(path, f"not valid JSON ({err.msg} at column {err.colno})", line=line_no) from None
-            if not isinstance(row, dict):
-                raise DataError(path, "each line must be a JSON object", line=line_no)
-            for name in row:
-                if name not in RECORD_FIELDS:
-                    raise DataError(path, f"unknown field (known: {', '.join(RECORD_FIELDS)})", line=line_no, field=name)
-            for name in REQUIRED_FIELDS:
-                if name not in row:
-                    raise DataError(path, "missing", line=line_no, field=name)
-            record = QARecord.from_dict(row)
-            if problems := record.problems():
-                name, message = problems[0]
-                raise DataError(path, message, line=line_no, field=name)
-            if record.id in first_line_of:
-                first = first_line_of[record.id]
-                raise DataError(path, f"duplicate id {record.id!r} (first on line {first})", line=line_no, field="id")
-            first_line_of[record.id] = line_no
-            records.append(record)
+    for line_no, row in iter_jsonl_objects(path):
+        for name in row:
+            if name not in RECORD_FIELDS:
+                raise DataError(path, f"unknown field (known: {', '.join(RECORD_FIELDS)})", line=line_no, field=name)
+        for name in REQUIRED_FIELDS:
+            if name not in row:
+                raise DataError(path, "missing", line=line_no, field=name)
+        record = QARecord.from_dict(row)
+        if problems := record.problems():
+            name, message = problems[0]
+            raise DataError(path, message, line=line_no, field=name)
+        if record.id in first_line_of:
+            first = first_line_of[record.id]
+            raise DataError(path, f"duplicate id {record.id!r} (first on line {first})", line=line_no, field="id")
+        first_line_of[record.id] = line_no
+        records.append(record)
     if not records:
         raise DataError(path, "no records (the file is empty)")
     return records

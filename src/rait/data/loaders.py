@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from rait.artifacts import iter_jsonl_objects
 from rait.data.jsonl import read_records
 from rait.data.paths import shared_data_dir
 from rait.data.records import LETTERS, QARecord
@@ -51,23 +52,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(path, f"not valid JSON ({err.msg})", line=err.lineno) from None
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line."""
-    if not path.is_file():
-        raise DataError(path, "no such file")
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(path, f"not valid JSON ({err.msg} at column {err.colno})", line=line_no) from None
-            if not isinstance(row, dict):
-                raise DataError(path, "each line must be a JSON object", line=line_no)
-            yield line_no, row
 
 
 def _nonempty(records: list[QARecord], path: Path) -> list[QARecord]:
@@ -178,7 +162,7 @@ def load_arc(path: str | Path, mode: str = "sane", subject: str | None = None, s
     subject = subject or (f"arc_{named.group(1).lower()}" if named else "arc")
     split = split or (named.group(2).lower() if named else path.stem)
     records = []
-    for line, row in _jsonl_rows(path):
+    for line, row in iter_jsonl_objects(path):
         question = row.get("question")
         if not isinstance(question, dict) or not isinstance(question.get("choices"), list):
             raise DataError(path, "must be an object with 'stem' and a list of 'choices'", line=line, field="question")
@@ -316,7 +300,7 @@ def load_generic(
     source = source or path.stem
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        rows = _jsonl_rows(path)
+        rows = iter_jsonl_objects(path)
     elif suffix == ".csv":
         rows = _csv_rows(path, mapping)
     else:

@@ -28,7 +28,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from rait.artifacts import write_json, write_manifest
+from rait.artifacts import iter_jsonl_objects, write_json, write_manifest
 from rait.errors import DataError, ModelError, RaitError
 from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
@@ -141,23 +141,12 @@ class UpdateCounter(TrainerCallback):
 def read_training_rows(path: str | Path, weight_column: str = "weight") -> list[dict[str, Any]]:
     """Read training rows from JSONL, checking each (line numbers stay physical); a missing weight is 1."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such file")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(path, f"not valid JSON ({err.msg} at column {err.colno})", line=line_no) from None
-            if not isinstance(row, dict):
-                raise DataError(path, "each line must be a JSON object", line=line_no)
-            if problem := row_problem(row, weight_column):
-                raise DataError(path, problem[1], line=line_no, field=problem[0])
-            row.setdefault(weight_column, 1.0)
-            rows.append(row)
+    for line_no, row in iter_jsonl_objects(path):
+        if problem := row_problem(row, weight_column):
+            raise DataError(path, problem[1], line=line_no, field=problem[0])
+        row.setdefault(weight_column, 1.0)
+        rows.append(row)
     if not rows:
         raise DataError(path, "no training rows (the file is empty)")
     return rows
