@@ -162,6 +162,17 @@ def test_a_bad_stage_setting_is_reported_before_any_work(tmp_path, tiny_model_di
     assert not (tmp_path / "out" / "a" / "probe").exists()
 
 
+def test_an_impossible_sample_is_reported_at_its_config_line_before_any_work(tmp_path, tiny_model_dir, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model: {tiny_model_dir}\nmethods: [cor_rait]\ntracks:\n  - name: a\n"
+                    f"    pool: {{data: 'nq:dev', sample: 4}}\n    test_sets:\n"
+                    f"      - {{name: t, data: 'mmlu:val', sample: 4, stratify: subject}}\n")
+    assert run(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:7" in err and "tracks.0.test_sets.0" in err
+    assert not (tmp_path / "out" / "a" / "probe").exists()
+
+
 def test_the_shipped_configs_parse():
     root = Path(__file__).resolve().parents[1] / "configs"
     assert {"demo.yaml", "paper_mmlu.yaml", "paper_triviaqa.yaml"} <= {p.name for p in root.glob("*.yaml")}

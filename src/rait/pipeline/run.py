@@ -111,8 +111,11 @@ class TrackRun:
         from rait.evaluate.suite import TestSet
 
         pool = self.track.pool
-        records = load_test_records(TestSet(name="pool", data=pool.data, sample=pool.sample, stratify=pool.stratify),
-                                    self.config.seed)
+        try:
+            records = load_test_records(TestSet(name="pool", data=pool.data, sample=pool.sample,
+                                                stratify=pool.stratify), self.config.seed)
+        except RaitError as err:
+            raise self.config.error((*self.keys, "pool"), str(err)) from err
         if not records:
             raise self.config.error((*self.keys, "pool"), "the pool is empty")
         path = self.dir / "pool.jsonl"
@@ -243,7 +246,6 @@ class TrackRun:
         from rait.evaluate.suite import load_for_eval, run_eval
 
         ev = self.config.eval
-        tests = [(t, load_test_records(t, self.config.seed)) for t in self.track.test_sets]
         rows, references = [], {}
         for label, model_key, spec, prompts in models:
             loaded: list = []
@@ -253,9 +255,7 @@ class TrackRun:
                     loaded.extend(load_for_eval(spec))
                 return loaded
 
-            for test, records in tests:
-                if not records:
-                    raise self.config.error((*self.keys, "test_sets"), f"test set {test.name!r} is empty")
+            for test, records in self.tests:
                 for prompt in prompts:
                     settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size,
                                             max_new_tokens=ev.max_new_tokens.get(records[0].task))
@@ -285,13 +285,27 @@ class TrackRun:
 
     # ------------------------------------------------------------ the whole track
 
-    def run(self) -> list[dict]:
+    def prepare(self) -> None:
+        """Load the pool and the test sets and check the methods: cheap, so a bad config fails before any work."""
         methods = self.config.methods_of(self.track)
         unknown = [m for m in methods if m not in METHOD_NAMES]
         if unknown:
             raise self.config.error((*self.keys, "methods") if self.track.methods is not None else ("methods",),
                                     f"unknown method {unknown[0]!r} (known: {', '.join(METHOD_NAMES)})")
-        pool_key, pool_path, records = self.pool()
+        self.pool_data = self.pool()
+        self.tests = []
+        for i, test in enumerate(self.track.test_sets):
+            try:
+                records = load_test_records(test, self.config.seed)
+            except RaitError as err:
+                raise self.config.error((*self.keys, "test_sets", i), str(err)) from err
+            if not records:
+                raise self.config.error((*self.keys, "test_sets", i), f"test set {test.name!r} is empty")
+            self.tests.append((test, records))
+
+    def run(self) -> list[dict]:
+        methods = self.config.methods_of(self.track)
+        pool_key, pool_path, records = self.pool_data
         probe_key, table_path, shots = self.probe(pool_key, records)
         table_key, build_table = probe_key, table_path
         if NEEDS_FLOW & set(methods):
@@ -321,8 +335,11 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     model_sha = model_fingerprint(model_path)["weights_sha256"]
     stages = Stages(console)
     rows: list[dict] = []
-    for index in range(len(config.tracks)):
-        rows += TrackRun(config, index, out_dir, stages, model_path, model_sha).run()
+    tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
+    for track in tracks:
+        track.prepare()
+    for track in tracks:
+        rows += track.run()
     wall = time.perf_counter() - start
     computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
     notes = {"model": str(model_path), "tracks": ", ".join(
