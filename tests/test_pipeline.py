@@ -188,3 +188,12 @@ def test_run_pipeline_returns_report_rows_with_ths(pipeline_run):
     init_refuse = [r for r in rows if r["method"] == "Init-Refuse"]
     assert init_refuse and all("ths" in r for r in init_refuse)
     assert all("ths" not in r for r in rows if r["method"] == "Init-Basic")  # the reference itself
+
+
+def test_max_chars_drops_long_questions_before_sampling():
+    from rait.evaluate.suite import TestSet, load_test_records, record_chars
+
+    short = load_test_records(TestSet(name="t", data="mmlu:val", sample=20, max_chars=300), seed=0)
+    assert len(short) == 20 and all(record_chars(r) <= 300 for r in short)
+    everything = load_test_records(TestSet(name="t", data="mmlu:val"), seed=0)
+    assert max(record_chars(r) for r in everything) > 300  # the filter has work to do

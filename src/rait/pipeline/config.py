@@ -42,6 +42,7 @@ class PoolConfig:
     data: str
     sample: int | None = None
     stratify: str | None = None
+    max_chars: int | None = None  # drop questions whose text and options are longer (before sampling)
 
 
 @dataclass

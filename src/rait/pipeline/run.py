@@ -113,7 +113,7 @@ class TrackRun:
         pool = self.track.pool
         try:
             records = load_test_records(TestSet(name="pool", data=pool.data, sample=pool.sample,
-                                                stratify=pool.stratify), self.config.seed)
+                                                stratify=pool.stratify, max_chars=pool.max_chars), self.config.seed)
         except RaitError as err:
             raise self.config.error((*self.keys, "pool"), str(err)) from err
         if not records:
