@@ -91,6 +91,7 @@ class EvalConfig:
     batch_size: int = 16
     n_boot: int = 1000
     max_new_tokens: dict[str, int] = field(default_factory=dict)  # per task: {"oeqa": 50, "mcqa": 32}
+    refusal_mode: str = "paper"  # or "keywords": also "I'm not sure" and the like (R-Tuning's refusals)
 
 
 @dataclass

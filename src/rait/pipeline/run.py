@@ -257,7 +257,7 @@ class TrackRun:
 
             for test, records in self.tests:
                 for prompt in prompts:
-                    settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size,
+                    settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size, refusal_mode=ev.refusal_mode,
                                             max_new_tokens=ev.max_new_tokens.get(records[0].task))
                     folder = self.dir / "eval" / test.name / label.replace(" ", "_").replace("/", "") / prompt
                     reference = references.get(test.name)
@@ -344,7 +344,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
     notes = {"model": str(model_path), "tracks": ", ".join(
         f"{t.name}: pool {t.pool.data} ({t.pool.sample or 'all'})" for t in config.tracks),
-        "wall time": f"{wall / 60:.1f} min ({computed / 60:.1f} min computed, the rest cached)"}
+        "wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
     write_report(rows, out_dir, title=config.title, notes=notes)
     write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
                                           "computed_seconds": round(computed, 1), "stages": stages.log})
