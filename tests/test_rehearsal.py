@@ -21,15 +21,6 @@ FAST = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=1, bat
                      warmup=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's matmuls are microseconds; two threads on two busy cores make them 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def open_record(i: int) -> QARecord:
     return QARecord(id=f"q{i:02d}", question=f"What is the capital of country {i}?", source="facts", split="train",
                     answer=f"City {i}", aliases=[f"city{i}"])

@@ -31,15 +31,6 @@ from rait.train import (
 ANSWERS = ["Paris", "New Delhi", "Jupiter", "Sinclair Lewis is the answer", "1930", "the capital of India", "C", "I don't know"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's matmuls are microseconds; two threads on two busy cores make them 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_rows(n: int = 8, weights: list[float] | None = None, answers: list[str] | None = None) -> list[dict]:
     """Prompt/completion rows whose answers differ in length (so token and sample means differ)."""
     answers = answers or ANSWERS

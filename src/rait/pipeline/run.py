@@ -119,13 +119,7 @@ class TrackRun:
         if not records:
             raise self.config.error((*self.keys, "pool"), "the pool is empty")
         path = self.dir / "pool.jsonl"
-        fresh = self.dir / "pool.jsonl.new"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_records(fresh, records)
-        if path.is_file() and sha256_file(path) == sha256_file(fresh):
-            fresh.unlink()
-        else:
-            fresh.replace(path)
+        write_records(path, records)  # same records, same bytes: downstream keys use the content hash
         return sha256_file(path), path, records
 
     def probe(self, pool_key: str, records: list) -> tuple[str, Path, list]:
