@@ -2,9 +2,10 @@
 
 Prompts are already-rendered strings (see `rait.prompts`). Batches are formed from
 prompts sorted by length, left-padded, and results are returned in the input order.
-With several samples per prompt, each prompt is prefilled once and its key/value cache
-copied for the samples (`generate` itself would prefill every copy: with a 3-shot prompt
-of ~190 tokens and ~24 new tokens, that is most of the work, k times over).
+With several samples per prompt, each prompt is prefilled once (the few-shot exemplars
+all prompts open with: once per batch) and its key/value cache copied for the samples
+(`generate` itself would prefill every copy: with a 3-shot prompt of ~190 tokens and ~24
+new tokens, that is most of the work, k times over).
 Every sampling setting is explicit: we build the `GenerationConfig` ourselves instead of
 inheriting the model's `generation_config.json`, whose hidden top-k/top-p would silently
 change what "temperature 1.0" means (see shared/spec/default-model.md, pitfalls).
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
-from transformers import DynamicCache, GenerationConfig
+from transformers import DynamicCache, GenerationConfig, StaticCache
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,10 @@ def generate(
         enc = {k: v.to(device) for k, v in enc.items()}
         if settings.do_sample:
             torch.manual_seed(seed + b)
-        if settings.num_return_sequences > 1 and enc["input_ids"].shape[1] > 1:
-            out = _sample_from_shared_prefill(model, enc, config)
+        if settings.num_return_sequences > 1:
+            new_tokens = _sample_from_shared_prefill(model, enc, settings, config)
         else:
-            out = model.generate(**enc, generation_config=config)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
+            new_tokens = model.generate(**enc, generation_config=config)[:, enc["input_ids"].shape[1] :]
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         k = settings.num_return_sequences
         for j, i in enumerate(idx):
@@ -90,22 +90,132 @@ def generate(
     return results
 
 
-def _sample_from_shared_prefill(model, enc: dict, config: GenerationConfig) -> torch.Tensor:
-    """`model.generate` with `num_return_sequences` = k, but the prompts are run through the model once.
+def _sample_from_shared_prefill(model, enc: dict, settings: SamplingSettings, config: GenerationConfig) -> torch.Tensor:
+    """k samples per prompt, as `generate(num_return_sequences=k)` draws them, but much cheaper.
 
-    The cache of every prompt but its last token is built once, repeated k times along the
-    batch (the order `generate` uses: prompt 0's k copies first), and handed to `generate`,
-    which then only feeds the last prompt token and the new ones. Position ids follow
-    `generate`'s own rule (count of real tokens), so the cached prefix is what it would
-    have computed.
+    Returns the new tokens, (prompts * k, max_new_tokens), padded after the end of each
+    sample; prompt 0's k samples come first, as in `generate`. Where the work goes, as
+    measured on CPU (docs/probe.md): `generate` prefills each of the k copies of a prompt;
+    here the tokens that open every prompt of the batch (the few-shot exemplars: 168 of
+    ~190 tokens for the 3-shot query) are prefilled once per batch and the rest of each
+    prompt once, then the cache is copied k times. The batch is laid out as [shared prefix,
+    padding, rest of the prompt] so the prefix sits at the same positions in every row;
+    position ids follow `generate`'s rule (count of real tokens), so the cached keys are
+    what `generate` would have computed. Decoding is `_decode`.
     """
-    k = config.num_return_sequences
-    ids, mask = enc["input_ids"], enc["attention_mask"]
+    k = settings.num_return_sequences
+    ids, mask, shared = _shared_prefix_first(enc["input_ids"], enc["attention_mask"])
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    cache = DynamicCache(config=model.config)
-    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-          past_key_values=cache, use_cache=True, logits_to_keep=1)
-    cache.batch_repeat_interleave(k)
-    single = GenerationConfig(**{**config.to_diff_dict(), "num_return_sequences": 1})
-    return model.generate(input_ids=ids.repeat_interleave(k, 0), attention_mask=mask.repeat_interleave(k, 0),
-                          past_key_values=cache, generation_config=single)
+    prompt_cache = DynamicCache(config=model.config)
+    if shared:
+        model(input_ids=ids[:1, :shared], position_ids=positions[:1, :shared], past_key_values=prompt_cache,
+              use_cache=True, logits_to_keep=1)
+        prompt_cache.batch_repeat_interleave(ids.shape[0])
+    logits = model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
+                   past_key_values=prompt_cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + settings.max_new_tokens)
+    for layer_idx, layer in enumerate(prompt_cache.layers):
+        cache.update(layer.keys.repeat_interleave(k, 0), layer.values.repeat_interleave(k, 0), layer_idx)
+    del prompt_cache
+    eos = torch.tensor(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id],
+                       device=ids.device)
+    return _decode(model, cache, logits.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
+                   positions[:, -1:].repeat_interleave(k, 0), settings, eos, config.pad_token_id)
+
+
+def _decode(model, cache: StaticCache, logits: torch.Tensor, mask: torch.Tensor, position: torch.Tensor,
+            settings: SamplingSettings, eos: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """Draw up to `max_new_tokens` tokens per row from `logits` onwards; rows stop at an end-of-sequence token.
+
+    What `generate`'s sampling loop does (logits in fp32 whatever the model's dtype), with two differences that matter on a CPU at
+    160 rows (16 prompts x 10 samples) and a 49k vocabulary, where they were most of the
+    time: keys and values go into a preallocated `StaticCache` (the default dynamic cache
+    copies itself at every step), and a token is drawn among the top-k candidates only
+    (`generate` sorts and samples the whole vocabulary; same distribution, see
+    `next_token_candidates`). Finished rows are dropped from the batch once they are a
+    quarter of it: a batch otherwise runs until its longest sample ends.
+    """
+    rows = logits.shape[0]
+    new_tokens = torch.full((rows, settings.max_new_tokens), pad_token_id, dtype=torch.long, device=logits.device)
+    live = torch.arange(rows, device=logits.device)
+    running = torch.ones(rows, dtype=torch.bool, device=logits.device)
+    for step in range(settings.max_new_tokens):
+        probs, vocab_ids = next_token_candidates(logits, settings)
+        choice = torch.multinomial(probs, 1) if settings.do_sample else probs.argmax(-1, keepdim=True)
+        token = choice if vocab_ids is None else vocab_ids.gather(-1, choice)
+        new_tokens[live[running], step] = token[running, 0]
+        running &= ~torch.isin(token[:, 0], eos)
+        if step == settings.max_new_tokens - 1 or not running.any():
+            break
+        if (~running).sum() * 4 >= len(running):
+            _drop_rows(cache, running)
+            live, token, mask, position = live[running], token[running], mask[running], position[running]
+            running = running[running]
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=-1)
+        position = position + 1
+        logits = model(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=cache,
+                       use_cache=True).logits[:, -1].float()
+    return new_tokens
+
+
+def _drop_rows(cache: StaticCache, keep: torch.Tensor) -> None:
+    """Keep only the rows in the boolean `keep`, in place.
+
+    Rows move up within the preallocated tensors, one row at a time (kept rows only ever
+    move to a lower index, so no row is overwritten before it is read), and each layer's
+    tensors become views of their first rows. A fresh, smaller cache would cost more than
+    the rows it saves: on a CPU, allocating and zeroing a 1.6 GB cache is page faults.
+    """
+    kept = keep.nonzero()[:, 0].tolist()
+    moves = [(dst, src) for dst, src in enumerate(kept) if dst != src]
+    for layer in cache.layers:
+        for tensor in (layer.keys, layer.values):
+            for dst, src in moves:
+                tensor[dst].copy_(tensor[src])
+        layer.keys, layer.values = layer.keys[: len(kept)], layer.values[: len(kept)]
+
+
+def next_token_candidates(logits: torch.Tensor, settings: SamplingSettings) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The next-token distribution of `generate` (temperature, then top-k, then top-p), on its support only.
+
+    Returns probabilities (rows, candidates) and the candidates' vocabulary ids, or None
+    when every token is a candidate (ids = positions). Greedy decoding keeps the raw logits,
+    whose argmax is the greedy token.
+    """
+    if not settings.do_sample:
+        return logits, None
+    vocab_ids = None
+    if settings.top_k:
+        logits, vocab_ids = logits.topk(min(settings.top_k, logits.shape[-1]), dim=-1)
+    elif settings.top_p < 1.0:
+        logits, vocab_ids = logits.sort(dim=-1, descending=True)
+    probs = (logits / settings.temperature).softmax(-1)
+    if settings.top_p < 1.0:
+        mass_before = probs.cumsum(-1) - probs
+        probs = probs.masked_fill(mass_before >= settings.top_p, 0.0)
+    return probs, vocab_ids
+
+
+def _shared_prefix_first(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Move the left padding of a batch behind the tokens all its prompts start with.
+
+    Returns the new ids and mask and the length of that shared prefix, capped so every
+    prompt keeps at least its last token, whose logits start its samples.
+    """
+    lengths = mask.sum(-1).tolist()
+    rows = [row[len(row) - n :] for row, n in zip(ids, lengths)]
+    limit = min(lengths) - 1
+    first = rows[0][:limit]
+    differs = torch.stack([row[:limit] != first for row in rows]).any(0).nonzero()
+    shared = int(differs[0]) if len(differs) else limit
+    if shared == 0:
+        return ids, mask, 0
+    width = ids.shape[1]
+    new_ids, new_mask = ids.clone(), torch.zeros_like(mask)
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        new_ids[i, :shared] = row[:shared]
+        new_ids[i, shared : width - n + shared] = ids[i, : width - n]
+        new_ids[i, width - n + shared :] = row[shared:]
+        new_mask[i, :shared] = 1
+        new_mask[i, width - n + shared :] = 1
+    return new_ids, new_mask, shared
