@@ -11,9 +11,12 @@ and embedding (`rait.probe.oeqa.score_samples`):
 
 Reports samples/s of each and the ratios. The loops may be timed on the first
 `--loop-questions` questions only (they are rates; the naive loop is slow on a CPU).
+With `--rounds R` the three are timed R times, in alternating order (a shared machine
+drifts: one loop's rate moved 0.9-1.5 samples/s between runs); the rates are over all
+rounds and each round's ratios are kept.
 
-    python benchmarks/probe.py                       # CPU, SmolLM2, 8 NQ questions, k=10
-    python benchmarks/probe.py --device cuda --questions 64 --batch-size 32
+    python benchmarks/probe.py            # CPU, SmolLM2, 32 NQ questions (loops on 4), k=10, 2 rounds
+    python benchmarks/probe.py --device cuda --questions 128 --loop-questions 16 --batch-size 32
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ def loop(backend, probe, records, settings, embedder, per_sample: bool) -> list[
     return score(records, outputs, embedder, settings)
 
 
+def ratios(rates: dict) -> dict:
+    return {"speedup_vs_per_question_loop": rates["batched"] / rates["per_question_loop"],
+            "speedup_vs_per_sample_loop": rates["batched"] / rates["per_sample_loop"]}
+
+
 def timed(fn):
     start = time.perf_counter()
     result = fn()
@@ -78,11 +86,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="model folder, or 'default' (SmolLM2-135M-Instruct)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--questions", type=int, default=8)
-    parser.add_argument("--loop-questions", type=int, default=None, help="time the loops on the first N (default: all)")
+    parser.add_argument("--questions", type=int, default=32)
+    parser.add_argument("--loop-questions", type=int, default=4, help="time the loops on the first N (0: all)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=4, help="questions per batched generate call")
+    parser.add_argument("--batch-size", type=int, default=16, help="questions per batched generate call")
+    parser.add_argument("--rounds", type=int, default=2, help="time the three ways this many times, alternating order")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/probe_<device>.json")
     args = parser.parse_args()
@@ -99,17 +108,22 @@ def main() -> None:
     loop_records = records[: args.loop_questions or args.questions]
     embedder(["warm-up"])
 
-    with tempfile.TemporaryDirectory() as tmp:
-        batched, batched_s = timed(lambda: probe_open(backend, records, Path(tmp) / "k.jsonl", embedder=embedder,
-                                                      settings=settings, progress=False))
-    per_question, per_question_s = timed(lambda: loop(backend, probe, loop_records, settings, embedder, per_sample=False))
-    per_sample, per_sample_s = timed(lambda: loop(backend, probe, loop_records, settings, embedder, per_sample=True))
+    def batched_probe():
+        with tempfile.TemporaryDirectory() as tmp:
+            return probe_open(backend, records, Path(tmp) / "k.jsonl", embedder=embedder, settings=settings,
+                              progress=False).to_dict("records")
 
-    def rate(n_questions, seconds):
-        return n_questions * args.k / seconds
-
-    rates = {"batched": rate(len(records), batched_s), "per_question_loop": rate(len(loop_records), per_question_s),
-             "per_sample_loop": rate(len(loop_records), per_sample_s)}
+    ways = {"batched": (batched_probe, len(records)),
+            "per_question_loop": (lambda: loop(backend, probe, loop_records, settings, embedder, False), len(loop_records)),
+            "per_sample_loop": (lambda: loop(backend, probe, loop_records, settings, embedder, True), len(loop_records))}
+    rows, rounds = {}, []
+    for r in range(args.rounds):
+        seconds = {}
+        for name in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
+            rows[name], seconds[name] = timed(ways[name][0])
+        rounds.append({"seconds": seconds, **ratios({n: ways[n][1] * args.k / seconds[n] for n in ways})})
+    seconds = {name: sum(r["seconds"][name] for r in rounds) for name in ways}
+    rates = {name: args.rounds * ways[name][1] * args.k / seconds[name] for name in ways}
     matmul = torch.randn(1024, 1024)
     t0 = time.perf_counter()
     for _ in range(10):
@@ -123,13 +137,9 @@ def main() -> None:
         "questions": len(records), "loop_questions": len(loop_records), "k": args.k,
         "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
         "sampling": settings.sampling.as_dict(), "prompt": settings.prompt,
-        "seconds": {"batched": batched_s, "per_question_loop": per_question_s, "per_sample_loop": per_sample_s},
-        "samples_per_second": rates,
-        "speedup_vs_per_question_loop": rates["batched"] / rates["per_question_loop"],
-        "speedup_vs_per_sample_loop": rates["batched"] / rates["per_sample_loop"],
-        "mean_mu": {"batched": float(batched["mu"].mean()),
-                    "per_question_loop": float(np.mean([r["mu"] for r in per_question])),
-                    "per_sample_loop": float(np.mean([r["mu"] for r in per_sample]))},
+        "rounds": args.rounds, "seconds": seconds, "samples_per_second": rates, **ratios(rates),
+        "per_round": rounds,
+        "mean_mu": {name: float(np.mean([row["mu"] for row in rows[name]])) for name in ways},
     }
     out = args.out or RESULTS / f"probe_{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -140,7 +140,7 @@ def probe(
     top_p: float = typer.Option(0.9, help="Open QA: top-p filter (1.0 = off)."),
     max_new_tokens: int = typer.Option(50, help="Open QA: new tokens per sample."),
     match_mode: Optional[str] = typer.Option(None, help="Open QA: contains, exact or word (default: the record's own, else contains)."),
-    batch_size: int = typer.Option(8, help="Questions per forward/generate call."),
+    batch_size: Optional[int] = typer.Option(None, help="Questions per generate call (open QA, default 16) or rows per forward (MCQA, default 8)."),
     shard_size: int = typer.Option(32, help="Questions per resumable shard."),
     seed: int = typer.Option(0, help="Sampling (and pool-sample) seed."),
     backend: str = typer.Option("hf", help="hf (transformers) or vllm (GPU, optional)."),
@@ -156,13 +156,15 @@ def probe(
     inputs = {"records": Path(data)} if Path(data).is_file() else None
     shot_records: list = []
     if records and records[0].task == "mcqa":
-        settings = MCQASettings(scoring=scoring, shots=shots, chat=bool(chat), batch_size=batch_size, shard_size=shard_size)
+        settings = MCQASettings(scoring=scoring, shots=shots, chat=bool(chat), shard_size=shard_size,
+                                **({"batch_size": batch_size} if batch_size else {}))
         if shots:
             shot_records = load_test_records(TestSet(name="shots", data=exemplars), seed)
     else:
         settings = OpenSettings(prompt=prompt, k=k, temperature=temperature, top_k=top_k, top_p=top_p,
                                 max_new_tokens=max_new_tokens, chat=True if chat is None else chat,
-                                match_mode=match_mode, seed=seed, batch_size=batch_size, shard_size=shard_size)
+                                match_mode=match_mode, seed=seed, shard_size=shard_size,
+                                **({"batch_size": batch_size} if batch_size else {}))
     table = run_probe(records, out, model=model, settings=settings, exemplars=shot_records, backend=backend,
                       device=device, inputs=inputs)
     typer.echo(f"{len(table)} questions -> {out}: mean mu {table['mu'].mean():.3f}, "
