@@ -2,10 +2,10 @@
 
 Prompts are already-rendered strings (see `rait.prompts`). Batches are formed from
 prompts sorted by length, left-padded, and results are returned in the input order.
-With several samples per prompt, each prompt is prefilled once (the few-shot exemplars
-all prompts open with: once per batch) and its key/value cache copied for the samples
-(`generate` itself would prefill every copy: with a 3-shot prompt of ~190 tokens and ~24
-new tokens, that is most of the work, k times over).
+Greedy decoding (one answer per prompt) is `model.generate`. Several samples per prompt
+(the probe: k = 10 per question) go through our own prefill and sampling loop, which
+draws from the same distribution as `generate` at a fraction of its cost (8.5x a
+per-question `generate` loop on CPU; what each part saves: docs/probe.md, Speed).
 Every sampling setting is explicit: we build the `GenerationConfig` ourselves instead of
 inheriting the model's `generation_config.json`, whose hidden top-k/top-p would silently
 change what "temperature 1.0" means (see shared/spec/default-model.md, pitfalls).
