@@ -241,6 +241,20 @@ def test_grouped_bootstrap_keeps_every_group_at_its_size():
     assert macro.low <= macro.estimate <= macro.high
 
 
+def test_groups_of_one_item_are_pooled_not_frozen():
+    """A sample with one item per subject: the macro average is the plain mean, so its interval must be
+    the plain bootstrap's, not the zero-width one of resampling each item within its own subject."""
+    outcomes = random_outcomes(0.5, 40, seed=8)
+    pc = lambda o, g: rates(o)["pc"]  # noqa: E731
+    per_item = bootstrap_ci(outcomes, pc, groups=np.arange(40), n_boot=200)
+    assert per_item == bootstrap_ci(outcomes, lambda o: rates(o)["pc"], n_boot=200)
+    assert per_item.high - per_item.low > 10
+    mixed = np.concatenate([np.repeat(["x", "y"], 10), np.arange(20).astype(str)])
+    size_of_x = bootstrap_ci(outcomes, lambda o, g: float((g == "x").sum()), groups=mixed, n_boot=50)
+    assert (size_of_x.low, size_of_x.high) == (10.0, 10.0)
+    assert bootstrap_ci(outcomes[20:], pc, groups=mixed[20:], n_boot=200).high > rates(outcomes[20:])["pc"]
+
+
 def test_paired_bootstrap_separates_different_methods_from_identical_ones():
     pc = lambda o: rates(o)["pc"]  # noqa: E731
     strong, weak = random_outcomes(0.8, 200, seed=6), random_outcomes(0.4, 200, seed=7)

@@ -258,9 +258,14 @@ def _resample(n: int, groups, n_boot: int, seed: int):
     """Yield n_boot arrays of n item indices drawn with replacement, within each group if given.
 
     Resampling within groups keeps every group (MMLU subject) at its size, which a macro
-    average over groups needs.
+    average over groups needs. Groups of one item are pooled into one stratum: resampled
+    within itself, a single item never varies, and a sample of MMLU with one item in most
+    subjects would get a far too narrow interval (all groups of one: the plain bootstrap,
+    and the macro average is then the plain mean).
     """
     codes, n_groups = _group_codes(np.zeros(n) if groups is None else groups, n)
+    codes = np.where(np.bincount(codes, minlength=n_groups)[codes] == 1, n_groups, codes)
+    n_groups += 1
     order = np.argsort(codes, kind="stable")
     sizes = np.bincount(codes, minlength=n_groups)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
