@@ -117,8 +117,9 @@ def _sample_from_shared_prefill(model, enc: dict, settings: SamplingSettings, co
     for layer_idx, layer in enumerate(prompt_cache.layers):
         cache.update(layer.keys.repeat_interleave(k, 0), layer.values.repeat_interleave(k, 0), layer_idx)
     del prompt_cache
-    eos = torch.tensor(config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id],
-                       device=ids.device)
+    eos_ids = config.eos_token_id
+    eos = torch.tensor([] if eos_ids is None else eos_ids if isinstance(eos_ids, list) else [eos_ids],
+                       dtype=torch.long, device=ids.device)
     return _decode(model, cache, logits.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
                    positions[:, -1:].repeat_interleave(k, 0), settings, eos, config.pad_token_id)
 
@@ -127,9 +128,9 @@ def _decode(model, cache: StaticCache, logits: torch.Tensor, mask: torch.Tensor,
             settings: SamplingSettings, eos: torch.Tensor, pad_token_id: int) -> torch.Tensor:
     """Draw up to `max_new_tokens` tokens per row from `logits` onwards; rows stop at an end-of-sequence token.
 
-    What `generate`'s sampling loop does (logits in fp32 whatever the model's dtype), with two differences that matter on a CPU at
-    160 rows (16 prompts x 10 samples) and a 49k vocabulary, where they were most of the
-    time: keys and values go into a preallocated `StaticCache` (the default dynamic cache
+    What `generate`'s sampling loop does (logits in fp32 whatever the model's dtype), with
+    two differences that matter on a CPU at 160 rows (16 prompts x 10 samples) and a 49k
+    vocabulary, where they were most of the time: keys and values go into a preallocated `StaticCache` (the default dynamic cache
     copies itself at every step), and a token is drawn among the top-k candidates only
     (`generate` sorts and samples the whole vocabulary; same distribution, see
     `next_token_candidates`). Finished rows are dropped from the batch once they are a
