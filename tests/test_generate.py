@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    LogitsProcessorList,
+    MistralConfig,
+    Qwen2Config,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from rait.generate import SamplingSettings, _sample_from_shared_prefill, generate, next_token_candidates
+from tiny_model import INIT_STD, build_tokenizer
 
 PROMPTS = ["Question: who wrote the novel?\nAnswer:", "A", "The capital of India is New Delhi. The largest planet is"]
 SHOTS = "Q: the capital of France?\nA: Paris\nQ: the largest planet?\nA: Jupiter\nQ: "
@@ -40,6 +50,29 @@ def test_needs_left_padding(tiny_model):
     tokenizer.padding_side = "right"
     with pytest.raises(ValueError, match="left"):
         generate(model, tokenizer, PROMPTS)
+
+
+OTHER_ARCHITECTURES = {
+    "qwen2": lambda common: Qwen2Config(**common),
+    "gemma2": lambda common: Gemma2Config(**common, head_dim=16, sliding_window=4096),
+    # a window shorter than prompt + answer: sampled by `generate` (padding would sit inside the window)
+    "mistral-window-16": lambda common: MistralConfig(**common, sliding_window=16),
+}
+
+
+@pytest.mark.parametrize("architecture", OTHER_ARCHITECTURES)
+def test_k_samples_equal_greedy_decoding_on_other_architectures(architecture):
+    tokenizer = build_tokenizer()
+    tokenizer.padding_side = "left"
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, initializer_range=INIT_STD,
+                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(OTHER_ARCHITECTURES[architecture](common)).eval()
+    greedy = SamplingSettings(max_new_tokens=8)
+    alone = [generate(model, tokenizer, [p], greedy, batch_size=1)[0][0] for p in FEW_SHOT]
+    k_samples = SamplingSettings(max_new_tokens=8, do_sample=True, top_k=1, num_return_sequences=3)
+    assert generate(model, tokenizer, FEW_SHOT, k_samples, batch_size=3) == [[answer] * 3 for answer in alone]
 
 
 @pytest.mark.parametrize("prompt, step", [(0, 0), (1, 3)])

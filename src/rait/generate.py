@@ -77,7 +77,8 @@ def generate(
         enc = {k: v.to(device) for k, v in enc.items()}
         if settings.do_sample:
             torch.manual_seed(seed + b)
-        if settings.num_return_sequences > 1:
+        longest = enc["input_ids"].shape[1] + settings.max_new_tokens
+        if settings.num_return_sequences > 1 and not _window_shorter_than(model.config, longest):
             new_tokens = _sample_from_shared_prefill(model, enc, settings, config)
         else:
             new_tokens = model.generate(**enc, generation_config=config)[:, enc["input_ids"].shape[1] :]
@@ -88,6 +89,18 @@ def generate(
         if on_batch is not None:
             on_batch(len(idx))
     return results
+
+
+def _window_shorter_than(config, length: int) -> bool:
+    """Whether some layer attends to a sliding window of fewer than `length` positions (Mistral, Gemma 2/3).
+
+    Our prefill puts padding between the shared prefix and the rest of each prompt, and a
+    window counts cache positions, padding included; such models sample with `generate`.
+    """
+    text = config.get_text_config(decoder=True)
+    window = getattr(text, "sliding_window", None)
+    layer_types = getattr(text, "layer_types", None)
+    return window is not None and window < length and (layer_types is None or "sliding_attention" in layer_types)
 
 
 def _sample_from_shared_prefill(model, enc: dict, settings: SamplingSettings, config: GenerationConfig) -> torch.Tensor:
