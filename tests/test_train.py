@@ -258,6 +258,15 @@ def logits_of(model, tokenizer, text: str = "Question: what is the capital of Fr
         return model(**tokenizer(text, return_tensors="pt")).logits
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_training_prints_no_log_dicts(tiny_model_dir, tmp_path, capsys, progress):
+    result = train(make_rows(4), tmp_path, tiny_model_dir, TrainSettings(epochs=1, batch_size=2, grad_accum=1),
+                   progress=progress)
+    assert len(result.losses) == 2  # still logged, only not printed
+    captured = capsys.readouterr()
+    assert "'loss'" not in captured.out + captured.err
+
+
 def test_lora_train_saves_an_adapter_that_loads_back(tiny_model_dir, tmp_path):
     settings = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=2, batch_size=2, grad_accum=2,
                              learning_rate=5e-2, merge=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from rait.artifacts import iter_jsonl_objects, write_json, write_manifest
 from rait.errors import DataError, ModelError, RaitError
@@ -138,6 +138,24 @@ class UpdateCounter(TrainerCallback):
             self.updates += 1
 
 
+class BarWithoutLogLines(ProgressCallback):
+    """The trainer's progress bar without a printed dict per logged step.
+
+    The losses are in `trainer.state.log_history` and in `train.json`; printed, they were a
+    fifth of `rait run`'s output.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return
+
+
+def without_log_lines(trainer) -> None:
+    """Swap the trainer's log printing (a bar that prints dicts, or plain dict printing) for `BarWithoutLogLines`."""
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarWithoutLogLines)
+
+
 def read_training_rows(path: str | Path, weight_column: str = "weight") -> list[dict[str, Any]]:
     """Read training rows from JSONL, checking each (line numbers stay physical); a missing weight is 1."""
     path = Path(path)
@@ -180,6 +198,7 @@ def train(
         peft_config=settings.lora.peft_config() if settings.method != "full" else None,
         callbacks=[counter],
     )
+    without_log_lines(trainer)
     start = time.perf_counter()
     output = trainer.train()
     runtime = time.perf_counter() - start
