@@ -99,9 +99,16 @@ def test_letter_token_ids_cover_both_spellings(tiny_model):
         assert tokenizer(" " + letter, add_special_tokens=False)["input_ids"][0] in found
 
 
-def test_next_token_probs_batched_equal_one_by_one(backend, tiny_model):
+SHOTS = "Question: the capital of France?\nAnswer: Paris\nQuestion: who wrote the novel?\nAnswer: Sinclair Lewis\n"
+
+
+@pytest.mark.parametrize("prompts", [
+    ["Question: who is the president", "A", "The capital of India is New Delhi. The largest planet is"],
+    [SHOTS + "Question: who is the president?\nAnswer:", SHOTS + "Question: x?\nAnswer:",
+     SHOTS + "Question: the largest planet, by mass?\nAnswer:"],
+], ids=["unrelated", "shared-shots"])
+def test_next_token_probs_batched_equal_one_by_one(backend, tiny_model, prompts):
     model, tokenizer = tiny_model
-    prompts = ["Question: who is the president", "A", "The capital of India is New Delhi. The largest planet is"]
     every_id = list(range(len(tokenizer)))
     batched = backend.next_token_probs(prompts, every_id, batch_size=3, add_special_tokens=False)
     assert batched.shape == (3, len(tokenizer))
@@ -113,11 +120,13 @@ def test_next_token_probs_batched_equal_one_by_one(backend, tiny_model):
         np.testing.assert_allclose(row, alone, atol=1e-6)
 
 
-def test_continuation_logprobs_match_a_plain_forward(backend, tiny_model):
+@pytest.mark.parametrize("contexts, continuations", [
+    (["Question: who wrote the novel?\nAnswer:", "Q:"], [" Sinclair Lewis", " Paris and the largest planet"]),
+    ([SHOTS + "Question: the capital of India?\nAnswer:"] * 3, [" New Delhi", " Paris", " the largest planet is"]),
+], ids=["unrelated", "one-context-several-options"])
+def test_continuation_logprobs_match_a_plain_forward(backend, tiny_model, contexts, continuations):
     model, tokenizer = tiny_model
-    contexts = ["Question: who wrote the novel?\nAnswer:", "Q:"]
-    continuations = [" Sinclair Lewis", " Paris and the largest planet"]
-    got = backend.continuation_logprobs(contexts, continuations, batch_size=2, add_special_tokens=False)
+    got = backend.continuation_logprobs(contexts, continuations, batch_size=3, add_special_tokens=False)
     for context, continuation, logprobs in zip(contexts, continuations, got):
         ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
         cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]

@@ -107,25 +107,13 @@ def _sample_from_shared_prefill(model, enc: dict, settings: SamplingSettings, co
     """k samples per prompt, as `generate(num_return_sequences=k)` draws them, but much cheaper.
 
     Returns the new tokens, (prompts * k, max_new_tokens), padded after the end of each
-    sample; prompt 0's k samples come first, as in `generate`. Where the work goes, as
-    measured on CPU (docs/probe.md): `generate` prefills each of the k copies of a prompt;
-    here the tokens that open every prompt of the batch (the few-shot exemplars: 168 of
-    ~190 tokens for the 3-shot query) are prefilled once per batch and the rest of each
-    prompt once, then the cache is copied k times. The batch is laid out as [shared prefix,
-    padding, rest of the prompt] so the prefix sits at the same positions in every row;
-    position ids follow `generate`'s rule (count of real tokens), so the cached keys are
-    what `generate` would have computed. Decoding is `_decode`.
+    sample; prompt 0's k samples come first, as in `generate`. `generate` prefills each of
+    the k copies of a prompt; here each prompt is prefilled once (`prefill`: the few-shot
+    exemplars once per batch) and its cache copied k times. Decoding is `_decode`.
     """
     k = settings.num_return_sequences
-    ids, mask, shared = _shared_prefix_first(enc["input_ids"], enc["attention_mask"])
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    prompt_cache = DynamicCache(config=model.config)
-    if shared:
-        model(input_ids=ids[:1, :shared], position_ids=positions[:1, :shared], past_key_values=prompt_cache,
-              use_cache=True, logits_to_keep=1)
-        prompt_cache.batch_repeat_interleave(ids.shape[0])
-    logits = model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
-                   past_key_values=prompt_cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    logits, prompt_cache, ids, mask, positions = prefill(model, enc["input_ids"], enc["attention_mask"])
+    logits = logits[:, -1].float()
     cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + settings.max_new_tokens)
     for layer_idx, layer in enumerate(prompt_cache.layers):
         cache.update(layer.keys.repeat_interleave(k, 0), layer.values.repeat_interleave(k, 0), layer_idx)
@@ -143,8 +131,9 @@ def _decode(model, cache: StaticCache, logits: torch.Tensor, mask: torch.Tensor,
 
     What `generate`'s sampling loop does (logits in fp32 whatever the model's dtype), with
     two differences that matter on a CPU at 160 rows (16 prompts x 10 samples) and a 49k
-    vocabulary, where they were most of the time: keys and values go into a preallocated `StaticCache` (the default dynamic cache
-    copies itself at every step), and a token is drawn among the top-k candidates only
+    vocabulary, where they were most of the time: keys and values go into a preallocated
+    `StaticCache` (the default dynamic cache copies itself at every step), and a token is
+    drawn among the top-k candidates only
     (`generate` sorts and samples the whole vocabulary; same distribution, see
     `next_token_candidates`). Finished rows are dropped from the batch once they are a
     quarter of it: a batch otherwise runs until its longest sample ends.
@@ -210,15 +199,40 @@ def next_token_candidates(logits: torch.Tensor, settings: SamplingSettings) -> t
     return probs, vocab_ids
 
 
-def _shared_prefix_first(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Move the left padding of a batch behind the tokens all its prompts start with.
+def prefill(model, ids: torch.Tensor, mask: torch.Tensor, logits_to_keep: int = 1):
+    """Run a left-padded batch through the model, the tokens all its rows open with only once.
+
+    Few-shot prompts share their exemplars (3-shot open QA: 168 of ~190 tokens; 5-shot
+    MMLU: all but the question, for questions of one subject); those tokens are run for one
+    row and their cache copied to the others. The batch is laid out as [shared prefix,
+    padding, rest of the row], with position ids that count real tokens only, so every row
+    sees what it would see alone. Returns the logits of the last `logits_to_keep` positions
+    (all real tokens of every row), the cache, and the laid-out ids, mask and positions.
+    """
+    if _window_shorter_than(model.config, ids.shape[1]):
+        shared = 0  # the padding after a shared prefix would sit inside the window
+    else:
+        ids, mask, shared = _shared_prefix_first(ids, mask, keep=logits_to_keep)
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    cache = DynamicCache(config=model.config)
+    if shared:
+        model(input_ids=ids[:1, :shared], position_ids=positions[:1, :shared], past_key_values=cache,
+              use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(ids.shape[0])
+    logits = model(input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions[:, shared:],
+                   past_key_values=cache, use_cache=True, logits_to_keep=logits_to_keep).logits
+    return logits, cache, ids, mask, positions
+
+
+def _shared_prefix_first(ids: torch.Tensor, mask: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Move the left padding of a batch behind the tokens all its rows start with.
 
     Returns the new ids and mask and the length of that shared prefix, capped so every
-    prompt keeps at least its last token, whose logits start its samples.
+    row keeps its last `keep` tokens out of it (the positions whose logits are wanted).
     """
     lengths = mask.sum(-1).tolist()
     rows = [row[len(row) - n :] for row, n in zip(ids, lengths)]
-    limit = min(lengths) - 1
+    limit = max(min(lengths) - keep, 0)
     first = rows[0][:limit]
     differs = torch.stack([row[:limit] != first for row in rows]).any(0).nonzero()
     shared = int(differs[0]) if len(differs) else limit

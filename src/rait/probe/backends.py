@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rait.errors import RaitError
-from rait.generate import SamplingSettings, generate
+from rait.generate import SamplingSettings, generate, prefill
 
 Progress = Callable[[int], None]
 BACKENDS = ("hf", "vllm")
@@ -90,7 +90,7 @@ class HFBackend:
         """
         encoded = [self.tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
         out = np.empty((len(prompts), len(token_ids)))
-        for idx in _batches_by_length([len(ids) for ids in encoded], batch_size):
+        for idx in _batches_by_prefix(encoded, batch_size):
             logits = self._forward([encoded[i] for i in idx], logits_to_keep=1)[:, -1]
             probs = torch.softmax(logits.float(), dim=-1)[:, list(token_ids)]
             out[idx] = probs.double().cpu().numpy()
@@ -114,7 +114,7 @@ class HFBackend:
                 raise ValueError(f"empty continuation after context ending {context[-40:]!r}")
             pairs.append((self.tokenizer(context, add_special_tokens=add_special_tokens)["input_ids"], cont))
         out: list[np.ndarray] = [np.empty(0)] * len(pairs)
-        for idx in _batches_by_length([len(c) + len(t) for c, t in pairs], batch_size):
+        for idx in _batches_by_prefix([c + t for c, t in pairs], batch_size):
             longest = max(len(pairs[i][1]) for i in idx)
             logits = self._forward([pairs[i][0] + pairs[i][1] for i in idx], logits_to_keep=longest + 1)
             logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
@@ -127,22 +127,23 @@ class HFBackend:
         return out
 
     def _forward(self, sequences: list[list[int]], logits_to_keep: int) -> torch.Tensor:
-        """Logits of the last `logits_to_keep` positions of left-padded sequences.
+        """Logits of the last `logits_to_keep` positions of the sequences, batched by `rait.generate.prefill`.
 
-        Position ids count real tokens only, so a padded row sees the positions it would
-        see alone (a plain forward numbers the padding too; that shift is harmless under
-        RoPE but not with absolute position embeddings).
+        The tokens all sequences open with (the k shots) run once; position ids count real
+        tokens only, so a padded row sees the positions it would see alone.
         """
         batch = self.tokenizer.pad({"input_ids": sequences}, padding=True, return_tensors="pt")
-        mask = batch["attention_mask"].to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self.model(input_ids=batch["input_ids"].to(self.device), attention_mask=mask,
-                          position_ids=positions, logits_to_keep=logits_to_keep).logits
+        return prefill(self.model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                       logits_to_keep=logits_to_keep)[0]
 
 
-def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (less padding), longest first (memory errors come early)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+def _batches_by_prefix(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices in batches of sequences sorted by their tokens, so a batch shares a long prefix.
+
+    k-shot questions of one subject share their shots (most of a 5-shot MMLU prompt) and
+    the options of one question share the whole context; `prefill` runs such a prefix once.
+    """
+    order = sorted(range(len(sequences)), key=lambda i: list(sequences[i]))
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
