@@ -18,6 +18,7 @@ methods, `tokenizer` and `info` is all a new backend needs.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import Callable, Protocol, Sequence
 
@@ -138,13 +139,30 @@ class HFBackend:
 
 
 def _batches_by_prefix(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Indices in batches of sequences sorted by their tokens, so a batch shares a long prefix.
+    """Indices in batches that share a long prefix where they can, of similar length otherwise.
 
     k-shot questions of one subject share their shots (most of a 5-shot MMLU prompt) and
-    the options of one question share the whole context; `prefill` runs such a prefix once.
+    the options of one question share the whole context; `prefill` runs a shared prefix
+    once. Sorted by tokens, such sequences are neighbours: a run of neighbours sharing at
+    least half of the shorter one is batched together; the rest are batched by length, as
+    mixing a 300- and a 2,000-token prompt would pad the short one to 2,000 (measured: 100
+    random MMLU questions, 1.8 per subject, 1.6x slower when batched by tokens alone).
+    Longest batches first, so memory errors come early.
     """
     order = sorted(range(len(sequences)), key=lambda i: list(sequences[i]))
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    runs: list[list[int]] = []
+    for i in order:
+        if runs and 2 * len(os.path.commonprefix([sequences[runs[-1][0]], sequences[i]])) >= min(
+                len(sequences[runs[-1][0]]), len(sequences[i])):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    groups = [run for run in runs if len(run) > 1] + [[i for run in runs if len(run) == 1 for i in run]]
+    batches = []
+    for group in groups:
+        group.sort(key=lambda i: -len(sequences[i]))
+        batches += [group[start:start + batch_size] for start in range(0, len(group), batch_size)]
+    return sorted(batches, key=lambda batch: -len(sequences[batch[0]]))
 
 
 def load_backend(name: str, model_path=None, device: str | None = None, dtype: str | None = None) -> Backend:
