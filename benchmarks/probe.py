@@ -76,6 +76,16 @@ def ratios(rates: dict) -> dict:
             "speedup_vs_per_sample_loop": rates["batched"] / rates["per_sample_loop"]}
 
 
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
+
+
+def save(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+
+
 def timed(fn):
     start = time.perf_counter()
     result = fn()
@@ -132,7 +142,7 @@ def main() -> None:
     result = {
         "benchmark": "open-QA knowledge probe, batched vs per-question generate loops",
         "model": str(resolve_model_path(args.model)), "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": device_name(args.device),
         "torch_threads": torch.get_num_threads(), "fp32_matmul_gflops_at_end": gflops,
         "questions": len(records), "loop_questions": len(loop_records), "k": args.k,
         "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
@@ -141,10 +151,7 @@ def main() -> None:
         "per_round": rounds,
         "mean_mu": {name: float(np.mean([row["mu"] for row in rows[name]])) for name in ways},
     }
-    out = args.out or RESULTS / f"probe_{args.device.split(':')[0]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
+    save(result, args.out or RESULTS / f"probe_{args.device.split(':')[0]}.json")
 
 
 if __name__ == "__main__":

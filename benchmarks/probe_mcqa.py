@@ -18,20 +18,17 @@ over `--rounds` rounds; the result checks that their probabilities agree.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from probe import RESULTS, device_name, save  # benchmarks/probe.py, next to this script
 
 from rait.data import load_source
 from rait.probe.backends import HFBackend
 from rait.probe.mcqa import MCQAProbe, MCQASettings, letter_token_ids
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @torch.inference_mode()
@@ -102,14 +99,11 @@ def main() -> None:
     result = {
         "benchmark": "MCQA letter probe forwards: shared k-shot prefix vs plain padded batches",
         "model": str(resolve_model_path(args.model)), "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": device_name(args.device),
         "torch_threads": torch.get_num_threads(), "shots": settings.shots, "batch_size": args.batch_size,
         "rounds": args.rounds, "pools": results,
     }
-    out = args.out or RESULTS / f"probe_mcqa_{args.device.split(':')[0]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
+    save(result, args.out or RESULTS / f"probe_mcqa_{args.device.split(':')[0]}.json")
 
 
 if __name__ == "__main__":
