@@ -155,16 +155,15 @@ def probe(
     records = load_test_records(TestSet(name="pool", data=data, sample=sample), seed)
     inputs = {"records": Path(data)} if Path(data).is_file() else None
     shot_records: list = []
+    sizes = {"shard_size": shard_size, **({"batch_size": batch_size} if batch_size else {})}  # else the task's default
     if records and records[0].task == "mcqa":
-        settings = MCQASettings(scoring=scoring, shots=shots, chat=bool(chat), shard_size=shard_size,
-                                **({"batch_size": batch_size} if batch_size else {}))
+        settings = MCQASettings(scoring=scoring, shots=shots, chat=bool(chat), **sizes)
         if shots:
             shot_records = load_test_records(TestSet(name="shots", data=exemplars), seed)
     else:
         settings = OpenSettings(prompt=prompt, k=k, temperature=temperature, top_k=top_k, top_p=top_p,
                                 max_new_tokens=max_new_tokens, chat=True if chat is None else chat,
-                                match_mode=match_mode, seed=seed, shard_size=shard_size,
-                                **({"batch_size": batch_size} if batch_size else {}))
+                                match_mode=match_mode, seed=seed, **sizes)
     table = run_probe(records, out, model=model, settings=settings, exemplars=shot_records, backend=backend,
                       device=device, inputs=inputs)
     typer.echo(f"{len(table)} questions -> {out}: mean mu {table['mu'].mean():.3f}, "

@@ -13,6 +13,7 @@ change what "temperature 1.0" means (see shared/spec/default-model.md, pitfalls)
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -233,9 +234,7 @@ def _shared_prefix_first(ids: torch.Tensor, mask: torch.Tensor, keep: int) -> tu
     lengths = mask.sum(-1).tolist()
     rows = [row[len(row) - n :] for row, n in zip(ids, lengths)]
     limit = max(min(lengths) - keep, 0)
-    first = rows[0][:limit]
-    differs = torch.stack([row[:limit] != first for row in rows]).any(0).nonzero()
-    shared = int(differs[0]) if len(differs) else limit
+    shared = len(os.path.commonprefix([row[:limit].tolist() for row in rows]))
     if shared == 0:
         return ids, mask, 0
     width = ids.shape[1]
