@@ -15,12 +15,53 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from rait.generate import SamplingSettings, _sample_from_shared_prefill, generate, next_token_candidates
+from rait.generate import (
+    SamplingSettings,
+    _decode_from_shared_prefill,
+    batches_by_prefix,
+    generate,
+    next_token_candidates,
+)
 from tiny_model import INIT_STD, build_tokenizer
 
 PROMPTS = ["Question: who wrote the novel?\nAnswer:", "A", "The capital of India is New Delhi. The largest planet is"]
 SHOTS = "Q: the capital of France?\nA: Paris\nQ: the largest planet?\nA: Jupiter\nQ: "
 FEW_SHOT = [SHOTS + "who wrote Hamlet?\nA:", SHOTS + "x?\nA:", SHOTS + "the tallest mountain on Earth, by height above sea level?\nA:"]
+# Shared header, then questions from 1 to ~20 tokens: one padded batch of mixed lengths.
+MIXED = [SHOTS + q + "\nA:" for q in ("a", "who painted the ceiling of the chapel?", "b c", "the longest river in Africa, "
+                                       "measured from its most distant source to the sea?", "why", "what is 2 + 2?")]
+GREEDY = SamplingSettings(max_new_tokens=8)
+
+
+def generate_alone(model, tokenizer, prompts, config=None) -> list[list[int]]:
+    """`model.generate`'s greedy new tokens for each prompt on its own (no padding), padded to 8 tokens."""
+    config = config or GREEDY.to_generation_config(tokenizer)
+    rows = []
+    for prompt in prompts:
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        tokens = model.generate(**inputs, generation_config=config)[0, inputs["input_ids"].shape[1] :].tolist()
+        rows.append(tokens + [config.pad_token_id] * (8 - len(tokens)))
+    return rows
+
+
+def texts_alone(model, tokenizer, prompts) -> list[list[str]]:
+    return [[tokenizer.decode(row, skip_special_tokens=True)] for row in generate_alone(model, tokenizer, prompts)]
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS, FEW_SHOT, FEW_SHOT[:1], MIXED],
+                         ids=["no-shared-prefix", "few-shot", "one", "mixed-lengths"])
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_greedy_answers_equal_generate(tiny_model, prompts, batch_size):
+    """Greedy answers through our loop (shared prefix once, static cache, rows leaving) are `generate`'s."""
+    model, tokenizer = tiny_model
+    assert generate(model, tokenizer, prompts, GREEDY, batch_size=batch_size) == texts_alone(model, tokenizer, prompts)
+
+
+def test_greedy_does_not_call_generate(tiny_model, monkeypatch):
+    """The greedy path is our loop, not a fallback to `model.generate` (which the test above compares against)."""
+    model, tokenizer = tiny_model
+    monkeypatch.setattr(model, "generate", lambda *args, **kwargs: pytest.fail("model.generate was called"))
+    assert len(generate(model, tokenizer, MIXED, GREEDY, batch_size=4)) == len(MIXED)
 
 
 @pytest.mark.parametrize("prompts", [PROMPTS, FEW_SHOT, FEW_SHOT[:1]], ids=["no-shared-prefix", "few-shot", "one"])
@@ -29,8 +70,7 @@ def test_k_samples_from_one_prefill_equal_plain_greedy_decoding(tiny_model, prom
     whatever the padding of its batch: this checks the prefilled caches (shared prefix, then each
     prompt, then the static decoding cache) and their positions."""
     model, tokenizer = tiny_model
-    greedy = SamplingSettings(max_new_tokens=8)
-    alone = [generate(model, tokenizer, [p], greedy, batch_size=1)[0][0] for p in prompts]
+    alone = [answer for [answer] in texts_alone(model, tokenizer, prompts)]
     k_samples = SamplingSettings(max_new_tokens=8, do_sample=True, top_k=1, num_return_sequences=3)
     batched = generate(model, tokenizer, prompts, k_samples, batch_size=3)
     assert batched == [[answer] * 3 for answer in alone]
@@ -69,32 +109,38 @@ def test_k_samples_equal_greedy_decoding_on_other_architectures(architecture):
                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(OTHER_ARCHITECTURES[architecture](common)).eval()
-    greedy = SamplingSettings(max_new_tokens=8)
-    alone = [generate(model, tokenizer, [p], greedy, batch_size=1)[0][0] for p in FEW_SHOT]
+    alone = [answer for [answer] in texts_alone(model, tokenizer, FEW_SHOT + MIXED)]
+    assert generate(model, tokenizer, FEW_SHOT + MIXED, GREEDY, batch_size=4) == [[answer] for answer in alone]
     k_samples = SamplingSettings(max_new_tokens=8, do_sample=True, top_k=1, num_return_sequences=3)
-    assert generate(model, tokenizer, FEW_SHOT, k_samples, batch_size=3) == [[answer] * 3 for answer in alone]
+    assert generate(model, tokenizer, FEW_SHOT, k_samples, batch_size=3) == [[answer] * 3 for answer in alone[:3]]
 
 
-@pytest.mark.parametrize("prompt, step", [(0, 0), (1, 3)])
-def test_rows_leave_the_batch_at_their_end_without_changing_the_others(tiny_model, prompt, step):
-    """Make one prompt's greedy token at `step` the end-of-sequence token: its k rows end there and
-    are dropped from the batch, and every prompt's samples must still be what `generate` gives alone."""
+@pytest.mark.parametrize("k", [1, 3], ids=["greedy", "k-samples"])
+@pytest.mark.parametrize("ends", [{0: 0}, {1: 3}, {0: 0, 2: 3, 1: 5}], ids=["first-at-0", "middle-at-3", "three-steps"])
+def test_rows_leave_the_batch_at_their_end_without_changing_the_others(tiny_model, ends, k):
+    """Make some prompts' greedy token at a chosen step an end-of-sequence token: their rows end
+    there and are dropped from the batch, and every prompt's answer (or each of its k top-1
+    samples) must still be what `generate` gives for it alone, with the same end tokens."""
     model, tokenizer = tiny_model
-    greedy = SamplingSettings(max_new_tokens=8)
-    enc = tokenizer(FEW_SHOT, return_tensors="pt", padding=True)
-    config = greedy.to_generation_config(tokenizer)
+    enc = tokenizer(FEW_SHOT, return_tensors="pt", padding=True, add_special_tokens=False)
+    config = GREEDY.to_generation_config(tokenizer)
+    plain = generate_alone(model, tokenizer, FEW_SHOT, config)
+    config.eos_token_id = [plain[prompt][step] for prompt, step in ends.items()]
+    alone = generate_alone(model, tokenizer, FEW_SHOT, config)
+    for prompt, step in ends.items():
+        assert alone[prompt][step + 1 :] == [config.pad_token_id] * (7 - step)
+    settings = GREEDY if k == 1 else SamplingSettings(max_new_tokens=8, do_sample=True, top_k=1, num_return_sequences=k)
+    rows = _decode_from_shared_prefill(model, enc, settings, config).tolist()
+    assert rows == [tokens for tokens in alone for _ in range(k)]
 
-    def new_tokens(prompt):
-        inputs = tokenizer(prompt, return_tensors="pt")
-        tokens = model.generate(**inputs, generation_config=config)[0, inputs["input_ids"].shape[1] :].tolist()
-        return tokens + [config.pad_token_id] * (8 - len(tokens))
 
-    config.eos_token_id = [new_tokens(FEW_SHOT[prompt])[step]]
-    alone = [new_tokens(p) for p in FEW_SHOT]
-    assert alone[prompt][step + 1 :] == [config.pad_token_id] * (7 - step)
-    k_samples = SamplingSettings(max_new_tokens=8, do_sample=True, top_k=1, num_return_sequences=3)
-    rows = _sample_from_shared_prefill(model, enc, k_samples, config).tolist()
-    assert rows == [tokens for tokens in alone for _ in range(3)]
+def test_batches_group_prompts_that_share_their_shots_and_the_rest_by_length():
+    shots_a, shots_b = list(range(100, 140)), list(range(200, 240))
+    sequences = [shots_a + [1, 2], [7] * 30, shots_b + [3], shots_a + [4], [8] * 5, shots_b + [5, 6, 7], [9] * 29]
+    batches = batches_by_prefix(sequences, batch_size=2)
+    assert sorted(i for batch in batches for i in batch) == list(range(7))
+    assert sorted(map(sorted, batches)) == [[0, 3], [1, 6], [2, 5], [4]]  # shots together; 30 and 29 tokens
+    assert [len(sequences[batch[0]]) for batch in batches] == sorted((len(sequences[b[0]]) for b in batches), reverse=True)
 
 
 @pytest.mark.parametrize("top_k, top_p, temperature", [(50, 0.9, 1.0), (0, 0.7, 0.5), (5, 1.0, 2.0), (0, 1.0, 1.0)])

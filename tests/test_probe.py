@@ -12,7 +12,7 @@ import torch
 from rait.artifacts import read_manifest
 from rait.data.records import QARecord
 from rait.errors import RaitError
-from rait.probe.backends import HFBackend, _batches_by_prefix
+from rait.probe.backends import HFBackend
 from rait.probe.mcqa import MCQASettings, letter_token_ids, probe_mcqa
 from rait.probe.measures import entropy, mean_pairwise_cosine, option_stats
 from rait.probe.oeqa import OpenSettings, probe_open, score_samples
@@ -256,12 +256,3 @@ def test_minilm_certainty_is_one_for_identical_answers():
     mixed = ["Paris", "Paris", "Berlin", "a banana"]
     sigma = score_samples(oeqa(0), mixed, embedder(mixed), OpenSettings())["sigma"]
     assert 0 < sigma < 1
-
-
-def test_batches_group_prompts_that_share_their_shots_and_the_rest_by_length():
-    shots_a, shots_b = list(range(100, 140)), list(range(200, 240))
-    sequences = [shots_a + [1, 2], [7] * 30, shots_b + [3], shots_a + [4], [8] * 5, shots_b + [5, 6, 7], [9] * 29]
-    batches = _batches_by_prefix(sequences, batch_size=2)
-    assert sorted(i for batch in batches for i in batch) == list(range(7))
-    assert sorted(map(sorted, batches)) == [[0, 3], [1, 6], [2, 5], [4]]  # shots together; 30 and 29 tokens
-    assert [len(sequences[batch[0]]) for batch in batches] == sorted((len(sequences[b[0]]) for b in batches), reverse=True)

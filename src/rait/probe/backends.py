@@ -18,7 +18,6 @@ methods, `tokenizer` and `info` is all a new backend needs.
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
 from typing import Callable, Protocol, Sequence
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from rait.errors import RaitError
-from rait.generate import SamplingSettings, generate, prefill
+from rait.generate import SamplingSettings, batches_by_prefix, generate, prefill
 
 Progress = Callable[[int], None]
 BACKENDS = ("hf", "vllm")
@@ -91,7 +90,7 @@ class HFBackend:
         """
         encoded = [self.tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
         out = np.empty((len(prompts), len(token_ids)))
-        for idx in _batches_by_prefix(encoded, batch_size):
+        for idx in batches_by_prefix(encoded, batch_size):
             logits = self._forward([encoded[i] for i in idx], logits_to_keep=1)[:, -1]
             probs = torch.softmax(logits.float(), dim=-1)[:, list(token_ids)]
             out[idx] = probs.double().cpu().numpy()
@@ -115,7 +114,7 @@ class HFBackend:
                 raise ValueError(f"empty continuation after context ending {context[-40:]!r}")
             pairs.append((self.tokenizer(context, add_special_tokens=add_special_tokens)["input_ids"], cont))
         out: list[np.ndarray] = [np.empty(0)] * len(pairs)
-        for idx in _batches_by_prefix([c + t for c, t in pairs], batch_size):
+        for idx in batches_by_prefix([c + t for c, t in pairs], batch_size):
             longest = max(len(pairs[i][1]) for i in idx)
             logits = self._forward([pairs[i][0] + pairs[i][1] for i in idx], logits_to_keep=longest + 1)
             logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
@@ -136,34 +135,6 @@ class HFBackend:
         batch = self.tokenizer.pad({"input_ids": sequences}, padding=True, return_tensors="pt")
         return prefill(self.model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
                        logits_to_keep=logits_to_keep)[0]
-
-
-def _batches_by_prefix(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Indices in batches that share a long prefix where they can, of similar length otherwise.
-
-    k-shot questions of one subject share their shots (most of a 5-shot MMLU prompt) and
-    the options of one question share the whole context; `prefill` runs a shared prefix
-    once. Sorted by tokens, such sequences are neighbours: a run of neighbours sharing at
-    least half of the shorter one is batched together; the rest are batched by length, as
-    mixing a 300- and a 2,000-token prompt would pad the short one to 2,000 (measured: 100
-    random MMLU questions, 1.8 per subject, 1.6x slower when batched by tokens alone).
-    Longest batches first, so memory errors come early.
-    """
-    def share_half(a, b) -> bool:
-        return 2 * len(os.path.commonprefix([a, b])) >= min(len(a), len(b))
-
-    runs: list[list[int]] = []
-    for i in sorted(range(len(sequences)), key=lambda i: list(sequences[i])):
-        if runs and share_half(sequences[runs[-1][0]], sequences[i]):
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    groups = [run for run in runs if len(run) > 1] + [[i for run in runs if len(run) == 1 for i in run]]
-    batches = []
-    for group in groups:
-        group.sort(key=lambda i: -len(sequences[i]))
-        batches += [group[start:start + batch_size] for start in range(0, len(group), batch_size)]
-    return sorted(batches, key=lambda batch: -len(sequences[batch[0]]))
 
 
 def load_backend(name: str, model_path=None, device: str | None = None, dtype: str | None = None) -> Backend:
