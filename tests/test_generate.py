@@ -17,7 +17,9 @@ from transformers import (
 
 from rait.generate import (
     SamplingSettings,
-    _decode_from_shared_prefill,
+    _eos_tensor,
+    _greedy_stream,
+    _sample_from_shared_prefill,
     batches_by_prefix,
     generate,
     next_token_candidates,
@@ -115,23 +117,57 @@ def test_k_samples_equal_greedy_decoding_on_other_architectures(architecture):
     assert generate(model, tokenizer, FEW_SHOT, k_samples, batch_size=3) == [[answer] * 3 for answer in alone[:3]]
 
 
-@pytest.mark.parametrize("k", [1, 3], ids=["greedy", "k-samples"])
+def end_tokens_config(model, tokenizer, prompts, ends: dict[int, int]):
+    """A greedy config whose end tokens are the chosen prompts' greedy tokens at the chosen steps."""
+    config = GREEDY.to_generation_config(tokenizer)
+    plain = generate_alone(model, tokenizer, prompts, config)
+    config.eos_token_id = [plain[prompt][step] for prompt, step in ends.items()]
+    return config
+
+
 @pytest.mark.parametrize("ends", [{0: 0}, {1: 3}, {0: 0, 2: 3, 1: 5}], ids=["first-at-0", "middle-at-3", "three-steps"])
-def test_rows_leave_the_batch_at_their_end_without_changing_the_others(tiny_model, ends, k):
-    """Make some prompts' greedy token at a chosen step an end-of-sequence token: their rows end
-    there and are dropped from the batch, and every prompt's answer (or each of its k top-1
-    samples) must still be what `generate` gives for it alone, with the same end tokens."""
+def test_top1_samples_leave_the_batch_at_their_end_without_changing_the_others(tiny_model, ends):
+    """Make some prompts' greedy token at a chosen step an end-of-sequence token: their k rows end
+    there and are dropped from the batch, and each of every prompt's k top-1 samples must still be
+    what `generate` gives for it alone, with the same end tokens."""
     model, tokenizer = tiny_model
     enc = tokenizer(FEW_SHOT, return_tensors="pt", padding=True, add_special_tokens=False)
-    config = GREEDY.to_generation_config(tokenizer)
-    plain = generate_alone(model, tokenizer, FEW_SHOT, config)
-    config.eos_token_id = [plain[prompt][step] for prompt, step in ends.items()]
+    config = end_tokens_config(model, tokenizer, FEW_SHOT, ends)
     alone = generate_alone(model, tokenizer, FEW_SHOT, config)
     for prompt, step in ends.items():
         assert alone[prompt][step + 1 :] == [config.pad_token_id] * (7 - step)
-    settings = GREEDY if k == 1 else SamplingSettings(max_new_tokens=8, do_sample=True, top_k=1, num_return_sequences=k)
-    rows = _decode_from_shared_prefill(model, enc, settings, config).tolist()
-    assert rows == [tokens for tokens in alone for _ in range(k)]
+    k_samples = SamplingSettings(max_new_tokens=8, do_sample=True, top_k=1, num_return_sequences=3)
+    rows = _sample_from_shared_prefill(model, enc, k_samples, config).tolist()
+    assert rows == [tokens for tokens in alone for _ in range(3)]
+
+
+# Prompts of one length: every row's cache is as wide as the longest, so a shift that frees more
+# slots than the live rows leave unused would cut a live row's first keys.
+SAME_LENGTH = [SHOTS + letter + "?\nA:" for letter in "abcdefghijklmnop"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 16])
+@pytest.mark.parametrize("prompts, ends", [
+    (FEW_SHOT + MIXED + PROMPTS[:2], {0: 0}), (FEW_SHOT + MIXED + PROMPTS[:2], {1: 3}),
+    (FEW_SHOT + MIXED + PROMPTS[:2], {0: 0, 2: 3, 4: 5, 7: 1}), (SAME_LENGTH, {0: 0, 3: 2, 5: 6, 9: 1}),
+], ids=["first-at-0", "one-at-3", "four-steps", "same-length"])
+def test_greedy_rows_end_and_others_take_their_place_without_changing_any_answer(tiny_model, prompts, ends, batch_size):
+    """Greedy rows end at chosen steps; a waiting prompt takes the freed row (its cache copied in,
+    right-aligned at the write slot), the cache shifts left when it would overflow, and rows leave
+    once no prompt waits. Every prompt's answer must be what `generate` gives for it alone."""
+    model, tokenizer = tiny_model
+    config = end_tokens_config(model, tokenizer, prompts, ends)
+    alone = generate_alone(model, tokenizer, prompts, config)
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    batches = []
+    for idx in batches_by_prefix(encoded, batch_size):
+        enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
+        batches.append((idx, enc["input_ids"], enc["attention_mask"]))
+    done = []
+    answers = _greedy_stream(model, batches, 8, _eos_tensor(config, "cpu"), done.append)
+    padded = {i: tokens + [config.pad_token_id] * (8 - len(tokens)) for i, tokens in answers.items()}
+    assert [padded[i] for i in range(len(prompts))] == alone
+    assert len(done) == len(prompts)
 
 
 def test_batches_group_prompts_that_share_their_shots_and_the_rest_by_length():

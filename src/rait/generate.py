@@ -81,22 +81,186 @@ def generate(
     else:
         batches = batches_by_prefix(encoded, batch_size)
     results: list[list[str]] = [[] for _ in prompts]
+    if not settings.do_sample:
+        for stream in _streams(batches, encoded):
+            padded = [(idx, tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt"))
+                      for idx in stream]
+            padded = [(idx, enc["input_ids"].to(device), enc["attention_mask"].to(device)) for idx, enc in padded]
+            if _window_shorter_than(model.config, padded[0][1].shape[1] + 2 * settings.max_new_tokens):
+                answers = {}
+                for idx, ids, mask in padded:
+                    new = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+                    answers.update(zip(idx, new[:, ids.shape[1] :].tolist()))
+                    if on_batch is not None:
+                        on_batch(len(idx))
+            else:
+                answers = _greedy_stream(model, padded, settings.max_new_tokens, _eos_tensor(config, device), on_batch)
+            for i, tokens in answers.items():
+                results[i] = [tokenizer.decode(tokens, skip_special_tokens=True)]
+        return results
     k = settings.num_return_sequences
     for b, idx in enumerate(batches):
         enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, padding=True, return_tensors="pt")
         enc = {key: enc[key].to(device) for key in ("input_ids", "attention_mask")}
-        if settings.do_sample:
-            torch.manual_seed(seed + b)
+        torch.manual_seed(seed + b)
         if _window_shorter_than(model.config, enc["input_ids"].shape[1] + settings.max_new_tokens):
             new_tokens = model.generate(**enc, generation_config=config)[:, enc["input_ids"].shape[1] :]
         else:
-            new_tokens = _decode_from_shared_prefill(model, enc, settings, config)
+            new_tokens = _sample_from_shared_prefill(model, enc, settings, config)
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for j, i in enumerate(idx):
             results[i] = texts[j * k : (j + 1) * k]
         if on_batch is not None:
             on_batch(len(idx))
     return results
+
+
+def _streams(batches: list[list[int]], sequences: Sequence[Sequence[int]]) -> list[list[list[int]]]:
+    """Consecutive batches (longest first) decoded as one stream, cut where prompts fall below half the stream's longest.
+
+    Every row of a stream attends over a cache as wide as the stream's longest prompt plus
+    twice the answer length; a 300-token prompt should not pay for a 2,000-token one.
+    """
+    streams: list[list[list[int]]] = []
+    for batch in batches:
+        if streams and 2 * len(sequences[batch[0]]) >= len(sequences[streams[-1][0][0]]):
+            streams[-1].append(batch)
+        else:
+            streams.append([batch])
+    return streams
+
+
+def _eos_tensor(config: GenerationConfig, device) -> torch.Tensor:
+    eos_ids = config.eos_token_id
+    return torch.tensor([] if eos_ids is None else eos_ids if isinstance(eos_ids, list) else [eos_ids],
+                        dtype=torch.long, device=device)
+
+
+@dataclass
+class _Row:
+    """A prompt prefilled and waiting for a place in the decoding batch."""
+
+    index: int
+    logits: torch.Tensor  # after the last prompt token
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # keys and values, (heads, width, head_dim) per layer
+    mask: torch.Tensor  # (width,)
+    position: int  # of the last prompt token
+
+
+def _greedy_stream(model, batches: list[tuple[list[int], torch.Tensor, torch.Tensor]], max_new_tokens: int,
+                   eos: torch.Tensor, on_done: Callable[[int], None] | None = None) -> dict[int, list[int]]:
+    """Greedy new tokens (up to the end token, included) for every prompt of `batches`, keyed by prompt index.
+
+    `batches` are (prompt indices, left-padded ids, mask), longest first. The batch keeps
+    its size while prompts wait: a row whose answer has ended is given the next prompt
+    (continuous batching), so a batch no longer runs as long as its longest answer while
+    its other rows idle. On a CPU a decoding step of 16 rows costs about what one row
+    does (it reads every weight once; docs/eval.md), so idle rows are most of the waste.
+    Prompts are prefilled a batch at a time (`prefill`: the shared prefix once) and a
+    joining row's cache is copied into the freed row, right-aligned at the current write
+    slot and masked before it; position ids are per row, so no row sees another's layout.
+    Keys carry their rotary positions, so when the cache would overflow all rows shift
+    left by the slots none of them uses. Once no prompt waits, finished rows leave the
+    batch as in `_decode`.
+    """
+    pending = iter(batches)
+    ready: list[_Row] = []
+
+    def next_row() -> _Row | None:
+        if not ready:
+            batch = next(pending, None)
+            if batch is None:
+                return None
+            idx, ids, mask = batch
+            logits, cache, _, mask, positions = prefill(model, ids, mask)
+            for j, i in enumerate(idx):
+                ready.append(_Row(i, logits[j, -1].float(), [(layer.keys[j], layer.values[j]) for layer in cache.layers],
+                                  mask[j], int(positions[j, -1])))
+        return ready.pop(0)
+
+    answers: dict[int, list[int]] = {}
+
+    def take(slot: int, token: int) -> bool:
+        """Record the prompt's next token; True if its answer has ended."""
+        tokens = answers.setdefault(slot_prompt[slot], [])
+        tokens.append(token)
+        ended = token in eos_ids or len(tokens) == max_new_tokens
+        if ended and on_done is not None:
+            on_done(1)
+        return ended
+
+    eos_ids = set(eos.tolist())
+    first = [next_row() for _ in range(len(batches[0][0]))]
+    rows, longest = len(first), first[0].mask.shape[0]
+    capacity = longest + 2 * max_new_tokens
+    cache = StaticCache(config=model.config, max_cache_len=capacity)
+    for layer_idx in range(len(first[0].layers)):
+        cache.update(torch.stack([row.layers[layer_idx][0] for row in first]),
+                     torch.stack([row.layers[layer_idx][1] for row in first]), layer_idx)
+    width = longest  # the slot the next token's keys and values go to
+    mask = torch.stack([row.mask for row in first]).long()
+    slot_prompt = [row.index for row in first]
+    token = torch.stack([row.logits for row in first]).argmax(-1)
+    position = torch.tensor([row.position + 1 for row in first], device=mask.device)  # of each row's token
+    live = torch.tensor([not take(slot, int(t)) for slot, t in enumerate(token.tolist())], device=mask.device)
+    waiting = True
+    while True:
+        free = (~live).nonzero()[:, 0].tolist()
+        if waiting and free:
+            if width + max_new_tokens > capacity:
+                width, mask = _shift_left(cache, mask, live, width, longest)
+            for slot in free:
+                while not live[slot]:
+                    row = next_row()
+                    if row is None:
+                        waiting = False
+                        break
+                    n = row.mask.shape[0]
+                    for layer, (keys, values) in zip(cache.layers, row.layers):
+                        layer.keys[slot, :, width - n : width] = keys
+                        layer.values[slot, :, width - n : width] = values
+                    mask[slot] = 0
+                    mask[slot, width - n :] = row.mask
+                    slot_prompt[slot] = row.index
+                    token[slot], position[slot] = row.logits.argmax(), row.position + 1
+                    live[slot] = not take(slot, int(token[slot]))
+                if not waiting:
+                    break
+            free = (~live).nonzero()[:, 0].tolist()
+        if not live.any():
+            return answers
+        if not waiting and 4 * len(free) >= rows:
+            _drop_rows(cache, live)
+            keep = live.nonzero()[:, 0]
+            token, mask, position, live = token[keep], mask[keep], position[keep], live[keep]
+            slot_prompt = [slot_prompt[i] for i in keep.tolist()]
+            rows = len(slot_prompt)
+        mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=-1)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        width += 1
+        token, position = logits.float().argmax(-1), position + 1
+        for slot in live.nonzero()[:, 0].tolist():
+            live[slot] = not take(slot, int(token[slot]))
+
+
+def _shift_left(cache: StaticCache, mask: torch.Tensor, live: torch.Tensor, width: int, longest: int):
+    """Move every row's slots left by as many as no live row uses, keeping at least `longest` slots.
+
+    Returns the new write slot and mask. Each row's content ends at the write slot, so a
+    shift by the smallest masked margin among live rows frees room for another answer.
+    """
+    used = mask[live].argmax(-1)  # each live row's first unmasked slot
+    shift = min(int(used.min()) if len(used) else width, width - longest)
+    if shift <= 0:
+        return width, mask
+    for layer in cache.layers:
+        for tensor in (layer.keys, layer.values):
+            tensor[:, :, : width - shift] = tensor[:, :, shift:width].clone()
+        layer.cumulative_length.fill_(width - shift)
+        if hasattr(layer, "cumulative_length_int"):
+            layer.cumulative_length_int = width - shift
+    return width - shift, mask[:, shift:]
 
 
 def batches_by_prefix(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
@@ -140,26 +304,22 @@ def _window_shorter_than(config, length: int) -> bool:
     return window is not None and window < length and (layer_types is None or "sliding_attention" in layer_types)
 
 
-def _decode_from_shared_prefill(model, enc: dict, settings: SamplingSettings, config: GenerationConfig) -> torch.Tensor:
-    """The greedy answer, or k samples, per prompt, as `generate(num_return_sequences=k)` gives them, but cheaper.
+def _sample_from_shared_prefill(model, enc: dict, settings: SamplingSettings, config: GenerationConfig) -> torch.Tensor:
+    """k samples per prompt, as `generate(num_return_sequences=k)` draws them, but much cheaper.
 
     Returns the new tokens, (prompts * k, max_new_tokens), padded after the end of each
-    answer; prompt 0's k samples come first, as in `generate`. `generate` prefills each of
-    the k copies of a prompt, and every prompt whole; here each prompt is prefilled once
-    (`prefill`: what the batch shares once) and its cache copied k times. Decoding is `_decode`.
+    sample; prompt 0's k samples come first, as in `generate`. `generate` prefills each of
+    the k copies of a prompt; here each prompt is prefilled once (`prefill`: the few-shot
+    exemplars once per batch) and its cache copied k times. Decoding is `_decode`.
     """
     k = settings.num_return_sequences
     logits, prompt_cache, ids, mask, positions = prefill(model, enc["input_ids"], enc["attention_mask"])
     logits = logits[:, -1].float()
     cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + settings.max_new_tokens)
     for layer_idx, layer in enumerate(prompt_cache.layers):
-        keys, values = (layer.keys, layer.values) if k == 1 else (layer.keys.repeat_interleave(k, 0),
-                                                                  layer.values.repeat_interleave(k, 0))
-        cache.update(keys, values, layer_idx)
+        cache.update(layer.keys.repeat_interleave(k, 0), layer.values.repeat_interleave(k, 0), layer_idx)
     del prompt_cache
-    eos_ids = config.eos_token_id
-    eos = torch.tensor([] if eos_ids is None else eos_ids if isinstance(eos_ids, list) else [eos_ids],
-                       dtype=torch.long, device=ids.device)
+    eos = _eos_tensor(config, ids.device)
     return _decode(model, cache, logits.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
                    positions[:, -1:].repeat_interleave(k, 0), settings, eos, config.pad_token_id)
 
