@@ -17,7 +17,11 @@ measures the CPU's fp32 matmul rate for a large square product and for a decode-
 (batch x hidden times hidden x MLP width), so each phase can be put against the machine's
 limit, and it checks that both ways give the same output strings.
 
+With `--equality` it only checks outputs, on more items: 200 facts-ID and 100 NQ questions,
+BASIC and REFUSE, the papers' 50 new tokens; every output string of the two ways must agree.
+
     python benchmarks/eval.py                       # CPU, SmolLM2, 96 facts-ID items, 16 and 50 tokens
+    python benchmarks/eval.py --equality            # -> benchmarks/results/eval_equality_cpu.json
     python benchmarks/eval.py --device cuda --items 296 --batch-size 64
 """
 
@@ -92,9 +96,50 @@ def matmul_gflops(device: str, m: int, k: int, n: int, repeats: int) -> float:
     return repeats * 2 * m * k * n / (time.perf_counter() - start) / 1e9
 
 
+@torch.inference_mode()
+def decode_step_ms(model, rows: int, context: int = 64, steps: int = 8) -> float:
+    """Median time of one decoding forward (one token per row, static cache of `context` + `steps`)."""
+    from transformers import StaticCache
+
+    ids = torch.randint(100, 1000, (rows, context), device=model.device)
+    cache = StaticCache(config=model.config, max_cache_len=context + steps + 1)
+    model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    token, mask = ids[:, -1:], torch.ones(rows, context, dtype=torch.long, device=model.device)
+    times = []
+    for step in range(steps):
+        mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=-1)
+        position = torch.full((rows, 1), context + step, device=model.device)
+        start = time.perf_counter()
+        model(input_ids=token, attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
 def answer_tokens(tokenizer, outputs) -> int:
     """Tokens of the answers as re-tokenized text (the end-of-sequence token not counted)."""
     return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in outputs)
+
+
+def equality(model, tokenizer, batch_size: int) -> dict:
+    """Both ways on 200 facts-ID (stratified by relation) and 100 NQ items, BASIC and REFUSE, 50 new tokens."""
+    sets = {"facts:test_id": TestSet("facts-id", "facts:test_id", sample=200, stratify="subject"),
+            "nq:dev": TestSet("nq", "nq:dev", sample=100)}
+    decoding = SamplingSettings(max_new_tokens=50)
+    checks = []
+    for data, test_set in sets.items():
+        records = load_test_records(test_set, seed=0)
+        for prompt in ("basic", "refuse"):
+            prompts = [render(r, prompt, tokenizer) for r in records]
+            ours = [t[0] for t in generate(model, tokenizer, prompts, decoding, batch_size=batch_size)]
+            theirs = batched_generate(model, tokenizer, prompts, decoding, batch_size)
+            differing = [{"id": r.id, "rait": a, "generate": b} for r, a, b in zip(records, ours, theirs) if a != b]
+            checks.append({"data": data, "prompt": prompt, "items": len(records), "differing": differing,
+                           "identical": not differing})
+            print(f"{data} {prompt}: {len(records) - len(differing)}/{len(records)} identical", flush=True)
+    return {"benchmark": "greedy outputs, rait.generate vs batched model.generate", "max_new_tokens": 50,
+            "batch_size": batch_size, "all_identical": all(c["identical"] for c in checks), "checks": checks}
 
 
 def main() -> None:
@@ -109,7 +154,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="the demo's eval batch size")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/eval_<device>.json")
+    parser.add_argument("--equality", action="store_true", help="only compare outputs on 200 facts + 100 NQ items")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/eval_<device>.json (eval_equality_<device>.json)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,12 +164,19 @@ def main() -> None:
     from rait.models import load_model, resolve_model_path
 
     model, tokenizer = load_model(args.model, device=args.device)
+    if args.equality:
+        result = equality(model, tokenizer, args.batch_size) | {
+            "model": str(resolve_model_path(args.model)), "device": args.device, "dtype": str(model.dtype)}
+        save(result, args.out or RESULTS / f"eval_equality_{args.device.split(':')[0]}.json")
+        return
     records = load_test_records(TestSet("bench", args.data, sample=args.items, stratify="subject"), seed=0)
     clock = ForwardClock(model)
     hidden, width = model.config.hidden_size, model.config.intermediate_size
     machine = {"fp32_matmul_gflops_2048": matmul_gflops(args.device, 2048, 2048, 2048, 5),
                f"fp32_matmul_gflops_decode_{args.batch_size}x{hidden}x{width}":
-                   matmul_gflops(args.device, args.batch_size, hidden, width, 200)}
+                   matmul_gflops(args.device, args.batch_size, hidden, width, 200),
+               "decode_forward_ms_by_rows": {rows: decode_step_ms(model, rows) for rows in (1, 4, 16, 64)},
+               "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20}
     ways = {
         "rait": lambda prompts, s: [t[0] for t in generate(model, tokenizer, prompts, s, batch_size=args.batch_size)],
         "generate": lambda prompts, s: batched_generate(model, tokenizer, prompts, s, args.batch_size),
@@ -133,7 +187,9 @@ def main() -> None:
         prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         for max_new in args.max_new_tokens:
             decoding = SamplingSettings(max_new_tokens=max_new)
-            outputs, seconds, phases = {}, {w: 0.0 for w in ways}, {w: {"prefill": 0.0, "decode": 0.0} for w in ways}
+            outputs, seconds = {}, {w: 0.0 for w in ways}
+            phases = {w: {"prefill": 0.0, "decode": 0.0} for w in ways}
+            calls = {w: {"prefill": 0, "decode": 0} for w in ways}
             per_round = []
             for r in range(args.rounds):
                 this_round = {}
@@ -145,6 +201,7 @@ def main() -> None:
                     seconds[way] += this_round[way]
                     for phase in phases[way]:
                         phases[way][phase] += clock.seconds[phase]
+                        calls[way][phase] += clock.calls[phase]
                 per_round.append({"seconds": this_round, "speedup": this_round["generate"] / this_round["rait"]})
             tokens = answer_tokens(tokenizer, outputs["rait"])
             row = {
@@ -163,6 +220,9 @@ def main() -> None:
                     "prefill_seconds": phases[way]["prefill"] / args.rounds,
                     "decode_seconds": phases[way]["decode"] / args.rounds,
                     "other_seconds": (total - phases[way]["prefill"] - phases[way]["decode"]) / args.rounds,
+                    "prefill_forwards": calls[way]["prefill"] // args.rounds,
+                    "decode_forwards": calls[way]["decode"] // args.rounds,
+                    "ms_per_decode_forward": 1000 * phases[way]["decode"] / max(calls[way]["decode"], 1),
                 }
             print(f"{prompt} {max_new} tokens: {row['speedup']:.2f}x, identical={row['identical_outputs']}", flush=True)
             settings_rows.append(row)

@@ -31,3 +31,24 @@ def test_default_model_folder_records_its_source():
     assert source["gguf_file"] == GGUF_FILE
     assert len(source["gguf_sha256"]) == 64
     assert fingerprint["weight_files"] == ["model.safetensors"]
+
+
+@pytest.mark.parametrize("prompt", ["basic", "refuse"])
+def test_greedy_answers_of_the_default_model_equal_batched_generate(prompt):
+    """Evaluation's decoding loop (shared prefix, continuous batching) against `model.generate` on the
+    same batches of real prompts; the full 200 facts + 100 NQ check is `benchmarks/eval.py --equality`."""
+    from rait.evaluate.suite import TestSet, load_test_records
+
+    model, tokenizer = load_model("default")
+    records = (load_test_records(TestSet("facts", "facts:test_id", sample=24, stratify="subject"), seed=1)
+               + load_test_records(TestSet("nq", "nq:dev", sample=12), seed=1))
+    prompts = [render(r, prompt, tokenizer) for r in records]
+    settings = SamplingSettings(max_new_tokens=24)
+    config = settings.to_generation_config(tokenizer)
+    expected = []
+    for start in range(0, len(prompts), 6):
+        enc = tokenizer(prompts[start : start + 6], return_tensors="pt", padding=True, add_special_tokens=False)
+        new = model.generate(**enc, generation_config=config)[:, enc["input_ids"].shape[1] :]
+        expected += tokenizer.batch_decode(new, skip_special_tokens=True)
+    ours = generate(model, tokenizer, prompts, settings, batch_size=6)
+    assert [answer for [answer] in ours] == expected

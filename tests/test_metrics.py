@@ -22,6 +22,8 @@ from rait.evaluate.metrics import (
     prudence,
     rates,
     reliable_accuracy,
+    seed_bootstrap_ci,
+    seed_paired_bootstrap,
     ths,
     ths_ci,
     ths_of,
@@ -279,3 +281,42 @@ def test_paired_bootstrap_of_ths_with_shared_reference():
     assert result.p_value < 0.01
     with pytest.raises(ValueError, match="same length"):
         paired_bootstrap(strong, weak[:-1], ths_of, reference=reference)
+
+
+# --------------------------------------------------------------------------- seeds and items
+
+
+def test_one_seed_is_the_item_bootstrap():
+    pc = lambda o: rates(o)["pc"]  # noqa: E731
+    a, b = random_outcomes(0.6, 150, seed=11), random_outcomes(0.4, 150, seed=12)
+    reference = random_outcomes(0.5, 150, seed=13)
+    assert seed_bootstrap_ci([a], pc, n_boot=200, seed=3) == bootstrap_ci(a, pc, n_boot=200, seed=3)
+    assert seed_bootstrap_ci([a], ths_of, reference=reference, n_boot=200) == ths_ci(a, reference, n_boot=200)
+    assert seed_paired_bootstrap([a], [b], pc, n_boot=200) == paired_bootstrap(a, b, pc, n_boot=200)
+
+
+def test_seed_interval_is_the_mean_over_seeds_and_widens_with_seed_spread():
+    pc = lambda o: rates(o)["pc"]  # noqa: E731
+    items = 200
+    alike = [random_outcomes(0.5, items, seed=20)] * 3
+    apart = [random_outcomes(p, items, seed=21 + i) for i, p in enumerate((0.2, 0.5, 0.8))]
+    same = seed_bootstrap_ci(alike, pc, n_boot=400)
+    assert same == bootstrap_ci(alike[0], pc, n_boot=400)  # identical seeds add no spread
+    spread = seed_bootstrap_ci(apart, pc, n_boot=400)
+    assert spread.estimate == pytest.approx(np.mean([pc(o) for o in apart]))
+    item_only = bootstrap_ci(np.concatenate(apart), pc, n_boot=400)  # the seeds' items pooled: no seed variation
+    assert spread.high - spread.low > 2 * (item_only.high - item_only.low)
+    assert spread.low < 35 < 65 < spread.high  # 3 seeds at 20, 50, 80 % correct
+
+
+def test_seed_paired_comparison_sees_a_difference_larger_than_the_seed_spread():
+    pc = lambda o: rates(o)["pc"]  # noqa: E731
+    strong = [random_outcomes(p, 300, seed=30 + i) for i, p in enumerate((0.75, 0.8, 0.85))]
+    weak = [random_outcomes(p, 300, seed=40 + i) for i, p in enumerate((0.35, 0.4, 0.45))]
+    result = seed_paired_bootstrap(strong, weak, pc, n_boot=400)
+    assert result.difference == pytest.approx(np.mean([pc(o) for o in strong]) - np.mean([pc(o) for o in weak]))
+    assert result.low > 0 and result.p_value < 0.01
+    noisy = [random_outcomes(p, 300, seed=50 + i) for i, p in enumerate((0.3, 0.6, 0.9))]
+    assert seed_paired_bootstrap(noisy, [random_outcomes(0.6, 300, seed=60)] * 3, pc, n_boot=400).p_value > 0.05
+    with pytest.raises(ValueError, match="same length"):
+        seed_paired_bootstrap(strong, [w[:-1] for w in weak], pc)

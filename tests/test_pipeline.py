@@ -191,3 +191,42 @@ def test_max_chars_drops_long_questions_before_sampling():
     assert len(short) == 20 and all(record_chars(r) <= 300 for r in short)
     everything = load_test_records(TestSet(name="t", data="mmlu:val"), seed=0)
     assert max(record_chars(r) for r in everything) > 300  # the filter has work to do
+
+
+def test_trained_models_evaluated_on_one_base_load_answer_as_when_loaded_alone(pipeline_run):
+    """The stage merges each method's adapter into one loaded base in turn; CRaFT, evaluated after four
+    other adapters came and went, must answer exactly as its own `load_trained` model does."""
+    from rait.evaluate.runner import EvalSettings, evaluate_records
+    from rait.evaluate.suite import TestSet, load_test_records
+    from rait.train import load_trained
+
+    folder, _ = pipeline_run
+    out = folder / "out" / "mmlu"
+    rows = [json.loads(line) for line in (out / "eval" / "mmlu-val" / "CRaFT" / "refuse" / "outcomes.jsonl")
+            .read_text().splitlines()]
+    records = load_test_records(TestSet("mmlu-val", "mmlu:val", sample=4), seed=0)
+    assert [r.id for r in records] == [row["id"] for row in rows]
+    model, tokenizer = load_trained(out / "train" / "craft")
+    alone = evaluate_records(model, tokenizer, records, EvalSettings(prompt="refuse", batch_size=8, max_new_tokens=3))
+    assert [row["output"] for row in alone] == [row["output"] for row in rows]
+
+
+def test_an_evaluation_stage_loads_its_base_model_once(pipeline_run, monkeypatch):
+    import rait.models
+
+    from rait.evaluate.suite import EvalModels
+
+    folder, _ = pipeline_run
+    loads = []
+    real_load = rait.models.load_model
+    monkeypatch.setattr(rait.models, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    train_dir = folder / "out" / "mmlu" / "train"
+    base = json.loads((train_dir / "craft" / "train.json").read_text())["base_model"]
+    models = EvalModels(base)
+    seen = []
+    for spec in [base, train_dir / "craft", train_dir / "van_tuning", base]:
+        with models.use(spec) as (model, _, fingerprint):
+            seen.append(("trained" in fingerprint, type(model).__name__))
+    assert len(loads) == 1
+    assert seen == [(False, "LlamaForCausalLM"), (True, "PeftModelForCausalLM"), (True, "PeftModelForCausalLM"),
+                    (False, "LlamaForCausalLM")]

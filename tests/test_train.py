@@ -305,3 +305,32 @@ def test_load_trained_rejects_a_folder_that_is_neither(tmp_path):
 
     with pytest.raises(ModelError, match="neither"):
         load_trained(tmp_path)
+
+
+def test_adapter_merged_into_a_loaded_base_is_load_trained_and_leaves_the_base_exact(tiny_model_dir, tmp_path):
+    """One base serves several trained models: inside the context its logits are exactly those of
+    `load_trained` (same merge), and afterwards every base weight is bit-identical to before and no
+    LoRA module is left."""
+    from peft.tuners.lora import LoraLayer
+
+    from rait.train import adapter_merged, lora_base
+
+    folders = []
+    for seed in (0, 1):
+        settings = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=1, batch_size=2, grad_accum=1,
+                                 learning_rate=5e-2, seed=seed)
+        train(make_rows(4, answers=ANSWERS[seed * 4:]), tmp_path / str(seed), tiny_model_dir, settings, progress=False)
+        folders.append(tmp_path / str(seed))
+    base, tokenizer = load_model(tiny_model_dir)
+    assert lora_base(folders[0]) == tiny_model_dir.resolve()
+    original = {name: weight.clone() for name, weight in base.state_dict().items()}
+    for folder in folders + folders[:1]:
+        with adapter_merged(base, folder) as merged:
+            inside = logits_of(merged, tokenizer)
+        alone, _ = load_trained(folder)
+        assert torch.equal(inside, logits_of(alone, tokenizer))
+        assert not torch.allclose(inside, logits_of(base, tokenizer), atol=1e-3)
+        state = base.state_dict()
+        assert state.keys() == original.keys()
+        assert all(torch.equal(state[name], weight) for name, weight in original.items())
+        assert not any(isinstance(module, LoraLayer) for module in base.modules())

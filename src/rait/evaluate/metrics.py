@@ -362,3 +362,86 @@ def paired_bootstrap(
     tail = min(np.sum(values <= 0), np.sum(values >= 0))
     p_value = min(1.0, 2 * (tail + 1) / (n_boot + 1))
     return PairedComparison(observed, float(low), float(high), float(p_value))
+
+
+def _seed_bootstrap(
+    by_seed: Sequence[Sequence[np.ndarray]], statistic: Callable[..., float], extra: Sequence[np.ndarray],
+    groups, n_boot: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per method: the mean over its seeds of statistic(outcomes, *extra[, groups]), as run and on n_boot resamples.
+
+    `by_seed[m]` holds method m's outcome arrays, one per training seed, all on the same items.
+    A resample draws one set of item indices, shared by every method, seed and `extra` array
+    (the same items were answered by all), and, for each method, its seeds with replacement:
+    the two-stage bootstrap of a nested design (Davison & Hinkley 1997, section 3.8), so the
+    interval covers both which items were tested and which seeds were trained.
+    """
+    sizes = {array.size for arrays in by_seed for array in arrays} | {array.size for array in extra}
+    if len(sizes) != 1:
+        raise ValueError("outcomes compared on the same items must have the same length")
+    extra = [*extra, np.asarray(groups)] if groups is not None else list(extra)
+
+    def mean_over(arrays, idx, picks) -> float:
+        return float(np.mean([statistic(arrays[s][idx], *(e[idx] for e in extra)) for s in picks]))
+
+    everything = np.arange(sizes.pop())
+    observed = np.array([mean_over(arrays, everything, range(len(arrays))) for arrays in by_seed])
+    rng = np.random.default_rng([seed, 1])
+    values = np.empty((n_boot, len(by_seed)))
+    for b, idx in enumerate(_resample(everything.size, groups, n_boot, seed)):
+        for m, arrays in enumerate(by_seed):
+            values[b, m] = mean_over(arrays, idx, rng.integers(len(arrays), size=len(arrays)))
+    return observed, values
+
+
+def seed_bootstrap_ci(
+    outcomes_by_seed,
+    statistic: Callable[..., float],
+    *,
+    reference=None,
+    groups=None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> Interval:
+    """Interval of a method's mean over training seeds of statistic(outcomes[, reference][, groups]).
+
+    Items and seeds are both resampled (`_seed_bootstrap`); with one seed this is
+    `bootstrap_ci`. Resamples where the statistic is undefined (NaN) are left out.
+    """
+    arrays = [_outcome_array(o) for o in outcomes_by_seed]
+    extra = [] if reference is None else [_outcome_array(reference)]
+    observed, values = _seed_bootstrap([arrays], statistic, extra, groups, n_boot, seed)
+    values = values[:, 0][~np.isnan(values[:, 0])]
+    if values.size == 0:
+        return Interval(float(observed[0]), float("nan"), float("nan"))
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return Interval(float(observed[0]), float(low), float(high))
+
+
+def seed_paired_bootstrap(
+    a_by_seed,
+    b_by_seed,
+    statistic: Callable[..., float],
+    *,
+    reference=None,
+    groups=None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> PairedComparison:
+    """Method a's seed-mean of the statistic minus method b's, on the same items; interval and p-value.
+
+    Items are resampled once for both (paired: item difficulty cancels), each method's seeds on
+    their own (a seed of one method is not matched to a seed of the other). With one seed each
+    this is `paired_bootstrap`'s comparison. The p-value is as in `paired_bootstrap`.
+    """
+    by_seed = [[_outcome_array(o) for o in a_by_seed], [_outcome_array(o) for o in b_by_seed]]
+    extra = [] if reference is None else [_outcome_array(reference)]
+    observed, values = _seed_bootstrap(by_seed, statistic, extra, groups, n_boot, seed)
+    differences = values[:, 0] - values[:, 1]
+    differences = differences[~np.isnan(differences)]
+    low, high = np.quantile(differences, [alpha / 2, 1 - alpha / 2])
+    tail = min(np.sum(differences <= 0), np.sum(differences >= 0))
+    p_value = min(1.0, 2 * (tail + 1) / (differences.size + 1))
+    return PairedComparison(float(observed[0] - observed[1]), float(low), float(high), float(p_value))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,21 +53,65 @@ def load_test_records(test_set: TestSet, seed: int):
 
 def load_for_eval(spec: str):
     """(model, tokenizer, fingerprint) for a model folder, 'default', or a `rait train` output folder."""
-    from rait.artifacts import sha256_tree
     from rait.models import model_fingerprint, resolve_model_path
 
-    summary = Path(spec) / "train.json"
-    if summary.is_file():
+    if (Path(spec) / "train.json").is_file():
         from rait.train import load_trained
 
         model, tokenizer = load_trained(spec)
-        saved = Path(spec) / json.loads(summary.read_text(encoding="utf-8"))["saved"]
-        return model, tokenizer, {"trained": str(Path(spec)), "trained_sha256": sha256_tree(saved)}
+        return model, tokenizer, trained_fingerprint(spec)
     from rait.models import load_model
 
     path = resolve_model_path(spec)
     model, tokenizer = load_model(path)
     return model, tokenizer, model_fingerprint(path)
+
+
+def trained_fingerprint(spec: str | Path) -> dict:
+    """A `rait train` output, by its folder and the hash of what it saved (adapter or model)."""
+    from rait.artifacts import sha256_tree
+
+    summary = json.loads((Path(spec) / "train.json").read_text(encoding="utf-8"))
+    return {"trained": str(Path(spec)), "trained_sha256": sha256_tree(Path(spec) / summary["saved"])}
+
+
+class EvalModels:
+    """The models of one evaluation stage, the base model loaded once.
+
+    `use(spec)` gives (model, tokenizer, fingerprint) for the base, for a LoRA `rait train`
+    output of that base (its adapter merged into the loaded base for the turn:
+    `rait.train.adapter_merged`, the weights `load_trained` would load), or for anything
+    else (loaded on its own, as `load_for_eval`).
+    """
+
+    def __init__(self, base: str | Path):
+        from rait.models import resolve_model_path
+
+        self.base_path = resolve_model_path(base)
+        self._base: tuple | None = None
+
+    def _loaded_base(self) -> tuple:
+        if self._base is None:
+            from rait.models import load_model, model_fingerprint
+
+            self._base = (*load_model(self.base_path), model_fingerprint(self.base_path))
+        return self._base
+
+    @contextmanager
+    def use(self, spec: str | Path) -> Iterator[tuple]:
+        from rait.models import resolve_model_path
+        from rait.train import adapter_merged, lora_base
+
+        if (Path(spec) / "train.json").is_file():
+            if lora_base(spec) == self.base_path:
+                model, tokenizer, _ = self._loaded_base()
+                with adapter_merged(model, spec) as merged:
+                    yield merged, tokenizer, trained_fingerprint(spec)
+                return
+        elif resolve_model_path(spec) == self.base_path:
+            yield self._loaded_base()
+            return
+        yield load_for_eval(str(spec))
 
 
 def run_eval(model, tokenizer, fingerprint: dict, records, settings: EvalSettings, out_dir: Path, n_boot: int, seed: int,

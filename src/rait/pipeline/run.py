@@ -28,6 +28,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -234,47 +235,61 @@ class TrackRun:
         return key, folder
 
     def evaluate(self, models: list[tuple[str, str, str, list[str]]]) -> list[dict]:
-        """Evaluate (label, model key, model spec, prompts) on every test set; the first entry is the base model."""
+        """Evaluate (label, model key, model spec, prompts) on every test set; the first entry is the base model.
+
+        The base model is loaded once for the stage; each trained LoRA model is its adapter
+        merged into it for its turn (`rait.evaluate.suite.EvalModels`), and only if one of
+        its evaluations is not cached.
+        """
+        from rait.evaluate.suite import EvalModels
+
+        rows, references = [], {}
+        models_of_stage = EvalModels(self.model_path)
+        for label, model_key, spec, prompts in models:
+            with ExitStack() as in_use:
+                loaded: list = []
+
+                def model(spec=spec, in_use=in_use, loaded=loaded) -> list:
+                    if not loaded:
+                        loaded.extend(in_use.enter_context(models_of_stage.use(spec)))
+                    return loaded
+
+                rows += self._evaluate_model(label, model_key, prompts, model, references)
+        return rows
+
+    def _evaluate_model(self, label: str, model_key: str, prompts: list[str], model: Callable[[], list],
+                        references: dict) -> list[dict]:
+        """One model on every test set under each of its prompts; Init-Basic's outcomes become `references`."""
         from rait.artifacts import read_jsonl
         from rait.evaluate.runner import EvalSettings
-        from rait.evaluate.suite import load_for_eval, run_eval
+        from rait.evaluate.suite import run_eval
 
-        ev = self.config.eval
-        rows, references = [], {}
-        for label, model_key, spec, prompts in models:
-            loaded: list = []
+        ev, rows = self.config.eval, []
+        for test, records in self.tests:
+            for prompt in prompts:
+                settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size, refusal_mode=ev.refusal_mode,
+                                        max_new_tokens=ev.max_new_tokens.get(records[0].task))
+                folder = self.dir / "eval" / test.name / label.replace(" ", "_").replace("/", "") / prompt
+                reference = references.get(test.name)
+                parts = {"model": model_key, "items": digest([r.id for r in records]), "settings": settings.as_dict(),
+                         "reference": reference[0] if reference else None, "n_boot": ev.n_boot}
 
-            def model():
-                if not loaded:
-                    loaded.extend(load_for_eval(spec))
-                return loaded
+                def compute(folder: Path, settings=settings, records=records, reference=reference) -> dict:
+                    model_, tokenizer, fingerprint = model()
+                    _, summary = run_eval(model_, tokenizer, fingerprint, records, settings, folder, ev.n_boot,
+                                          self.config.seed, reference[1] if reference else None)
+                    return summary
 
-            for test, records in self.tests:
-                for prompt in prompts:
-                    settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size, refusal_mode=ev.refusal_mode,
-                                            max_new_tokens=ev.max_new_tokens.get(records[0].task))
-                    folder = self.dir / "eval" / test.name / label.replace(" ", "_").replace("/", "") / prompt
-                    reference = references.get(test.name)
-                    parts = {"model": model_key, "items": digest([r.id for r in records]), "settings": settings.as_dict(),
-                             "reference": reference[0] if reference else None, "n_boot": ev.n_boot}
-
-                    def compute(folder: Path, settings=settings, records=records, reference=reference) -> dict:
-                        model_, tokenizer, fingerprint = model()
-                        _, summary = run_eval(model_, tokenizer, fingerprint, records, settings, folder, ev.n_boot,
-                                              self.config.seed, reference[1] if reference else None)
-                        return summary
-
-                    key, summary = self.stages.run(f"{self.track.name}: eval {label} / {test.name} / {prompt}", folder,
-                                                   parts, compute)
-                    if reference is None and prompt == REFERENCE_PROMPT:
-                        references[test.name] = (key, read_jsonl(folder / "outcomes.jsonl"))
-                    if label == BASE_LABEL:
-                        name = f"Init-{prompt.capitalize()}"
-                    else:
-                        name = label if prompt == prompts[0] else f"{label} ({prompt})"
-                    rows.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
-                                 "method": name, **summary})
-            loaded.clear()
+                key, summary = self.stages.run(f"{self.track.name}: eval {label} / {test.name} / {prompt}", folder,
+                                               parts, compute)
+                if reference is None and prompt == REFERENCE_PROMPT:
+                    references[test.name] = (key, read_jsonl(folder / "outcomes.jsonl"))
+                if label == BASE_LABEL:
+                    name = f"Init-{prompt.capitalize()}"
+                else:
+                    name = label if prompt == prompts[0] else f"{label} ({prompt})"
+                rows.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
+                             "method": name, **summary})
         return rows
 
     # ------------------------------------------------------------ the whole track

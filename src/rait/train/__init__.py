@@ -9,7 +9,16 @@
 
 from __future__ import annotations
 
-from rait.train.finetune import LoraSettings, TrainResult, TrainSettings, load_trained, read_training_rows, train
+from rait.train.finetune import (
+    LoraSettings,
+    TrainResult,
+    TrainSettings,
+    adapter_merged,
+    load_trained,
+    lora_base,
+    read_training_rows,
+    train,
+)
 from rait.train.rehearsal import (
     RehearsalFilter,
     RehearsalResult,
@@ -31,9 +40,11 @@ __all__ = [
     "TrainSettings",
     "WeightedSFTConfig",
     "WeightedSFTTrainer",
+    "adapter_merged",
     "flow_summary",
     "knowledge_probe",
     "load_trained",
+    "lora_base",
     "plot_delta_mu",
     "probe_settings",
     "read_training_rows",

@@ -12,7 +12,8 @@ The output folder holds:
   of optimiser steps (and how many ran at a learning rate above zero), and the loss log.
 
 `load_trained(out_dir)` turns any of these back into ``(model, tokenizer)`` for probing and
-evaluation (base + adapter, merged for speed).
+evaluation (base + adapter, merged for speed); `adapter_merged(base, out_dir)` merges a LoRA
+output into an already loaded base for a while, so one base load serves many trained models.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from datasets import Dataset
@@ -283,3 +285,42 @@ def load_trained(path: str | Path, dtype: torch.dtype | str | None = None, devic
     base, tokenizer = load_model(summary["base_model"], dtype=dtype, device=device)
     model = PeftModel.from_pretrained(base, path / summary["saved"]).merge_and_unload()
     return model.eval(), tokenizer
+
+
+def lora_base(path: str | Path) -> Path | None:
+    """The base model folder of a LoRA `train` output that was not saved merged, else None."""
+    summary_path = Path(path) / SUMMARY_FILE
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if summary["merged"] or summary["method"] != "lora":
+        return None
+    return resolve_model_path(summary["base_model"])
+
+
+@contextmanager
+def adapter_merged(base, path: str | Path) -> Iterator:
+    """`base` with the LoRA adapter of the `train` output `path` merged in; the base's own weights back on exit.
+
+    One base model then serves every trained model of an evaluation stage: peft attaches the
+    adapter and merges it (the weights `load_trained` would load, at the base model's speed),
+    and on exit unmerges and removes it. Unmerging subtracts the update again, exact only up to
+    rounding, so the weights it touched are copied back from a snapshot: the untouched model
+    and each trained one see exactly the weights they would see loaded alone.
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    summary = json.loads((Path(path) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    model = PeftModel.from_pretrained(base, Path(path) / summary["saved"])
+    layers = [module.get_base_layer() for module in model.modules() if isinstance(module, LoraLayer)]
+    originals = [layer.weight.detach().clone() for layer in layers]
+    model.merge_adapter()
+    try:
+        yield model.eval()
+    finally:
+        model.unmerge_adapter()
+        with torch.no_grad():
+            for layer, weight in zip(layers, originals):
+                layer.weight.copy_(weight)
+        model.unload()
