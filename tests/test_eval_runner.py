@@ -68,3 +68,18 @@ def test_evaluate_records_keeps_order_across_tasks(tiny_model):
 def test_ths_is_none_when_the_reference_has_no_wrong_answer():
     reference = _rows(["correct"] * 3 + ["unparsed"])
     assert summarize(_rows(["wrong"] * 4), reference, n_boot=20)["ths"] is None
+
+
+def test_outcome_flow_counts_where_answers_went_against_the_reference():
+    from rait.evaluate.runner import outcome_flow
+
+    def rows(outcomes):
+        return [{"id": f"q{i}", "outcome": o} for i, o in enumerate(outcomes)]
+
+    reference = rows(["correct", "correct", "correct", "wrong", "wrong", "refused", "wrong"])
+    first = rows(["correct", "refused", "wrong", "refused", "correct", "wrong", "wrong"])
+    assert outcome_flow([first], reference) == {"refused_known": 1, "refused_unknown": 1, "kept_correct": 1,
+                                                "lost_to_wrong": 1, "still_wrong": 2, "fixed": 1}
+    second = rows(["refused"] * 7)  # a second seed that refuses everything: the mean of the two
+    flow = outcome_flow([first, second], reference)
+    assert flow["refused_known"] == 2 and flow["refused_unknown"] == 2.5 and sum(flow.values()) == 7

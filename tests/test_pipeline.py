@@ -230,3 +230,44 @@ def test_an_evaluation_stage_loads_its_base_model_once(pipeline_run, monkeypatch
     assert len(loads) == 1
     assert seen == [(False, "LlamaForCausalLM"), (True, "PeftModelForCausalLM"), (True, "PeftModelForCausalLM"),
                     (False, "LlamaForCausalLM")]
+
+
+def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparisons(tmp_path, tiny_model_dir):
+    """configs/study_facts.yaml with its structure kept (validation split, three test sets, training
+    seeds, every method) and only its sizes cut, on the tiny model."""
+    import yaml
+
+    study = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "study_facts.yaml").read_text())
+    study.update(model=str(tiny_model_dir), seeds=[0, 1],
+                 train={"epochs": 1, "batch_size": 4, "grad_accum": 1,
+                        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "layers": [1], "target_modules": ["q_proj"]}},
+                 eval={**study["eval"], "n_boot": 20, "max_new_tokens": {"oeqa": 3}})
+    track = study["tracks"][0]
+    track["pool"] |= {"validation": 6, "sample": 8}
+    track["probe"] |= {"k": 2, "max_new_tokens": 3}
+    track["rehearsal"] |= {"n": 2, "mu_min": 0.0, "sigma_min": 0.0, "train": {"batch_size": 1, "warmup": 0}}
+    track["grads"] = {"n_rehearsal": 2, "warmup": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "lora": {"r": 4}},
+                      "features": {"dims": [16], "batch_size": 4}}
+    track["build"] |= {"n_total": 5, "tau": 0.5}
+    for test in track["test_sets"]:
+        test["sample"] = 3
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study))
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 0
+
+    out = tmp_path / "out"
+    pool = [json.loads(line)["id"] for line in (out / "facts" / "pool.jsonl").read_text().splitlines()]
+    validation = [json.loads(line)["id"] for line in (out / "facts" / "validation.jsonl").read_text().splitlines()]
+    assert len(pool) == 8 and len(validation) == 6 and not set(pool) & set(validation)
+    for seed in (0, 1):
+        assert (out / "facts" / f"seed-{seed}" / "train" / "cor_rait" / "train.json").is_file()
+    results = (out / "results.csv").read_text()
+    assert "validation" in results and "VAL" in results
+    by_seed = (out / "results_by_seed.csv").read_text().splitlines()
+    header = by_seed[0].split(",")
+    seeds = {line.split(",")[header.index("seed")] for line in by_seed[1:]}
+    assert seeds == {"0", "1"}
+    comparisons = (out / "comparisons.md").read_text()
+    # the tiny model knows nothing, so methods that need known questions may select nothing and be skipped
+    assert "| Cor-RAIT | Van-Tuning |" in comparisons and "| Van-Tuning | Init-Basic |" in comparisons
+    assert "facts-ood (OOD)" in comparisons and "validation (VAL)" in comparisons

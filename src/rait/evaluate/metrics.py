@@ -441,6 +441,8 @@ def seed_paired_bootstrap(
     observed, values = _seed_bootstrap(by_seed, statistic, extra, groups, n_boot, seed)
     differences = values[:, 0] - values[:, 1]
     differences = differences[~np.isnan(differences)]
+    if differences.size == 0:  # undefined on every resample (THS where the reference made no wrong answer)
+        return PairedComparison(float(observed[0] - observed[1]), float("nan"), float("nan"), float("nan"))
     low, high = np.quantile(differences, [alpha / 2, 1 - alpha / 2])
     tail = min(np.sum(differences <= 0), np.sum(differences >= 0))
     p_value = min(1.0, 2 * (tail + 1) / (differences.size + 1))

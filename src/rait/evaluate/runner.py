@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from rait.data.records import QARecord
+from rait.evaluate.metrics import macro_average, rates, seed_bootstrap_ci, seed_paired_bootstrap, ths_of
 from rait.evaluate.scoring import score_mcqa, score_open
 from rait.generate import SamplingSettings, generate
 from rait.prompts.render import render
@@ -88,40 +89,104 @@ def macro_groups(rows: Sequence[dict]) -> list[str] | None:
 
 def summarize(rows: Sequence[dict], reference: Sequence[dict] | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Pc, Pw, Pr, Pu (percent) with bootstrap CIs, and THS against `reference` rows on the same items."""
-    from rait.evaluate.metrics import bootstrap_ci, macro_average, rates
+    return summarize_seeds([rows], reference, n_boot=n_boot, seed=seed)
 
-    outcomes = [row["outcome"] for row in rows]
-    groups = macro_groups(rows)
-    point = rates(outcomes) if groups is None else macro_average(outcomes, groups)
-    summary: dict = {"n": len(rows), "macro_over": "subject" if groups else None}
+
+def summarize_seeds(runs: Sequence[Sequence[dict]], reference: Sequence[dict] | None = None, n_boot: int = 1000,
+                    seed: int = 0) -> dict:
+    """`summarize` over the runs of one method trained with different seeds, on the same items.
+
+    Each metric is the mean over the runs, its interval covers both item and seed variation
+    (`rait.evaluate.metrics.seed_bootstrap_ci`); with one run this is the plain item bootstrap.
+    """
+    outcomes, groups = _same_items(runs), macro_groups(runs[0])
+    summary: dict = {"n": len(runs[0]), "macro_over": "subject" if groups else None}
+    if len(runs) > 1:
+        summary["seeds"] = len(runs)
     for key in ("pc", "pw", "pr", "pu"):
-        if groups is None:
-            stat = lambda o, key=key: rates(o)[key]  # noqa: E731
-        else:
-            stat = lambda o, g, key=key: macro_average(o, g)[key]  # noqa: E731
-        interval = bootstrap_ci(outcomes, stat, groups=groups, n_boot=n_boot, seed=seed)
-        summary[key] = {"value": point[key], "low": interval.low, "high": interval.high}
+        interval = seed_bootstrap_ci(outcomes, _rate_statistic(key, groups), groups=groups, n_boot=n_boot, seed=seed)
+        summary[key] = {"value": interval.estimate, "low": interval.low, "high": interval.high}
     if reference is not None:
-        by_id = {row["id"]: row["outcome"] for row in reference}
-        missing = [row["id"] for row in rows if row["id"] not in by_id]
-        if missing:
-            raise ValueError(f"the reference run lacks {len(missing)} items, e.g. {missing[0]!r}")
-        reference_outcomes = [by_id[row["id"]] for row in rows]
-        summary["ths"] = _ths_summary(outcomes, reference_outcomes, groups, n_boot, seed)
+        summary["ths"] = _ths_summary(outcomes, _reference_outcomes(runs[0], reference), groups, n_boot, seed)
     return summary
+
+
+def compare_seeds(a_runs: Sequence[Sequence[dict]], b_runs: Sequence[Sequence[dict]], reference: Sequence[dict],
+                  n_boot: int = 1000, seed: int = 0) -> dict:
+    """Method a minus method b on the same items: Pc, Pw and THS differences, each with a paired interval and p-value.
+
+    Items are resampled jointly for both methods and the reference, each method's seeds on
+    their own (`rait.evaluate.metrics.seed_paired_bootstrap`).
+    """
+    a, b = _same_items(a_runs), _same_items(b_runs)
+    if [row["id"] for row in a_runs[0]] != [row["id"] for row in b_runs[0]]:
+        raise ValueError("methods compared must be evaluated on the same items in the same order")
+    groups = macro_groups(a_runs[0])
+    result = {}
+    for key in ("pc", "pw"):
+        comparison = seed_paired_bootstrap(a, b, _rate_statistic(key, groups), groups=groups, n_boot=n_boot, seed=seed)
+        result[key] = comparison.__dict__
+    comparison = seed_paired_bootstrap(a, b, _defined_ths, reference=_reference_outcomes(a_runs[0], reference),
+                                       groups=groups, n_boot=n_boot, seed=seed)
+    result["ths"] = comparison.__dict__
+    return result
+
+
+def outcome_flow(runs: Sequence[Sequence[dict]], reference: Sequence[dict]) -> dict[str, float]:
+    """Where a method's answers went, item by item, against the reference model (Init-Basic); means over runs.
+
+    refused_known: refused what the reference answered right (over-refusal); refused_unknown:
+    refused what it got wrong (a hallucination avoided); kept_correct / lost_to_wrong: the
+    reference's right answers kept or turned wrong; still_wrong / fixed: its wrong answers
+    left wrong or made right. Counts of items; the reference's refused and unparsed items are
+    counted with its wrong ones (not known).
+    """
+    outcomes = _same_items(runs)
+    before = _reference_outcomes(runs[0], reference)
+    flow = dict.fromkeys(("refused_known", "refused_unknown", "kept_correct", "lost_to_wrong", "still_wrong",
+                          "fixed"), 0.0)
+    names = {("correct", True): "kept_correct", ("refused", True): "refused_known", ("correct", False): "fixed",
+             ("refused", False): "refused_unknown"}
+    for run in outcomes:
+        for now, then in zip(run, before):
+            known = then == "correct"
+            flow[names.get((now, known), "lost_to_wrong" if known else "still_wrong")] += 1 / len(outcomes)
+    return flow
+
+
+def _same_items(runs: Sequence[Sequence[dict]]) -> list[list[str]]:
+    ids = [row["id"] for row in runs[0]]
+    if any([row["id"] for row in run] != ids for run in runs[1:]):
+        raise ValueError("the runs of one method must hold the same items in the same order")
+    return [[row["outcome"] for row in run] for run in runs]
+
+
+def _reference_outcomes(rows: Sequence[dict], reference: Sequence[dict]) -> list[str]:
+    by_id = {row["id"]: row["outcome"] for row in reference}
+    missing = [row["id"] for row in rows if row["id"] not in by_id]
+    if missing:
+        raise ValueError(f"the reference run lacks {len(missing)} items, e.g. {missing[0]!r}")
+    return [by_id[row["id"]] for row in rows]
+
+
+def _rate_statistic(key: str, groups) -> Callable[..., float]:
+    if groups is None:
+        return lambda o: rates(o)[key]
+    return lambda o, g: macro_average(o, g)[key]
+
+
+def _defined_ths(*arrays) -> float:
+    """THS, or NaN where it is undefined (the reference made no wrong answer on a resample)."""
+    try:
+        return ths_of(*arrays)
+    except ValueError:
+        return float("nan")
 
 
 def _ths_summary(outcomes, reference_outcomes, groups, n_boot: int, seed: int) -> dict | None:
     """THS with its interval; None when the reference made no wrong answer (THS is then undefined)."""
-    from rait.evaluate.metrics import bootstrap_ci, ths_of
-
-    def defined_ths(*arrays):
-        try:
-            return ths_of(*arrays)
-        except ValueError:
-            return float("nan")
-
-    interval = bootstrap_ci(outcomes, defined_ths, reference=reference_outcomes, groups=groups, n_boot=n_boot, seed=seed)
+    interval = seed_bootstrap_ci(outcomes, _defined_ths, reference=reference_outcomes, groups=groups, n_boot=n_boot,
+                                 seed=seed)
     if interval.estimate != interval.estimate:  # NaN: undefined on the full data
         return None
     return {"value": interval.estimate, "low": interval.low, "high": interval.high}

@@ -2,12 +2,13 @@
 
     model: default                      # any local HF folder, or 'default' (SmolLM2-135M-Instruct)
     seed: 0
+    seeds: [0, 1, 2]                    # optional training seeds: rows become means, intervals cover seeds
     methods: [van_tuning, cor_rait, corcer_rait, craft_wo_cer, craft, rtuning_unknown, grait]
     train: {epochs: 3, learning_rate: 2.0e-4, lora: {r: 64, alpha: 16}}   # rait.train.TrainSettings
     eval: {prompts: [basic, refuse], method_prompts: [refuse], n_boot: 1000}
     tracks:
       - name: facts
-        pool: {data: "facts:train", sample: 80}
+        pool: {data: "facts:train", sample: 80, validation: 40}   # validation: held out, for recipe choice
         probe: {k: 10}                  # rait.probe OpenSettings / MCQASettings fields
         rehearsal: {n: 40, mu_min: 0.7, sigma_min: 0.7}
         grads: {n_rehearsal: 40, warmup: {epochs: 4}, features: {dims: [8192]}}
@@ -43,6 +44,9 @@ class PoolConfig:
     sample: int | None = None
     stratify: str | None = None
     max_chars: int | None = None  # drop questions whose text and options are longer (before sampling)
+    # Questions held out first (stratified like the sample, seeded by `seed`) as the track's validation
+    # set: evaluated like a test set and named "validation", for choosing recipes without test items.
+    validation: int | None = None
 
 
 @dataclass
@@ -115,6 +119,9 @@ class PipelineConfig:
     tracks: list[TrackConfig]
     model: str = "default"
     seed: int = 0
+    # Training seeds: each gets its own build sampling, training order and evaluation (<track>/seed-<s>/);
+    # pool, probe, rehearsal, gradients and test sets stay on `seed`. Rows are means over the seeds.
+    seeds: list[int] | None = None
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
     train: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)

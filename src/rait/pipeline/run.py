@@ -37,7 +37,7 @@ from rich.console import Console
 
 from rait.artifacts import sha256_file, write_json
 from rait.errors import RaitError
-from rait.evaluate.suite import REFERENCE_PROMPT, load_test_records
+from rait.evaluate.suite import REFERENCE_PROMPT, TestSet, load_test_records
 from rait.pipeline.config import PipelineConfig, TrackConfig
 
 METHOD_NAMES = {
@@ -45,6 +45,13 @@ METHOD_NAMES = {
     "craft": "CRaFT", "rtuning_unknown": "R-Tuning", "rtuning_unsure": "R-Tuning (unsure)", "grait": "GRAIT",
 }
 NEEDS_FLOW = {"craft", "craft_wo_cer"}
+# Paired comparisons reported for every test set (a minus b): each method against the untouched model,
+# and the orderings the papers claim (CRaFT, GRAIT > Cor-RAIT > Van-Tuning).
+COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "CorCer-RAIT", "CRaFT w/o Cer", "CRaFT",
+                                                     "R-Tuning", "GRAIT")] + [
+    ("CRaFT", "Cor-RAIT"), ("GRAIT", "Cor-RAIT"), ("CorCer-RAIT", "Cor-RAIT"), ("Cor-RAIT", "Van-Tuning"),
+    ("CRaFT", "GRAIT")]
+REFERENCE = "Init-Basic"
 BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
 
@@ -107,14 +114,24 @@ class TrackRun:
 
     # ------------------------------------------------------------ stages
 
+    def _seed_label(self, seed: int) -> str:
+        return f" (seed {seed})" if self.config.seeds else ""
+
     def pool(self) -> tuple[str, Path, list]:
-        from rait.data import write_records
-        from rait.evaluate.suite import TestSet
+        """The pool's records; with `pool.validation`, that many are first held out as the track's validation set."""
+        from rait.data import split_records, write_records
 
         pool = self.track.pool
+        sample = None if pool.validation else pool.sample
         try:
-            records = load_test_records(TestSet(name="pool", data=pool.data, sample=pool.sample,
-                                                stratify=pool.stratify, max_chars=pool.max_chars), self.config.seed)
+            records = load_test_records(TestSet(name="pool", data=pool.data, sample=sample, stratify=pool.stratify,
+                                                max_chars=pool.max_chars), self.config.seed)
+            if pool.validation:
+                records, self.validation = split_records(records, test_size=pool.validation, seed=self.config.seed,
+                                                         stratify_by=pool.stratify)
+                if pool.sample is not None and pool.sample < len(records):
+                    _, records = split_records(records, test_size=pool.sample, seed=self.config.seed,
+                                               stratify_by=pool.stratify)
         except RaitError as err:
             raise self.config.error((*self.keys, "pool"), str(err)) from err
         if not records:
@@ -194,20 +211,20 @@ class TrackRun:
         return key, folder / "store"
 
     def build(self, table_key: str, table_path: Path, pool_path: Path, methods: list[str],
-              grads: tuple[str, Path] | None) -> dict[str, Path]:
+              grads: tuple[str, Path] | None, seed: int, runs: Path) -> dict[str, Path]:
         from rait.select import GRAIT, run_build
 
         b = self.track.build
         params = dict(n_total=b.n_total, n_vanilla=b.n_vanilla, n_idk=b.n_idk, idk_share=b.idk_share, tau=b.tau,
-                      seed=self.config.seed, refusal=b.refusal)
+                      seed=seed, refusal=b.refusal)
         selectors: list[Any] = [m for m in methods if m != "grait"]
         if grads is not None:
             selectors.append(_settings(self.config, (*self.keys, "build", "grait"), GRAIT,
                                        {**params, "features": str(grads[1]), "as_released": b.mode == "as_released",
                                         **b.grait}))
-        folder = self.dir / "build"
+        folder = runs / "build"
         parts = {"table": table_key, "grads": grads[0] if grads else None, "methods": methods, "build": b.__dict__,
-                 "seed": self.config.seed}
+                 "seed": seed}
 
         def compute(folder: Path) -> dict:
             summary = run_build(table_path, pool_path, folder, methods=selectors, mode=b.mode, dead_band=b.dead_band,
@@ -215,15 +232,15 @@ class TrackRun:
             return {name: {"taken": m["report"]["taken"], "warnings": m["report"].get("warnings", [])}
                     for name, m in summary["methods"].items()}
 
-        _, result = self.stages.run(f"{self.track.name}: build", folder, parts, compute)
+        _, result = self.stages.run(f"{self.track.name}: build{self._seed_label(seed)}", folder, parts, compute)
         return {name: folder / f"{name}.jsonl" for name in result if sum(result[name]["taken"].values())}
 
-    def train(self, method: str, data: Path) -> tuple[str, Path]:
+    def train(self, method: str, data: Path, seed: int, runs: Path) -> tuple[str, Path]:
         from rait.train import TrainSettings, train
 
-        values = {"seed": self.config.seed, **self.config.merged_train(self.track, {})}
+        values = {"seed": seed, **self.config.merged_train(self.track, {})}
         settings = _settings(self.config, (*self.keys, "train"), TrainSettings, values)
-        folder = self.dir / "train" / method
+        folder = runs / "train" / method
         parts = {"data": sha256_file(data), "model": self.model_sha, "train": values}
 
         def compute(folder: Path) -> dict:
@@ -231,11 +248,15 @@ class TrackRun:
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
                     "train_loss": result.train_loss}
 
-        key, _ = self.stages.run(f"{self.track.name}: train {method}", folder, parts, compute)
+        key, _ = self.stages.run(f"{self.track.name}: train {method}{self._seed_label(seed)}", folder, parts,
+                                 compute)
         return key, folder
 
-    def evaluate(self, models: list[tuple[str, str, str, list[str]]]) -> list[dict]:
-        """Evaluate (label, model key, model spec, prompts) on every test set; the first entry is the base model.
+    def evaluate(self, models: list[tuple[str, str, str, list[str]]], folder: Path, references: dict) -> list[dict]:
+        """Evaluate (label, model key, model spec, prompts) on every test set into `folder`.
+
+        The base model comes first in the first call: its BASIC outcomes become `references`
+        (Init-Basic, the THS reference). Each row carries its outcomes under "outcome_rows".
 
         The base model is loaded once for the stage; each trained LoRA model is its adapter
         merged into it for its turn (`rait.evaluate.suite.EvalModels`), and only if one of
@@ -243,7 +264,7 @@ class TrackRun:
         """
         from rait.evaluate.suite import EvalModels
 
-        rows, references = [], {}
+        rows: list[dict] = []
         models_of_stage = EvalModels(self.model_path)
         for label, model_key, spec, prompts in models:
             with ExitStack() as in_use:
@@ -254,11 +275,11 @@ class TrackRun:
                         loaded.extend(in_use.enter_context(models_of_stage.use(spec)))
                     return loaded
 
-                rows += self._evaluate_model(label, model_key, prompts, model, references)
+                rows += self._evaluate_model(label, model_key, prompts, model, references, folder)
         return rows
 
     def _evaluate_model(self, label: str, model_key: str, prompts: list[str], model: Callable[[], list],
-                        references: dict) -> list[dict]:
+                        references: dict, eval_dir: Path) -> list[dict]:
         """One model on every test set under each of its prompts; Init-Basic's outcomes become `references`."""
         from rait.artifacts import read_jsonl
         from rait.evaluate.runner import EvalSettings
@@ -269,7 +290,7 @@ class TrackRun:
             for prompt in prompts:
                 settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size, refusal_mode=ev.refusal_mode,
                                         max_new_tokens=ev.max_new_tokens.get(records[0].task))
-                folder = self.dir / "eval" / test.name / label.replace(" ", "_").replace("/", "") / prompt
+                folder = eval_dir / test.name / label.replace(" ", "_").replace("/", "") / prompt
                 reference = references.get(test.name)
                 parts = {"model": model_key, "items": digest([r.id for r in records]), "settings": settings.as_dict(),
                          "reference": reference[0] if reference else None, "n_boot": ev.n_boot}
@@ -280,16 +301,18 @@ class TrackRun:
                                           self.config.seed, reference[1] if reference else None)
                     return summary
 
-                key, summary = self.stages.run(f"{self.track.name}: eval {label} / {test.name} / {prompt}", folder,
-                                               parts, compute)
+                where = "" if eval_dir == self.dir / "eval" else f" ({eval_dir.parent.name})"
+                key, summary = self.stages.run(f"{self.track.name}: eval {label} / {test.name} / {prompt}{where}",
+                                               folder, parts, compute)
+                outcomes = read_jsonl(folder / "outcomes.jsonl")
                 if reference is None and prompt == REFERENCE_PROMPT:
-                    references[test.name] = (key, read_jsonl(folder / "outcomes.jsonl"))
+                    references[test.name] = (key, outcomes)
                 if label == BASE_LABEL:
                     name = f"Init-{prompt.capitalize()}"
                 else:
                     name = label if prompt == prompts[0] else f"{label} ({prompt})"
                 rows.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
-                             "method": name, **summary})
+                             "method": name, **summary, "outcome_rows": outcomes})
         return rows
 
     # ------------------------------------------------------------ the whole track
@@ -301,8 +324,12 @@ class TrackRun:
         if unknown:
             raise self.config.error((*self.keys, "methods") if self.track.methods is not None else ("methods",),
                                     f"unknown method {unknown[0]!r} (known: {', '.join(METHOD_NAMES)})")
+        self.validation: list | None = None
         self.pool_data = self.pool()
         self.tests = []
+        if self.validation:
+            self.tests.append((TestSet(name="validation", data=str(self.dir / "validation.jsonl"), domain="VAL"),
+                               self.validation))
         for i, test in enumerate(self.track.test_sets):
             try:
                 records = load_test_records(test, self.config.seed)
@@ -312,24 +339,84 @@ class TrackRun:
                 raise self.config.error((*self.keys, "test_sets", i), f"test set {test.name!r} is empty")
             self.tests.append((test, records))
 
-    def run(self) -> list[dict]:
+    def run(self) -> tuple[list[dict], list[dict]]:
+        """The track's report rows and its paired comparisons (`comparisons`)."""
         methods = self.config.methods_of(self.track)
         pool_key, pool_path, records = self.pool_data
+        if self.validation:
+            from rait.data import write_records
+
+            write_records(self.dir / "validation.jsonl", self.validation)
         probe_key, table_path, shots = self.probe(pool_key, records)
         table_key, build_table = probe_key, table_path
         if NEEDS_FLOW & set(methods):
             table_key, build_table = self.rehearse(probe_key, table_path, records, shots)
         grads = self.grads(probe_key, table_path, pool_path) if "grait" in methods else None
-        datasets = self.build(table_key, build_table, pool_path, methods, grads)
         base_prompts = [REFERENCE_PROMPT] + [p for p in self.config.eval.prompts if p != REFERENCE_PROMPT]
-        models = [(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)]
-        for method in methods:
-            if method not in datasets:
-                self.stages.console.print(f"[yellow]skip[/]    {self.track.name}: {method} selected no samples")
-                continue
-            key, folder = self.train(method, datasets[method])
-            models.append((METHOD_NAMES[method], key, str(folder), self.config.eval.method_prompts))
-        return self.evaluate(models)
+        references: dict = {}
+        rows = self.evaluate([(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)], self.dir / "eval",
+                             references)
+        seeds = self.config.seeds or [self.config.seed]
+        by_seed: list[list[dict]] = []
+        for seed in seeds:
+            runs = self.dir / f"seed-{seed}" if self.config.seeds else self.dir
+            datasets = self.build(table_key, build_table, pool_path, methods, grads, seed, runs)
+            models = []
+            for method in methods:
+                if method not in datasets:
+                    self.stages.console.print(f"[yellow]skip[/]    {self.track.name}: {method} selected no samples")
+                    continue
+                key, folder = self.train(method, datasets[method], seed, runs)
+                models.append((METHOD_NAMES[method], key, str(folder), self.config.eval.method_prompts))
+            evaluated = self.evaluate(models, runs / "eval", references)
+            by_seed.append([row | {"seed": seed} for row in evaluated] if self.config.seeds else evaluated)
+        if len(seeds) == 1:
+            trained = by_seed[0]
+        else:
+            trained = self._over_seeds(by_seed, references)
+        rows += trained
+        return [_without_outcomes(row) for row in rows], self._comparisons(rows, references)
+
+    def _over_seeds(self, by_seed: list[list[dict]], references: dict) -> list[dict]:
+        """One row per method and test set: means over the seeds, intervals over items and seeds."""
+        from rait.evaluate.runner import summarize_seeds
+
+        ev, rows = self.config.eval, []
+        for first in by_seed[0]:
+            runs = [next(r for r in rows_of_seed if r["method"] == first["method"] and r["test_set"] == first["test_set"])
+                    for rows_of_seed in by_seed if any(r["method"] == first["method"] for r in rows_of_seed)]
+            reference = references[first["test_set"]][1]
+            summary = summarize_seeds([run["outcome_rows"] for run in runs], reference, n_boot=ev.n_boot,
+                                      seed=self.config.seed)
+            rows.append({key: first[key] for key in ("track", "test_set", "domain", "method")} | summary
+                        | {"outcome_runs": [run["outcome_rows"] for run in runs]})
+        self.by_seed = [_without_outcomes(row) for rows_of_seed in by_seed for row in rows_of_seed]
+        return rows
+
+    def _comparisons(self, rows: list[dict], references: dict) -> list[dict]:
+        """Paired comparisons on the same items (`COMPARISONS`), each method's seeds pooled, and each
+        model's outcome flow against Init-Basic (`rait.evaluate.runner.outcome_flow`)."""
+        from rait.evaluate.runner import compare_seeds, outcome_flow
+
+        ev, result = self.config.eval, []
+        runs = {(row["test_set"], row["method"]): row.get("outcome_runs") or [row["outcome_rows"]] for row in rows}
+        for test, _ in self.tests:
+            reference = references[test.name][1]
+            for method in [m for (name, m) in runs if name == test.name and m != REFERENCE]:
+                flow = outcome_flow(runs[test.name, method], reference)
+                result.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
+                               "a": method, "b": REFERENCE, "kind": "flow", **flow})
+            for a, b in COMPARISONS:
+                if (test.name, a) in runs and (test.name, b) in runs:
+                    diff = compare_seeds(runs[test.name, a], runs[test.name, b], reference, ev.n_boot, self.config.seed)
+                    result.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
+                                   "a": a, "b": b, "kind": "paired",
+                                   **{f"{k}_{part}": v for k, d in diff.items() for part, v in d.items()}})
+        return result
+
+
+def _without_outcomes(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key not in ("outcome_rows", "outcome_runs")}
 
 
 def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console | None = None) -> list[dict]:
@@ -347,14 +434,61 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
     for track in tracks:
         track.prepare()
+    comparisons: list[dict] = []
     for track in tracks:
-        rows += track.run()
+        track_rows, track_comparisons = track.run()
+        rows += track_rows
+        comparisons += track_comparisons
     wall = time.perf_counter() - start
     computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
     notes = {"model": str(model_path), "tracks": ", ".join(
         f"{t.name}: pool {t.pool.data} ({t.pool.sample or 'all'})" for t in config.tracks),
         "wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
+    if config.seeds:
+        notes["seeds"] = f"{', '.join(map(str, config.seeds))}: trained rows are means over them, intervals over items and seeds"
     write_report(rows, out_dir, title=config.title, notes=notes)
+    write_comparisons(comparisons, out_dir)
+    if config.seeds:
+        write_by_seed([row for track in tracks for row in track.by_seed], out_dir / "results_by_seed.csv")
     write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
                                           "computed_seconds": round(computed, 1), "stages": stages.log})
     return rows
+
+
+def write_by_seed(rows: list[dict], path: Path) -> None:
+    """One CSV line per trained model, test set and seed: the numbers behind the means over seeds."""
+    import pandas as pd
+
+    from rait.report.table import METRICS
+
+    flat = []
+    for row in rows:
+        entry = {key: row.get(key) for key in ("track", "test_set", "domain", "method", "seed", "n")}
+        for key in METRICS:
+            metric = row.get(key) or {}
+            entry |= {key: metric.get("value"), f"{key}_low": metric.get("low"), f"{key}_high": metric.get("high")}
+        flat.append(entry)
+    pd.DataFrame(flat).to_csv(path, index=False)
+
+
+def write_comparisons(comparisons: list[dict], out_dir: Path) -> None:
+    """comparisons.csv (every number) and comparisons.md: paired differences, then where each model's answers went."""
+    import pandas as pd
+
+    pd.DataFrame(comparisons).to_csv(out_dir / "comparisons.csv", index=False)
+    lines = ["# Paired comparisons", "", "a minus b on the same items; 95 % intervals over items (and seeds); "
+             "two-sided bootstrap p-value of ΔTHS.", "",
+             "| test set | a | b | ΔPc | ΔPw | ΔTHS | p (ΔTHS) |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for c in (c for c in comparisons if c["kind"] == "paired"):
+        cells = [f"{c[f'{k}_difference']:.1f} [{c[f'{k}_low']:.1f}, {c[f'{k}_high']:.1f}]"
+                 if c[f"{k}_low"] == c[f"{k}_low"] else "–" for k in ("pc", "pw", "ths")]  # – : undefined (NaN)
+        p_value = f"{c['ths_p_value']:.3f}" if c["ths_p_value"] == c["ths_p_value"] else "–"
+        lines.append(f"| {c['test_set']} ({c['domain']}) | {c['a']} | {c['b']} | " + " | ".join(cells) + f" | {p_value} |")
+    lines += ["", f"# Where the answers went, against {REFERENCE} (items; means over seeds)", "",
+              "| test set | model | refused known | refused unknown | kept correct | lost to wrong | still wrong | fixed |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for c in (c for c in comparisons if c["kind"] == "flow"):
+        counts = [f"{c[k]:.1f}".removesuffix(".0") for k in ("refused_known", "refused_unknown", "kept_correct",
+                                                             "lost_to_wrong", "still_wrong", "fixed")]
+        lines.append(f"| {c['test_set']} ({c['domain']}) | {c['a']} | " + " | ".join(counts) + " |")
+    (out_dir / "comparisons.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
