@@ -286,15 +286,6 @@ def test_paired_bootstrap_of_ths_with_shared_reference():
 # --------------------------------------------------------------------------- seeds and items
 
 
-def test_one_seed_is_the_item_bootstrap():
-    pc = lambda o: rates(o)["pc"]  # noqa: E731
-    a, b = random_outcomes(0.6, 150, seed=11), random_outcomes(0.4, 150, seed=12)
-    reference = random_outcomes(0.5, 150, seed=13)
-    assert seed_bootstrap_ci([a], pc, n_boot=200, seed=3) == bootstrap_ci(a, pc, n_boot=200, seed=3)
-    assert seed_bootstrap_ci([a], ths_of, reference=reference, n_boot=200) == ths_ci(a, reference, n_boot=200)
-    assert seed_paired_bootstrap([a], [b], pc, n_boot=200) == paired_bootstrap(a, b, pc, n_boot=200)
-
-
 def test_seed_interval_is_the_mean_over_seeds_and_widens_with_seed_spread():
     pc = lambda o: rates(o)["pc"]  # noqa: E731
     items = 200

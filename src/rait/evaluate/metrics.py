@@ -280,20 +280,6 @@ def _outcome_array(outcomes) -> np.ndarray:
     return np.asarray(_NAMES)[_codes(outcomes)]
 
 
-def _joint_bootstrap(
-    arrays: Sequence[np.ndarray], statistic: Callable[..., float], groups, n_boot: int, seed: int
-) -> tuple[float, np.ndarray]:
-    """statistic(*arrays[, groups]) on the data, and on n_boot resamples that share item indices."""
-    if len({array.size for array in arrays}) != 1:
-        raise ValueError("outcomes compared on the same items must have the same length")
-    if groups is not None:
-        arrays = [*arrays, np.asarray(groups)]
-    observed = float(statistic(*arrays))
-    resamples = _resample(arrays[0].size, groups, n_boot, seed)
-    values = np.array([statistic(*(array[idx] for array in arrays)) for idx in resamples], dtype=float)
-    return observed, values
-
-
 def bootstrap_ci(
     outcomes,
     statistic: Callable[..., float],
@@ -312,13 +298,8 @@ def bootstrap_ci(
     which the statistic is NaN (undefined) are left out. Example:
     bootstrap_ci(o, lambda o: rates(o)["pc"]).
     """
-    arrays = [_outcome_array(outcomes)] + ([] if reference is None else [_outcome_array(reference)])
-    estimate, values = _joint_bootstrap(arrays, statistic, groups, n_boot, seed)
-    values = values[~np.isnan(values)]  # resamples where the statistic is undefined (e.g. THS with Pw0 = 0)
-    if values.size == 0:
-        return Interval(estimate, float("nan"), float("nan"))
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return Interval(estimate, float(low), float(high))
+    return seed_bootstrap_ci([outcomes], statistic, reference=reference, groups=groups, n_boot=n_boot, alpha=alpha,
+                             seed=seed)
 
 
 def ths_ci(
@@ -352,16 +333,8 @@ def paired_bootstrap(
     bootstrap distribution of the difference: 2·min(P(d* ≤ 0), P(d* ≥ 0)), each with the
     +1 correction so it is never 0, capped at 1. The statistic is called as in `bootstrap_ci`.
     """
-
-    def difference(first, second, *rest):
-        return statistic(first, *rest) - statistic(second, *rest)
-
-    arrays = [_outcome_array(a), _outcome_array(b)] + ([] if reference is None else [_outcome_array(reference)])
-    observed, values = _joint_bootstrap(arrays, difference, groups, n_boot, seed)
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    tail = min(np.sum(values <= 0), np.sum(values >= 0))
-    p_value = min(1.0, 2 * (tail + 1) / (n_boot + 1))
-    return PairedComparison(observed, float(low), float(high), float(p_value))
+    return seed_paired_bootstrap([a], [b], statistic, reference=reference, groups=groups, n_boot=n_boot, alpha=alpha,
+                                 seed=seed)
 
 
 def _seed_bootstrap(
