@@ -271,3 +271,12 @@ def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparison
     # the tiny model knows nothing, so methods that need known questions may select nothing and be skipped
     assert "| Cor-RAIT | Van-Tuning |" in comparisons and "| Van-Tuning | Init-Basic |" in comparisons
     assert "facts-ood (OOD)" in comparisons and "validation (VAL)" in comparisons
+
+
+def test_a_recipe_search_may_have_no_test_set_only_a_validation_split(tmp_path):
+    text = "tracks:\n  - name: a\n    pool: {data: 'facts:train'%s}\n    test_sets: []\n"
+    (tmp_path / "search.yaml").write_text(text % ", validation: 10")
+    assert PipelineConfig.from_yaml(tmp_path / "search.yaml").tracks[0].test_sets == []
+    (tmp_path / "bad.yaml").write_text(text % "")
+    with pytest.raises(DataError, match="non-empty"):
+        PipelineConfig.from_yaml(tmp_path / "bad.yaml")

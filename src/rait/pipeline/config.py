@@ -210,7 +210,9 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
     for name, value in raw.items():
         nested = _NESTED.get(name)
         if nested is not None and name in ("tracks", "test_sets"):
-            if not isinstance(value, list) or not value:
+            # test_sets may be empty when the pool holds out a validation set (a recipe search)
+            empty_ok = name == "test_sets" and bool((raw.get("pool") or {}).get("validation"))
+            if not isinstance(value, list) or not (value or empty_ok):
                 raise DataError(path, f"{name} must be a non-empty list", line=_line_of(root, (*keys, name)),
                                 field=".".join(map(str, (*keys, name))))
             value = [_build(nested, item, path, root, (*keys, name, i)) for i, item in enumerate(value)]
