@@ -504,3 +504,22 @@ def test_run_build_skips_flow_methods_without_delta_mu(tmp_path):
     assert "craft" not in summary["methods"] and "craft" in summary["skipped"]
     with pytest.raises(DataError, match=r"table\.jsonl: field 'delta_mu'"):
         run_build(table_path, records_path, tmp_path / "out2", methods=["craft"], n_total=5)
+
+
+def test_sampled_answers_train_vanilla_samples_on_the_models_own_correct_words():
+    table = oeqa_table()
+    table.loc[table["id"] == "k2", "samples"] = pd.Series([[" Paris, France", "Lyon", "Paris, France", "paris"]],
+                                                         index=table.index[table["id"] == "k2"])
+    table.loc[table["id"] == "k2", "sample_correct"] = pd.Series([[True, False, True, True]],
+                                                                index=table.index[table["id"] == "k2"])
+    table.loc[table["id"] == "k3", "sample_correct"] = pd.Series([[False]], index=table.index[table["id"] == "k3"])
+    gold = build_dataset(CRaFT(n_vanilla=3, n_idk=2), table, oeqa_records())
+    own = build_dataset(CRaFT(n_vanilla=3, n_idk=2), table, oeqa_records(), answer="sampled")
+    target = {r["id"]: r["completion"][0]["content"] for r in own}
+    assert [(r["id"], r["kind"]) for r in own] == [(r["id"], r["kind"]) for r in gold]
+    assert target["k2"] == "Paris, France"  # the most frequent correct sample, stripped; the wrong "Lyon" never
+    assert target["m5"] == "Paris"
+    assert target["k3"] == "answer k3"  # no correct sample: the gold answer
+    assert target["u1"] == "I don't know"  # IdK samples keep the refusal
+    with pytest.raises(ValueError, match="answer must be"):
+        build_dataset(CRaFT(n_vanilla=3, n_idk=2), table, oeqa_records(), answer="own")

@@ -222,6 +222,8 @@ def build(
     dead_band: float = typer.Option(0.0, help="Exclude questions with |mu - tau| < dead_band (paper mode)."),
     refusal: Optional[str] = typer.Option(None, help="Refusal text (default: \"I don't know\" open QA, \"I don't know.\" MCQA)."),
     prompt: str = typer.Option("refuse", help="Training prompt (the papers train under the REFUSE prompt)."),
+    answer: str = typer.Option("gold", help="Vanilla open-QA targets: 'gold' (the dataset's answer, as the papers) or "
+                                            "'sampled' (the model's most frequent correct probe sample)."),
     crss_model: Optional[str] = typer.Option(None, help="Model for CRSS features ('default' = SmolLM2); omit to skip CRSS."),
     crss_pooling: str = typer.Option("last_token", help="last_token or mean pooling of the last hidden layer."),
     grads_store: Optional[Path] = typer.Option(None, "--grads", help="GRAIT: the gradient store from `rait grads` (its store/ folder)."),
@@ -246,7 +248,8 @@ def build(
                                                 seed=seed, refusal=refusal)
     summary = run_build(table, records, out, methods=methods or None, n_total=n_total, n_vanilla=n_vanilla,
                         n_idk=n_idk, idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, seed=seed,
-                        refusal=refusal, prompt=prompt, crss_model=crss_model, crss_pooling=crss_pooling)
+                        refusal=refusal, prompt=prompt, answer=answer, crss_model=crss_model,
+                        crss_pooling=crss_pooling)
     typer.echo(summary_markdown(summary))
 
 

@@ -83,6 +83,7 @@ class BuildConfig:
     dead_band: float = 0.0
     refusal: str | None = None
     prompt: str = "refuse"
+    answer: str = "gold"  # or "sampled": vanilla open-QA targets are the model's own correct probe answer
     grait: dict[str, Any] = field(default_factory=dict)
 
 

@@ -228,7 +228,7 @@ class TrackRun:
 
         def compute(folder: Path) -> dict:
             summary = run_build(table_path, pool_path, folder, methods=selectors, mode=b.mode, dead_band=b.dead_band,
-                                prompt=b.prompt, **params)
+                                prompt=b.prompt, answer=b.answer, **params)
             return {name: {"taken": m["report"]["taken"], "warnings": m["report"].get("warnings", [])}
                     for name, m in summary["methods"].items()}
 

@@ -83,18 +83,43 @@ def selected(selector: Selector) -> list[tuple[str, str]]:
     return [(i, "vanilla") for i in selector.vanilla_ids_] + [(i, "idk") for i in selector.idk_ids_]
 
 
+ANSWERS = ("gold", "sampled")
+
+
 def build_dataset(selector: Selector, table: pd.DataFrame, records: Sequence[QARecord], prompt: str = "refuse",
-                  system: str | None = None) -> list[dict]:
-    """Fit `selector` on `table` and return its training rows (module docstring) for the weighted SFT trainer."""
+                  system: str | None = None, answer: str = "gold") -> list[dict]:
+    """Fit `selector` on `table` and return its training rows (module docstring) for the weighted SFT trainer.
+
+    `answer="sampled"` trains open-QA vanilla samples on the model's own words: the most frequent
+    of its correct probe samples instead of the dataset's answer (the gold answer where none was
+    correct; MCQA keeps the letter). A small model may learn to keep answering from its own
+    phrasing more easily than from a gold string it never says (docs/study.md, recipe search).
+    """
+    if answer not in ANSWERS:
+        raise ValueError(f"answer must be one of {ANSWERS}, not {answer!r}")
     selector.fit(table)
     by_id = records_by_id(records)
+    sampled = _own_correct_answers(table) if answer == "sampled" else {}
     rows = []
     for qid, kind in selected(selector):
         record = _lookup(by_id, qid)
-        row = training_example(record, prompt, selector.target(record, kind), system=system)
+        target = sampled.get(qid) if kind == "vanilla" and qid in sampled else selector.target(record, kind)
+        row = training_example(record, prompt, target, system=system)
         rows.append({"id": qid, "method": selector.method, "kind": kind,
                      "weight": float(selector.weights_.get(qid, 1.0)), **row})
     return rows
+
+
+def _own_correct_answers(table: pd.DataFrame) -> dict[str, str]:
+    """Per open-QA question, the most frequent of its probe samples scored correct (first seen wins a tie)."""
+    if "samples" not in table.columns or "sample_correct" not in table.columns:
+        raise DataError("<knowledge table>", "answer='sampled' needs the open-QA probe's samples", field="samples")
+    out = {}
+    for qid, samples, correct in zip(table["id"], table["samples"], table["sample_correct"]):
+        kept = [str(s).strip() for s, ok in zip(samples, correct) if ok and str(s).strip()]
+        if kept:
+            out[qid] = Counter(kept).most_common(1)[0][0]
+    return out
 
 
 def xtuner_rows(rows: Sequence[dict], records: Sequence[QARecord]) -> list[dict]:
@@ -209,6 +234,7 @@ def run_build(
     refusal: str | None = None,
     prompt: str = "refuse",
     system: str | None = None,
+    answer: str = "gold",
     exports: Sequence[str] = ("xtuner", "dpo"),
     crss_model: str | None = None,
     crss_pooling: str = "last_token",
@@ -243,7 +269,7 @@ def run_build(
     built: dict[str, Selector] = {}
     for selector in selectors:
         try:
-            rows = build_dataset(selector, table, records, prompt=prompt, system=system)
+            rows = build_dataset(selector, table, records, prompt=prompt, system=system, answer=answer)
         except DataError as err:  # name the real file instead of "<knowledge table>" / "<records>"
             path = {"<knowledge table>": table_path, "<records>": records_path}.get(err.path, err.path)
             raise DataError(path, err.message, line=err.line, field=err.field) from err
@@ -268,7 +294,8 @@ def run_build(
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(summary_markdown(summary), encoding="utf-8")
     write_manifest(out_dir / "summary.json", stage="build", inputs={"knowledge_table": table_path,
-                   "records": records_path}, settings=_jsonable(params) | {"prompt": prompt}, seed=seed)
+                   "records": records_path}, settings=_jsonable(params) | {"prompt": prompt, "answer": answer},
+                   seed=seed)
     return summary
 
 
