@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rait.evaluate.metrics import (
     abstain_scores,
     auroc,
+    auroc_ci,
     average_precision,
     bootstrap_ci,
     effective_reliability,
@@ -311,3 +312,14 @@ def test_seed_paired_comparison_sees_a_difference_larger_than_the_seed_spread():
     assert seed_paired_bootstrap(noisy, [random_outcomes(0.6, 300, seed=60)] * 3, pc, n_boot=400).p_value > 0.05
     with pytest.raises(ValueError, match="same length"):
         seed_paired_bootstrap(strong, [w[:-1] for w in weak], pc)
+
+
+def test_auroc_interval_is_around_auroc_and_degenerate_resamples_are_left_out():
+    rng = np.random.default_rng(70)
+    outcomes = random_outcomes(0.3, 120, seed=71)
+    signal = (outcomes == C) * 0.3 + rng.random(120)  # a noisy but real signal
+    interval = auroc_ci(outcomes, signal, n_boot=300)
+    assert interval.estimate == auroc(outcomes, signal)
+    assert 50 < interval.low < interval.estimate < interval.high <= 100
+    perfect = auroc_ci([C, W, C, W, R, C], [0.9, 0.1, 0.8, 0.2, 0.0, 0.7], n_boot=200)
+    assert (perfect.estimate, perfect.low, perfect.high) == (100.0, 100.0, 100.0)

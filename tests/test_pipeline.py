@@ -271,6 +271,10 @@ def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparison
     # the tiny model knows nothing, so methods that need known questions may select nothing and be skipped
     assert "| Cor-RAIT | Van-Tuning |" in comparisons and "| Van-Tuning | Init-Basic |" in comparisons
     assert "facts-ood (OOD)" in comparisons and "validation (VAL)" in comparisons
+    diagnosis = json.loads((out / "diagnosis.json").read_text())
+    assert [row["test_set"] for row in diagnosis] == ["validation", "facts-id", "facts-ood", "nq"]
+    assert all(row["n"] == (6 if row["test_set"] == "validation" else 3) for row in diagnosis)
+    assert (out / "facts" / "diagnose" / "facts-ood" / "table.parquet").is_file()
 
 
 def test_a_recipe_search_may_have_no_test_set_only_a_validation_split(tmp_path):

@@ -420,3 +420,17 @@ def seed_paired_bootstrap(
     tail = min(np.sum(differences <= 0), np.sum(differences >= 0))
     p_value = min(1.0, 2 * (tail + 1) / (differences.size + 1))
     return PairedComparison(float(observed[0] - observed[1]), float(low), float(high), float(p_value))
+
+
+def auroc_ci(outcomes, confidence, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> Interval:
+    """`auroc` with a percentile interval over items; resamples holding one class only are left out."""
+    codes, scores = _outcome_array(outcomes), np.asarray(confidence, dtype=float)
+    estimate = auroc(codes, scores)
+    values = []
+    for idx in _resample(codes.size, None, n_boot, seed):
+        try:
+            values.append(auroc(codes[idx], scores[idx]))
+        except ValueError:
+            continue
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2]) if values else (float("nan"), float("nan"))
+    return Interval(estimate, float(low), float(high))

@@ -113,6 +113,7 @@ class TrackConfig:
     build: BuildConfig = field(default_factory=BuildConfig)
     train: dict[str, Any] = field(default_factory=dict)
     methods: list[str] | None = None
+    diagnose: bool = False  # probe the test items too: AUROC of μ for Init-Basic's correctness (diagnosis.md)
 
 
 @dataclass

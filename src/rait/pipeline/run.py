@@ -140,18 +140,23 @@ class TrackRun:
         write_records(path, records)  # same records, same bytes: downstream keys use the content hash
         return sha256_file(path), path, records
 
-    def probe(self, pool_key: str, records: list) -> tuple[str, Path, list]:
+    def _probe_settings(self, task: str) -> tuple[Any, list]:
+        """The track's probe settings for `task` and, for MCQA, its shots."""
         from rait.data import load_source
-        from rait.probe import summarize
         from rait.probe.mcqa import MCQASettings
         from rait.probe.oeqa import OpenSettings
-        from rait.probe.run import run_probe
 
-        task = records[0].task
         factory = MCQASettings if task == "mcqa" else OpenSettings
         defaults = {} if task == "mcqa" else {"seed": self.config.seed}
         settings = _settings(self.config, (*self.keys, "probe"), factory, {**defaults, **self.track.probe})
-        shots = load_source(self.track.exemplars) if task == "mcqa" and settings.shots else []
+        return settings, load_source(self.track.exemplars) if task == "mcqa" and settings.shots else []
+
+    def probe(self, pool_key: str, records: list) -> tuple[str, Path, list]:
+        from rait.probe import summarize
+        from rait.probe.run import run_probe
+
+        task = records[0].task
+        settings, shots = self._probe_settings(task)
         table_path = self.dir / "probe" / "table.parquet"
         parts = {"pool": pool_key, "model": self.model_sha, "task": task, "settings": asdict(settings),
                  "exemplars": [r.id for r in shots]}
@@ -163,6 +168,43 @@ class TrackRun:
 
         key, _ = self.stages.run(f"{self.track.name}: probe", table_path.parent, parts, compute)
         return key, table_path, shots
+
+    def diagnose(self, test: TestSet, records: list, reference: list[dict]) -> dict:
+        """How well the probe's μ on a test set's items predicts Init-Basic's greedy correctness there.
+
+        The test items are probed with the track's probe settings; AUROC of μ for correct vs not
+        correct, with an item-bootstrap interval. A low AUROC means the model's own knowledge signal,
+        which every RAIT method selects by, does not tell what it will get right on these items.
+        """
+        import pandas as pd
+
+        from rait.data import write_records
+        from rait.evaluate.metrics import auroc_ci
+        from rait.probe.run import run_probe
+
+        settings, shots = self._probe_settings(records[0].task)
+        folder = self.dir / "diagnose" / test.name
+        parts = {"items": digest([r.id for r in records]), "model": self.model_sha, "settings": asdict(settings),
+                 "reference": digest([row["outcome"] for row in reference])}
+
+        def compute(folder: Path) -> dict:
+            write_records(folder / "items.jsonl", records)
+            table = run_probe(records, folder / "table.parquet", model=self.model_path, settings=settings,
+                              exemplars=shots, inputs={"records": folder / "items.jsonl"})
+            mu = pd.Series(table["mu"].to_numpy(), index=table["id"]).loc[[row["id"] for row in reference]]
+            outcomes = [row["outcome"] for row in reference]
+            correct = [m for m, o in zip(mu, outcomes) if o == "correct"]
+            other = [m for m, o in zip(mu, outcomes) if o != "correct"]
+            result = {"n": len(outcomes), "init_basic_correct": len(correct),
+                      "mean_mu_correct": float(sum(correct) / len(correct)) if correct else None,
+                      "mean_mu_not_correct": float(sum(other) / len(other)) if other else None}
+            if correct and other:
+                interval = auroc_ci(outcomes, mu.to_numpy(), n_boot=self.config.eval.n_boot, seed=self.config.seed)
+                result["auroc"] = {"value": interval.estimate, "low": interval.low, "high": interval.high}
+            return result
+
+        _, result = self.stages.run(f"{self.track.name}: diagnose {test.name}", folder, parts, compute)
+        return {"track": self.track.name, "test_set": test.name, "domain": test.domain, **result}
 
     def rehearse(self, probe_key: str, table_path: Path, records: list, shots: list) -> tuple[str, Path]:
         from rait.train import RehearsalFilter, TrainSettings, rehearse_table
@@ -356,6 +398,8 @@ class TrackRun:
         references: dict = {}
         rows = self.evaluate([(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)], self.dir / "eval",
                              references)
+        self.diagnosis = [self.diagnose(test, records, references[test.name][1]) for test, records in self.tests
+                          ] if self.track.diagnose else []
         seeds = self.config.seeds or [self.config.seed]
         by_seed: list[list[dict]] = []
         for seed in seeds:
@@ -448,6 +492,9 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
         notes["seeds"] = f"{', '.join(map(str, config.seeds))}: trained rows are means over them, intervals over items and seeds"
     write_report(rows, out_dir, title=config.title, notes=notes)
     write_comparisons(comparisons, out_dir)
+    diagnosis = [row for track in tracks for row in track.diagnosis]
+    if diagnosis:
+        write_diagnosis(diagnosis, out_dir)
     if config.seeds:
         write_by_seed([row for track in tracks for row in track.by_seed], out_dir / "results_by_seed.csv")
     write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
@@ -469,6 +516,22 @@ def write_by_seed(rows: list[dict], path: Path) -> None:
             entry |= {key: metric.get("value"), f"{key}_low": metric.get("low"), f"{key}_high": metric.get("high")}
         flat.append(entry)
     pd.DataFrame(flat).to_csv(path, index=False)
+
+
+def write_diagnosis(rows: list[dict], out_dir: Path) -> None:
+    """diagnosis.md/.json: per test set, how well the probe's μ predicts Init-Basic's greedy correctness."""
+    write_json(out_dir / "diagnosis.json", rows)
+    lines = ["# Does the model's knowledge signal predict its answers?", "",
+             "Test items probed like the pool; AUROC of μ for Init-Basic correct vs not (50 = chance), 95 % interval.",
+             "", "| test set | n | Init-Basic correct | mean μ, correct | mean μ, not correct | AUROC of μ |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        auroc = row.get("auroc")
+        cell = f"{auroc['value']:.1f} [{auroc['low']:.1f}, {auroc['high']:.1f}]" if auroc else "–"
+        means = [f"{row[k]:.2f}" if row[k] is not None else "–" for k in ("mean_mu_correct", "mean_mu_not_correct")]
+        lines.append(f"| {row['test_set']} ({row['domain']}) | {row['n']} | {row['init_basic_correct']} | "
+                     + " | ".join(means) + f" | {cell} |")
+    (out_dir / "diagnosis.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_comparisons(comparisons: list[dict], out_dir: Path) -> None:
