@@ -426,9 +426,10 @@ class TrackRun:
         from rait.evaluate.runner import summarize_seeds
 
         ev, rows = self.config.eval, []
+        keyed = [{(r["test_set"], r["method"]): r for r in rows_of_seed} for rows_of_seed in by_seed]
         for first in by_seed[0]:
-            runs = [next(r for r in rows_of_seed if r["method"] == first["method"] and r["test_set"] == first["test_set"])
-                    for rows_of_seed in by_seed if any(r["method"] == first["method"] for r in rows_of_seed)]
+            key = (first["test_set"], first["method"])
+            runs = [seed_rows[key] for seed_rows in keyed if key in seed_rows]
             reference = references[first["test_set"]][1]
             summary = summarize_seeds([run["outcome_rows"] for run in runs], reference, n_boot=ev.n_boot,
                                       seed=self.config.seed)
