@@ -233,3 +233,35 @@ def test_grads_then_build_grait(tmp_path, tiny_model_dir):
     idk = [row for row in rows if row["kind"] == "idk"]
     assert len(idk) == 2 and sum(row["weight"] for row in idk) == pytest.approx(1.0)  # N_idk / 2
     assert all(row["weight"] == 1 for row in rows if row["kind"] == "vanilla")
+
+
+@pytest.mark.parametrize("signum, code, name", [(2, 130, "Ctrl-C"), (15, 143, "SIGTERM")])
+def test_an_interrupted_probe_exits_non_zero_keeps_its_finished_shards_and_says_how_to_resume(
+        tmp_path, tiny_model_dir, signum, code, name):
+    """Typer hands an interrupt back as a return code; `main` must turn it into the exit status (it once
+    exited 0, so `rait probe ... && rait build ...` carried on without a table)."""
+    import os
+    import signal
+    import time
+
+    from rait.probe.shards import default_work_dir
+
+    records = [QARecord(id=f"q{i}", question=f"What is item {i}?", source="toy", split="train", answer=f"a{i}")
+               for i in range(400)]
+    write_records(tmp_path / "pool.jsonl", records)
+    out = tmp_path / "table.parquet"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rait", "probe", "--model", str(tiny_model_dir), "--data", str(tmp_path / "pool.jsonl"),
+         "--out", str(out), "--k", "2", "--max-new-tokens", "8", "--shard-size", "4", "--batch-size", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    work = default_work_dir(out)
+    deadline = time.monotonic() + 120
+    while not list(work.glob("shard-*.json")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, "the probe ended before it could be interrupted"
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert f"interrupted ({name})" in stderr and "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() and list(work.glob("shard-*.json"))

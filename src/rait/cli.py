@@ -6,7 +6,9 @@ User-facing errors (`RaitError`) become one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -390,16 +392,37 @@ def run_command(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; turn user errors into one line and exit status 2."""
+    """Run the CLI: user errors become one line and exit 2; Ctrl-C exits 130 and SIGTERM 143, both with one
+    line saying how to resume. Typer turns an interrupt into a returned 130, which is easy to lose (issue 17);
+    SIGTERM is raised as an interrupt so that the program unwinds (and cleans up) as on Ctrl-C."""
     command = typer.main.get_command(app)
+    terminated = []
+
+    def raise_interrupt(signum, frame) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
     try:
-        command.main(args=argv, prog_name="rait", standalone_mode=False)
+        code = command.main(args=argv, prog_name="rait", standalone_mode=False)
     except RaitError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        code = 130
     except click.exceptions.Abort:
         console.print("aborted")
         sys.exit(130)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if code == 130:
+        console.print(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): finished work (probe and gradient "
+                      "shards, completed stages) is kept; run the same command again to resume")
+        sys.exit(143 if terminated else 130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
