@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 
@@ -36,3 +38,14 @@ def test_sha256_tree_sees_content_and_names(tmp_path):
     assert sha256_tree(tmp_path / "d") == first
     (tmp_path / "d" / "a.txt").rename(tmp_path / "d" / "b.txt")
     assert sha256_tree(tmp_path / "d") != first
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_artifacts_follow_the_umask(tmp_path, umask, mode):
+    """mkstemp makes 0600 files; a shared run folder or model cache must be readable as the umask allows."""
+    previous = os.umask(umask)
+    try:
+        write_jsonl(tmp_path / "rows.jsonl", [{"a": 1}])
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "rows.jsonl").stat().st_mode) == mode
