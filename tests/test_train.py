@@ -334,3 +334,81 @@ def test_adapter_merged_into_a_loaded_base_is_load_trained_and_leaves_the_base_e
         assert state.keys() == original.keys()
         assert all(torch.equal(state[name], weight) for name, weight in original.items())
         assert not any(isinstance(module, LoraLayer) for module in base.modules())
+
+
+_KILL_DURING_SAVE = r"""
+import json, os, signal, sys
+from pathlib import Path
+import peft.peft_model
+from rait.train import LoraSettings, TrainSettings, train
+
+rows, out, model, seed, kill_at = json.loads(sys.argv[1])
+calls = []
+if kill_at == "weights":  # half of the adapter's weights on disk, then gone
+    def save_file(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 100)
+        os.kill(os.getpid(), signal.SIGKILL)
+    peft.peft_model.safe_save_file = save_file
+elif kill_at is not None:  # the kill_at-th rename into the output folder (0: count them)
+    replace = os.replace
+    def counted_replace(src, dst):
+        calls.extend([dst] if str(dst).startswith(out) else [])
+        if calls and len(calls) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return replace(src, dst)
+    os.replace = counted_replace
+settings = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=1, batch_size=2, learning_rate=5e-3,
+                         seed=seed, merge=seed == 1)
+train(rows, out, model, settings, progress=False)
+print(len(calls))
+"""
+
+
+def _train_in_subprocess(rows, out, model, seed, kill_at):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _KILL_DURING_SAVE, json.dumps([rows, str(out), str(model), seed, kill_at])],
+                          capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": ""}, timeout=300)
+
+
+def test_a_save_killed_at_any_moment_over_an_earlier_output_leaves_it_whole_or_no_output(tmp_path, tiny_model_dir):
+    """kill -9 of `rait train` while it saves over an earlier output (issue 17) once left a 0-byte
+    adapter_config.json beside the old train.json. Now: the earlier output (seed 0, adapter only), the new
+    one (seed 1, adapter + merged), or no train.json, at every rename into the output folder and inside the weights."""
+    import shutil
+
+    from rait.artifacts import read_manifest, sha256_file
+    from rait.errors import ModelError
+
+    def weights(folder):  # the tensors only: adapter_config.json lists a set, in per-process order
+        return {f"{p.parent.name}/{p.name}": sha256_file(p) for p in sorted(folder.glob("*/*.safetensors"))}
+
+    rows = make_rows(4)
+    outputs = {}
+    for seed in (0, 1):
+        reference = tmp_path / f"reference-{seed}"
+        done = _train_in_subprocess(rows, reference, tiny_model_dir, seed, kill_at=0 if seed else None)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs[seed] = weights(reference)
+    renames = int(done.stdout.split()[-1])
+    assert renames >= 2 and len(outputs[0]) == 1 and len(outputs[1]) == 2
+
+    outcomes = set()
+    for kill_at in ["weights", *range(1, renames + 1)]:
+        out = tmp_path / f"out-{kill_at}"
+        shutil.copytree(tmp_path / "reference-0", out)
+        killed = _train_in_subprocess(rows, out, tiny_model_dir, 1, kill_at)
+        assert killed.returncode == -9, (kill_at, killed.stderr[-2000:])
+        if (out / "train.json").exists():
+            seed = read_manifest(out / "train.json")["seed"]
+            assert weights(out) == outputs[seed], f"killed at {kill_at}: train.json of seed {seed} beside other weights"
+            load_trained(out)
+            outcomes.add(seed)
+        else:
+            with pytest.raises(ModelError, match="run it again"):
+                load_trained(out)
+            outcomes.add(None)
+    assert outcomes == {0, None}  # the last rename is the new train.json: a kill after it is a finished run
+    assert _train_in_subprocess(rows, out, tiny_model_dir, 1, None).returncode == 0  # the rerun cleans up
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "merged", "train.json", "train.json.manifest.json"]

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -30,13 +32,15 @@ import torch
 from datasets import Dataset
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-from rait.artifacts import iter_jsonl_objects, write_json, write_manifest
+from rait.artifacts import iter_jsonl_objects, manifest_path, write_json, write_manifest
 from rait.errors import DataError, ModelError, RaitError
 from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
 
 METHODS = ("lora", "qlora", "full")
 SUMMARY_FILE = "train.json"
+OUTPUT_FOLDERS = ("adapter", "model", "merged")
+STAGING_PREFIX = ".saving-"
 
 
 @dataclass
@@ -190,6 +194,7 @@ def train(
     if len(dataset) == 0:
         raise DataError(data_path or "<train dataset>", "no training rows")
 
+    _remove_unfinished_saves(out_dir)
     base, tokenizer = _load_base(model, settings.method)
     counter = UpdateCounter()
     trainer = WeightedSFTTrainer(
@@ -205,35 +210,65 @@ def train(
     output = trainer.train()
     runtime = time.perf_counter() - start
 
-    saved = out_dir / ("model" if settings.method == "full" else "adapter")
-    trainer.save_model(str(saved))
-    merged = None
-    if settings.merge:
-        merged = out_dir / "merged"
-        trainer.model.merge_and_unload().save_pretrained(merged)
-        tokenizer.save_pretrained(merged)
+    # Everything is saved into a staging folder first and moved in by `_commit_output`, so a killed save
+    # never mixes new weights with an earlier run's summary (issue 17).
+    staging = out_dir / f"{STAGING_PREFIX}{os.getpid()}"
+    try:
+        saved = staging / ("model" if settings.method == "full" else "adapter")
+        trainer.save_model(str(saved))
+        merged = None
+        if settings.merge:
+            merged = staging / "merged"
+            trainer.model.merge_and_unload().save_pretrained(merged)
+            tokenizer.save_pretrained(merged)
 
-    losses = [(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry]
-    summary = {
-        "base_model": _portable_spec(model),
-        "method": settings.method,
-        "saved": saved.name,
-        "merged": merged.name if merged else None,
-        "samples": len(dataset),
-        "weight_column": trainer.args.weight_column,
-        "samples_with_weight_not_1": int(sum(w != 1.0 for w in trainer.train_dataset[trainer.args.weight_column])),
-        "optimizer_steps": int(trainer.state.global_step),
-        "updates_at_nonzero_lr": counter.updates,
-        "epochs": float(trainer.state.epoch or 0.0),
-        "train_loss": float(output.training_loss),
-        "runtime_s": round(runtime, 2),
-        "log_history": trainer.state.log_history,
-    }
-    summary_path = out_dir / SUMMARY_FILE
-    write_json(summary_path, summary)
-    write_manifest(summary_path, stage="train", inputs={"data": data_path} if data_path else None,
-                   model=model_fingerprint(model), settings=asdict(settings), seed=settings.seed)
+        losses = [(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry]
+        summary = {
+            "base_model": _portable_spec(model),
+            "method": settings.method,
+            "saved": saved.name,
+            "merged": merged.name if merged else None,
+            "samples": len(dataset),
+            "weight_column": trainer.args.weight_column,
+            "samples_with_weight_not_1": int(sum(w != 1.0 for w in trainer.train_dataset[trainer.args.weight_column])),
+            "optimizer_steps": int(trainer.state.global_step),
+            "updates_at_nonzero_lr": counter.updates,
+            "epochs": float(trainer.state.epoch or 0.0),
+            "train_loss": float(output.training_loss),
+            "runtime_s": round(runtime, 2),
+            "log_history": trainer.state.log_history,
+        }
+        write_json(staging / SUMMARY_FILE, summary)
+        write_manifest(staging / SUMMARY_FILE, stage="train", inputs={"data": data_path} if data_path else None,
+                       model=model_fingerprint(model), settings=asdict(settings), seed=settings.seed)
+        _commit_output(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return TrainResult(out_dir, len(dataset), summary["optimizer_steps"], counter.updates, summary["train_loss"], losses)
+
+
+def _commit_output(staging: Path, out_dir: Path) -> None:
+    """Move a finished save from `staging` into `out_dir`, the earlier `train.json` out first and the new one in
+    last: a kill at any moment leaves the earlier complete output, the new complete one, or no `train.json`
+    (which `load_trained` reports as no training output), never a summary of other weights."""
+    for name in (manifest_path(SUMMARY_FILE).name, SUMMARY_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    for name in OUTPUT_FOLDERS:
+        target = out_dir / name
+        if target.exists():
+            trash = out_dir / f"{STAGING_PREFIX}old-{name}-{os.getpid()}"
+            os.replace(target, trash)
+            shutil.rmtree(trash)
+        if (staging / name).exists():
+            os.replace(staging / name, target)
+    os.replace(manifest_path(staging / SUMMARY_FILE), manifest_path(out_dir / SUMMARY_FILE))
+    os.replace(staging / SUMMARY_FILE, out_dir / SUMMARY_FILE)
+
+
+def _remove_unfinished_saves(out_dir: Path) -> None:
+    """Staging folders that a killed run left behind."""
+    for leftover in out_dir.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _portable_spec(model: str | Path | None) -> str:
@@ -274,7 +309,8 @@ def load_trained(path: str | Path, dtype: torch.dtype | str | None = None, devic
     if not summary_path.is_file():
         if (path / "config.json").is_file():
             return load_model(path, dtype=dtype, device=device)
-        raise ModelError(f"{path} is neither a rait training output (no {SUMMARY_FILE}) nor a model folder")
+        raise ModelError(f"{path} is neither a rait training output (no {SUMMARY_FILE}; an interrupted "
+                         f"`rait train` leaves none: run it again) nor a model folder")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     if summary["merged"]:
         return load_model(path / summary["merged"], dtype=dtype, device=device)
