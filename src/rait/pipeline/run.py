@@ -466,7 +466,8 @@ def _without_outcomes(row: dict) -> dict:
 
 def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console | None = None) -> list[dict]:
     """Run every track of `config` into `out_dir` (resumable) and write the report; returns the result rows."""
-    from rait.models import model_fingerprint, resolve_model_path
+    from rait.models import DEFAULT_SPEC, model_fingerprint, resolve_model_path
+    from rait.models.default import GGUF_PACKAGE, GGUF_PACKAGE_VERSION
     from rait.report import write_report
 
     console = console or Console(stderr=True)
@@ -486,7 +487,10 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
         comparisons += track_comparisons
     wall = time.perf_counter() - start
     computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
-    notes = {"model": str(model_path), "tracks": ", ".join(
+    # "default" is named, not its cache path, so that a report reads the same on every machine.
+    described = (f"{DEFAULT_SPEC} (SmolLM2-135M-Instruct from {GGUF_PACKAGE}=={GGUF_PACKAGE_VERSION}, converted "
+                 "into the user cache)") if config.model == DEFAULT_SPEC else str(model_path)
+    notes = {"model": described, "tracks": ", ".join(
         f"{t.name}: pool {t.pool.data} ({t.pool.sample or 'all'})" for t in config.tracks),
         "wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
     if config.seeds:
