@@ -330,14 +330,19 @@ def test_run_grads_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     questions = [q for q, _ in PAIRS] + ["Who wrote it?", "Where is the river?", "When was the first film released?"]
     records = [QARecord(id=f"q{k}", question=q, source="nq", split="dev", answer=f"answer {k}") for k, q in enumerate(questions)]
     write_records(tmp_path / "pool.jsonl", records)
-    mu = [1.0, 0.9, 0.5, 0.0, 0.1, 0.2, 0.8, 0.0]  # q2 sits on the threshold: no gradient needed
+    mu = [1.0, 0.9, 0.5, 0.0, 0.1, 0.2, 0.8, 0.0]  # q2 sits on the default threshold τ = 0.5
     write_table(pd.DataFrame({"id": [r.id for r in records], "task": "oeqa", "mu": mu, "sigma": 0.0}), tmp_path / "table.jsonl")
     warm = warmup_settings(lora=LoraSettings(r=4, alpha=16), epochs=1, grad_accum=1, batch_size=2, learning_rate=1e-3)
     store = run_grads(str(tiny_model_dir), tmp_path / "pool.jsonl", tmp_path / "grads", table_path=tmp_path / "table.jsonl",
                       settings=GradsSettings(dims=(64,), batch_size=4), warmup_config=warm, n_rehearsal=2)
     ids, features = load_features(store, "refusal")
-    assert sorted(ids) == sorted(r.id for r in records if r.id != "q2")
-    assert features.shape == (7, 64)
+    assert sorted(ids) == sorted(r.id for r in records)  # every question: τ is the builder's, not this stage's
+    assert features.shape == (8, 64)
     assert read_manifest(store)["settings"]["warmup"]["rows"] == 1  # only q0 has mu > 0.99, so only it is rehearsed
-    selector = GRAIT(str(store), n_vanilla=2, n_idk=2).fit(pd.read_json(tmp_path / "table.jsonl", lines=True, dtype={"id": str}))
+    table = pd.read_json(tmp_path / "table.jsonl", lines=True, dtype={"id": str})
+    selector = GRAIT(str(store), n_vanilla=2, n_idk=2).fit(table)
     assert sum(selector.weights_.values()) == pytest.approx(1.0)
+    assert "q2" not in selector.scores_["id"].tolist() and selector.report_["pool"]["between_thresholds"] == 1
+    # The same store at another τ (issue 16: a build at τ 0.35 after `rait grads` failed on the μ = 0.5 question)
+    lower = GRAIT(str(store), n_vanilla=4, n_idk=2, tau=0.35).fit(table)
+    assert "q2" in lower.vanilla_ids_ and sum(lower.weights_.values()) == pytest.approx(1.0)

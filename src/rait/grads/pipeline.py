@@ -65,30 +65,25 @@ def run_grads(
     settings: GradsSettings = GradsSettings(),
     warmup_config: TrainSettings | None = None,
     n_rehearsal: int = 1000,
-    tau: float = 0.5,
     forms: Sequence[str] = LABEL_FORMS,
     prompt: str = "refuse",
     system: str | None = None,
 ) -> Path:
     """Warm up (unless `adapter` is given), then compute and merge the store; returns the store folder.
 
-    The pool is every record, or with a knowledge table only the questions GRAIT can use
-    (μ ≠ τ). Under `accelerate launch` each process takes its share of the batches.
+    Features are computed for every pool question: GRAIT's builder splits the pool at τ, a build setting,
+    so one store serves every τ (it once kept only μ ≠ τ here, and a later build at another τ failed on the
+    questions at the first τ). Under `accelerate launch` each process takes its share of the batches.
     """
     from accelerate import PartialState
 
     from rait.data import read_records
     from rait.models import load_model, model_fingerprint
-    from rait.probe.table import read_table
     from rait.select.grait import gradient_examples
 
     state = PartialState()
     out_dir = Path(out_dir)
     records = read_records(records_path)
-    if table_path is not None:
-        table = read_table(table_path)
-        usable = set(table["id"].astype(str)[table["mu"].astype(float) != tau])
-        records = [r for r in records if r.id in usable]
     if not records:
         raise RaitError("no pool questions to compute gradients for")
 

@@ -242,11 +242,11 @@ class TrackRun:
         warmup = _settings(self.config, (*self.keys, "grads", "warmup"), warmup_settings, recipe)
         folder = self.dir / "grads"
         parts = {"probe": probe_key, "features": settings.as_dict(), "warmup": cfg.warmup, "n": cfg.n_rehearsal,
-                 "tau": build.tau, "prompt": build.prompt}
+                 "prompt": build.prompt}
 
         def compute(folder: Path) -> dict:
             store = run_grads(str(self.model_path), pool_path, folder, table_path=table_path, settings=settings,
-                              warmup_config=warmup, n_rehearsal=cfg.n_rehearsal, tau=build.tau, prompt=build.prompt)
+                              warmup_config=warmup, n_rehearsal=cfg.n_rehearsal, prompt=build.prompt)
             return {"store": str(store)}
 
         key, _ = self.stages.run(f"{self.track.name}: grads", folder, parts, compute)
