@@ -265,3 +265,35 @@ def test_an_interrupted_probe_exits_non_zero_keeps_its_finished_shards_and_says_
     assert f"interrupted ({name})" in stderr and "run the same command again to resume" in stderr
     assert "Traceback" not in stderr
     assert not out.exists() and list(work.glob("shard-*.json"))
+
+
+@pytest.mark.parametrize("case", ["probe_over_pool", "split_into_own_folder", "load_over_source", "train_over_data",
+                                  "eval_over_reference", "build_over_table", "grads_over_records"])
+def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(tmp_path, tiny_model_dir, capsys, case):
+    """Issue 17: `rait probe --data pool.jsonl --out pool.jsonl` replaced the pool with the table and `rait data
+    split train.jsonl --out-dir .` replaced the input with part of itself. Now: one line naming the input, exit 2,
+    every file byte for byte as it was."""
+    model, records = str(tiny_model_dir), [r for r in _records() if r.task == "oeqa"]
+    pool = tmp_path / "pool.jsonl"
+    write_records(pool, records)
+    argv, victim = {
+        "probe_over_pool": (["probe", "--model", model, "--data", str(pool), "--out", str(pool)], pool),
+        "split_into_own_folder": (["data", "split", str(tmp_path / "train.jsonl"), "--out-dir", str(tmp_path)],
+                                  tmp_path / "train.jsonl"),
+        "load_over_source": (["data", "load", f"jsonl:{pool}", "--out", str(pool)], pool),
+        "train_over_data": (["train", "--data", str(tmp_path / "train.json"), "--out", str(tmp_path), "--model", model],
+                            tmp_path / "train.json"),  # training rows named like train's own summary file
+        "eval_over_reference": (["eval", "--data", str(pool), "--model", model, "--out", str(tmp_path),
+                                 "--reference", str(tmp_path)], tmp_path / "outcomes.jsonl"),
+        "build_over_table": (["build", "--table", str(tmp_path / "cor_rait.jsonl"), "--records", str(pool),
+                              "--out", str(tmp_path)], tmp_path / "cor_rait.jsonl"),
+        "grads_over_records": (["grads", "--records", str(tmp_path / "store"), "--out", str(tmp_path), "--model", model],
+                               tmp_path / "store"),
+    }[case]
+    if not victim.exists():
+        write_records(victim, records)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert run(argv) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert str(victim.resolve()) in err and "would overwrite this input" in err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

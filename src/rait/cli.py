@@ -32,6 +32,24 @@ app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
 
+
+def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
+    """Refuse, before any work, a command whose outputs would replace one of its own inputs (issue 17: `rait
+    probe --data pool.jsonl --out pool.jsonl` replaced the pool with the table). `inputs` maps option names to
+    paths or dataset specs (`jsonl:FILE`); `outputs` are the files and folders the command writes or replaces."""
+    given = {}
+    for name, value in inputs.items():
+        path = Path(str(value).removeprefix("jsonl:")) if value is not None else None
+        if path is not None and path.exists():
+            given[name] = path.resolve()
+    for out in outputs:
+        target = Path(out).resolve()
+        for name, source in given.items():
+            if source == target or target in source.parents:
+                raise RaitError(f"--{name.replace('_', '-')} {source}: the output {out} would overwrite this input; "
+                                "write the output elsewhere")
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -43,9 +61,10 @@ def data_load(
     arc_mode: str = typer.Option("sane", help="ARC choice handling: 'sane' (all choices, numeric keys mapped) or 'as_released' (CRaFT's quirks)."),
 ) -> None:
     """Load a shipped or user dataset into QA-record JSONL (with a manifest)."""
-    from rait.artifacts import write_manifest
+    from rait.artifacts import manifest_path, write_manifest
     from rait.data import load_source, write_records
 
+    _spare_inputs({"source": source if source.startswith("jsonl:") else None}, [out, manifest_path(out)])
     kwargs = {"mode": arc_mode} if source.startswith("arc") else {}
     records = load_source(source, **kwargs)
     if limit is not None:
@@ -76,9 +95,11 @@ def data_split(
     stratify: Optional[str] = typer.Option(None, help="Record attribute or metadata key to stratify by, e.g. subject."),
 ) -> None:
     """Split records deterministically by seed into a training pool and a test set."""
-    from rait.artifacts import write_manifest
+    from rait.artifacts import manifest_path, write_manifest
     from rait.data import read_records, split_records, write_records
 
+    written = [out_dir / f"{name}.jsonl" for name in ("train", "test")]
+    _spare_inputs({"path": path}, written + [manifest_path(f) for f in written])
     size = int(test_size) if test_size >= 1 else test_size
     train, test = split_records(read_records(path), test_size=size, seed=seed, stratify_by=stratify)
     for name, part in (("train", train), ("test", test)):
@@ -152,8 +173,11 @@ def probe(
     from rait.evaluate.suite import TestSet, load_test_records
     from rait.probe.mcqa import MCQASettings
     from rait.probe.oeqa import OpenSettings
+    from rait.artifacts import manifest_path
     from rait.probe.run import run_probe
+    from rait.probe.shards import default_work_dir
 
+    _spare_inputs({"data": data, "exemplars": exemplars}, [out, manifest_path(out), default_work_dir(out)])
     records = load_test_records(TestSet(name="pool", data=data, sample=sample), seed)
     inputs = {"records": Path(data)} if Path(data).is_file() else None
     shot_records: list = []
@@ -179,7 +203,7 @@ def probe(
 def grads(
     records: Path = typer.Option(..., help="QA-record JSONL of the pool."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (warmup/ and store/)."),
-    table: Optional[Path] = typer.Option(None, help="Knowledge table: picks the warm-up questions and drops mu == tau."),
+    table: Optional[Path] = typer.Option(None, help="Knowledge table: picks the warm-up questions."),
     model: str = typer.Option("default", help="Base model folder, or 'default'."),
     adapter: Optional[Path] = typer.Option(None, help="An existing warm-up adapter folder (skips the warm-up)."),
     gradient_type: str = typer.Option("adam", help="adam (LESS), sgd or sign."),
@@ -199,6 +223,8 @@ def grads(
     from rait.grads.pipeline import run_grads
     from rait.grads.warmup import warmup_settings
 
+    _spare_inputs({"records": records, "table": table, "adapter": adapter},
+                  [out / "store"] + ([out / "warmup"] if adapter is None else []))
     settings = GradsSettings(gradient_type=gradient_type, dims=tuple(int(d) for d in dims.split(",")),
                              projector=projector, seed=seed, batch_size=batch_size, bias_correction=bias_correction)
     store = run_grads(model, records, out, table_path=table, adapter=adapter, settings=settings,
@@ -238,8 +264,11 @@ def build(
     GRAIT (`--method grait`) also needs `--grads`; `--mode as_released` then writes weight 1, as the release does.
     """
     from rait.select import GRAIT, run_build
-    from rait.select.build import summary_markdown
+    from rait.select.build import SELECTORS, summary_markdown
 
+    _spare_inputs({"table": table, "records": records, "grads": grads_store},
+                  [out / name for name in ("summary.json", "summary.json.manifest.json", "summary.md", "xtuner", "dpo")]
+                  + [out / f"{name}.jsonl{suffix}" for name in (*SELECTORS, "grait") for suffix in ("", ".manifest.json")])
     methods = list(method or [])
     if "grait" in methods:
         if grads_store is None:
@@ -288,7 +317,10 @@ def train_command(
 ) -> None:
     """Weighted LoRA/full SFT on a built RAIT set (per-sample weights, same objective for any batching)."""
     from rait.train import train
+    from rait.train.finetune import OUTPUT_FOLDERS, SUMMARY_FILE
 
+    _spare_inputs({"data": data, "model": model if model != "default" else None},
+                  [out / name for name in (*OUTPUT_FOLDERS, SUMMARY_FILE, f"{SUMMARY_FILE}.manifest.json")])
     settings = _train_settings(method, lora_r, lora_alpha, lora_dropout, target_modules, epochs, lr, batch_size,
                                grad_accum, seed, merge)
     result = train(data, out, model=model, settings=settings)
@@ -319,6 +351,9 @@ def rehearse_command(
     from rait.data import load_source
     from rait.train import RehearsalFilter, rehearse_table
 
+    _spare_inputs({"table": table, "data": data, "model": model if model != "default" else None},
+                  [out / name for name in ("rehearsal_data.jsonl", "model", "rehearsed_table.jsonl", "flow_table.jsonl",
+                                           "flow_summary.json", "delta_mu.png")])
     records = load_source(data if ":" in data else f"jsonl:{data}")
     shots = load_source(exemplars) if records and records[0].task == "mcqa" else []
     settings = _train_settings(method, 64, 16, 0.1, "all-linear", epochs, lr, batch_size, grad_accum, seed, False)
@@ -355,6 +390,9 @@ def evaluate(
     from rait.evaluate.runner import EvalSettings
     from rait.evaluate.suite import TestSet, load_for_eval, load_test_records, run_eval
 
+    _spare_inputs({"data": data, "model": model if model != "default" else None,
+                   "reference": reference / "outcomes.jsonl" if reference else None},
+                  [out / "outcomes.jsonl", out / "metrics.json"])
     records = load_test_records(TestSet(name="eval", data=data, sample=sample, stratify=stratify), seed)
     reference_rows = None
     if reference is not None:
