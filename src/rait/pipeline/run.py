@@ -215,7 +215,8 @@ class TrackRun:
         settings = _settings(self.config, (*self.keys, "rehearsal", "train"), TrainSettings, train)
         known = RehearsalFilter(mu_min=reh.mu_min, sigma_min=reh.sigma_min, gold_prob_min=reh.gold_prob_min)
         folder = self.dir / "rehearse"
-        parts = {"probe": probe_key, "n": reh.n, "target": reh.target, "known": known.__dict__, "train": train}
+        # The resolved settings, not the config's spelling: a setting written out at its default is the same stage.
+        parts = {"probe": probe_key, "n": reh.n, "target": reh.target, "known": known.__dict__, "train": asdict(settings)}
 
         def compute(folder: Path) -> dict:
             result = rehearse_table(table_path, records, folder, model=self.model_path, exemplars=shots,
