@@ -27,6 +27,7 @@ POINTS = {
     "tau0.4": ("τ 0.4", 120, 2),
     "tau0.6": ("τ 0.6", 120, 2),
     "sampled": ("vanilla targets: the model's own most frequent correct sample", 120, 2),
+    "n240-tau0.4": ("240 samples and τ 0.4: the two best single changes combined", 240, 2),
 }
 
 
