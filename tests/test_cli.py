@@ -297,3 +297,11 @@ def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(tmp_
     err = capsys.readouterr().err.replace("\n", "")
     assert str(victim.resolve()) in err and "would overwrite this input" in err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_eval_with_no_bootstrap_resamples_is_refused_before_any_work(tmp_path, tiny_model_dir, capsys):
+    """Issue 17: `--n-boot 0` wrote bare NaN into metrics.json (not valid JSON)."""
+    write_records(tmp_path / "pool.jsonl", [r for r in _records() if r.task == "oeqa"])
+    assert run(["eval", "--data", str(tmp_path / "pool.jsonl"), "--model", str(tiny_model_dir), "--out",
+                str(tmp_path / "out"), "--n-boot", "0"]) == 2
+    assert "--n-boot: must be at least 1" in capsys.readouterr().err and not (tmp_path / "out").exists()

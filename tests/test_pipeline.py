@@ -151,6 +151,28 @@ def test_a_bad_config_names_file_line_and_field(tmp_path, text, line, field):
     assert err.value.line == line and err.value.field == field and str(path) in str(err.value)
 
 
+_TRACK = "tracks:\n  - name: a\n    pool: {data: 'nq:dev'}\n    test_sets: [{name: t, data: 'nq:dev'}]\n"
+
+
+@pytest.mark.parametrize("text, line, field, words", [
+    ("eval: {n_boot: 0}\n" + _TRACK, 1, "eval.n_boot", ">= 1, got 0"),
+    ("eval: {batch_size: 2.5}\n" + _TRACK, 1, "eval.batch_size", "whole number"),
+    (_TRACK + "    build: {n_total: -4}\n", 5, "tracks.0.build.n_total", ">= 1, got -4"),
+    (_TRACK + "    build: {idk_share: 1.5}\n", 5, "tracks.0.build.idk_share", "between 0 and 1"),
+    (_TRACK + "    build: {tau: 2}\n", 5, "tracks.0.build.tau", "between 0 and 1"),
+    (_TRACK + "    rehearsal: {n: two}\n", 5, "tracks.0.rehearsal.n", "got 'two'"),
+    ("tracks:\n  - name: a\n    pool: {data: 'nq:dev', sample: 0}\n    test_sets: [{name: t, data: 'nq:dev'}]\n", 3,
+     "tracks.0.pool.sample", ">= 1"),
+])
+def test_a_size_or_share_out_of_range_is_reported_at_its_line(tmp_path, text, line, field, words):
+    """Issue 17: these failed late (after probing) or not at all (n_boot 0 wrote NaN into metrics.json)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        PipelineConfig.from_yaml(path)
+    assert err.value.line == line and err.value.field == field and words in str(err.value)
+
+
 @pytest.mark.parametrize("track, line, words", [
     ("    pool: {data: 'mmlu:dev', sample: 4}\n    probe: {shotz: 1}\n"
      "    test_sets: [{name: t, data: 'mmlu:val', sample: 2}]\n", 6, ["shotz"]),

@@ -390,6 +390,8 @@ def evaluate(
     from rait.evaluate.runner import EvalSettings
     from rait.evaluate.suite import TestSet, load_for_eval, load_test_records, run_eval
 
+    if n_boot < 1:
+        raise RaitError(f"--n-boot: must be at least 1 (the intervals are bootstrap percentiles), got {n_boot}")
     _spare_inputs({"data": data, "model": model if model != "default" else None,
                    "reference": reference / "outcomes.jsonl" if reference else None},
                   [out / "outcomes.jsonl", out / "metrics.json"])

@@ -194,6 +194,25 @@ def _line_of(root, keys: tuple) -> int | None:
     return line
 
 
+# Sizes and shares are checked where the config is read, so that a bad one fails at its line before any
+# model is loaded (issue 17: `n_total: -4` once failed at build, after probe and rehearsal; `n_boot: 0`
+# wrote NaN into metrics.json). Setting name -> smallest allowed count; shares lie in [0, 1].
+_COUNTS = {"sample": 1, "max_chars": 1, "validation": 1, "n": 1, "n_rehearsal": 1, "n_total": 1, "n_vanilla": 0,
+           "n_idk": 0, "batch_size": 1, "n_boot": 1}
+_SHARES = ("mu_min", "sigma_min", "gold_prob_min", "idk_share", "tau", "dead_band")
+
+
+def _range_problem(name: str, value: Any) -> str | None:
+    if value is None or (name not in _COUNTS and name not in _SHARES):
+        return None
+    if name in _COUNTS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < _COUNTS[name]:
+            return f"{name} must be a whole number >= {_COUNTS[name]}, got {value!r}"
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        return f"{name} must be a number between 0 and 1, got {value!r}"
+    return None
+
+
 def _build(cls, raw: Any, path: Path, root, keys: tuple):
     where = ".".join(str(k) for k in keys) or "top level"
     if not isinstance(raw, dict):
@@ -210,6 +229,8 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
                         field=".".join(map(str, (*keys, missing[0]))))
     values = {}
     for name, value in raw.items():
+        if problem := _range_problem(name, value):
+            raise DataError(path, problem, line=_line_of(root, (*keys, name)), field=".".join(map(str, (*keys, name))))
         nested = _NESTED.get(name)
         if nested is not None and name in ("tracks", "test_sets"):
             # test_sets may be empty when the pool holds out a validation set (a recipe search)
