@@ -412,3 +412,15 @@ def test_a_save_killed_at_any_moment_over_an_earlier_output_leaves_it_whole_or_n
     assert outcomes == {0, None}  # the last rename is the new train.json: a kill after it is a finished run
     assert _train_in_subprocess(rows, out, tiny_model_dir, 1, None).returncode == 0  # the rerun cleans up
     assert sorted(p.name for p in out.iterdir()) == ["adapter", "merged", "train.json", "train.json.manifest.json"]
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(epochs=0), "epochs must be > 0"), (dict(learning_rate=-1.0), "learning rate must be > 0"),
+    (dict(batch_size=0), "batch_size must be a whole number >= 1"), (dict(grad_accum=1.5), "grad_accum"),
+    (dict(lora=dict(r=0)), "LoRA r must be"), (dict(lora=dict(dropout=1.0)), "LoRA dropout"),
+    (dict(lora=dict(alpha=0)), "LoRA alpha"),
+])
+def test_training_settings_that_would_train_nothing_or_crash_are_refused_when_made(bad, words):
+    """Issue 17: `rait train --epochs 0` trained nothing silently; `--lora-r 0` and `--lr -1` crashed late."""
+    with pytest.raises(RaitError, match=words):
+        TrainSettings(**bad)

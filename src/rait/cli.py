@@ -57,7 +57,7 @@ def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
 def data_load(
     source: str = typer.Argument(..., help="Dataset spec, e.g. mmlu:test, mmlu:val, arc-c:test, nq:dev, triviaqa:FILE, jsonl:FILE."),
     out: Path = typer.Option(..., "--out", "-o", help="Output QA-record JSONL file."),
-    limit: Optional[int] = typer.Option(None, help="Keep only the first N records."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Keep only the first N records."),
     arc_mode: str = typer.Option("sane", help="ARC choice handling: 'sane' (all choices, numeric keys mapped) or 'as_released' (CRaFT's quirks)."),
 ) -> None:
     """Load a shipped or user dataset into QA-record JSONL (with a manifest)."""
@@ -90,7 +90,7 @@ def data_validate(path: Path = typer.Argument(..., help="QA-record JSONL file to
 def data_split(
     path: Path = typer.Argument(..., help="QA-record JSONL file to split."),
     out_dir: Path = typer.Option(..., "--out-dir", "-o", help="Folder for train.jsonl and test.jsonl."),
-    test_size: float = typer.Option(0.2, help="Test share (< 1) or count (>= 1)."),
+    test_size: float = typer.Option(0.2, min=0.0, help="Test share (< 1) or count (>= 1)."),
     seed: int = typer.Option(0, help="Split seed."),
     stratify: Optional[str] = typer.Option(None, help="Record attribute or metadata key to stratify by, e.g. subject."),
 ) -> None:
@@ -151,20 +151,20 @@ def probe(
     data: str = typer.Option(..., help="Pool: a QA-record JSONL file or a dataset spec (e.g. mmlu:test, nq:dev)."),
     out: Path = typer.Option(..., "--out", "-o", help="Knowledge table to write (.parquet or .jsonl), plus its manifest."),
     model: str = typer.Option("default", help="Model folder, or 'default'."),
-    sample: Optional[int] = typer.Option(None, help="Probe a seeded sample of N questions of the pool."),
+    sample: Optional[int] = typer.Option(None, min=1, help="Probe a seeded sample of N questions of the pool."),
     exemplars: str = typer.Option("mmlu:val", help="MCQA: records whose first rows per subject are the k shots."),
     scoring: str = typer.Option("letter", help="MCQA: letter (next-token option probabilities) or cloze (option-text log-prob)."),
-    shots: int = typer.Option(5, help="MCQA: number of shots per question."),
+    shots: int = typer.Option(5, min=0, help="MCQA: number of shots per question."),
     chat: Optional[bool] = typer.Option(None, help="Render through the chat template (default: raw for MCQA, chat for open QA)."),
     prompt: str = typer.Option("query_3shot", help="Open QA: query_3shot (papers) or query_0shot (bare question)."),
-    k: int = typer.Option(10, help="Open QA: samples per question."),
-    temperature: float = typer.Option(1.0, help="Open QA: sampling temperature."),
-    top_k: int = typer.Option(50, help="Open QA: top-k filter (0 = off)."),
-    top_p: float = typer.Option(0.9, help="Open QA: top-p filter (1.0 = off)."),
-    max_new_tokens: int = typer.Option(50, help="Open QA: new tokens per sample."),
+    k: int = typer.Option(10, min=1, help="Open QA: samples per question."),
+    temperature: float = typer.Option(1.0, min=0.0, help="Open QA: sampling temperature."),
+    top_k: int = typer.Option(50, min=0, help="Open QA: top-k filter (0 = off)."),
+    top_p: float = typer.Option(0.9, min=0.0, max=1.0, help="Open QA: top-p filter (1.0 = off)."),
+    max_new_tokens: int = typer.Option(50, min=1, help="Open QA: new tokens per sample."),
     match_mode: Optional[str] = typer.Option(None, help="Open QA: contains, exact or word (default: the record's own, else contains)."),
-    batch_size: Optional[int] = typer.Option(None, help="Questions per generate call (open QA, default 16) or rows per forward (MCQA, default 8)."),
-    shard_size: int = typer.Option(32, help="Questions per resumable shard."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Questions per generate call (open QA, default 16) or rows per forward (MCQA, default 8)."),
+    shard_size: int = typer.Option(32, min=1, help="Questions per resumable shard."),
     seed: int = typer.Option(0, help="Sampling (and pool-sample) seed."),
     backend: str = typer.Option("hf", help="hf (transformers) or vllm (GPU, optional)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
@@ -210,9 +210,9 @@ def grads(
     dims: str = typer.Option("8192", help="Projection dimension(s), comma-separated."),
     projector: str = typer.Option("countsketch", help="countsketch (sparse JL) or dense."),
     bias_correction: bool = typer.Option(False, help="Adam bias correction (LESS: off)."),
-    n_rehearsal: int = typer.Option(1000, help="Warm-up questions (known ones, as GRAIT's rehearsal set)."),
-    warmup_epochs: float = typer.Option(4.0, help="Warm-up epochs (GRAIT: 4)."),
-    batch_size: int = typer.Option(8, help="Samples per gradient micro-batch."),
+    n_rehearsal: int = typer.Option(1000, min=1, help="Warm-up questions (known ones, as GRAIT's rehearsal set)."),
+    warmup_epochs: float = typer.Option(4.0, min=0.0, help="Warm-up epochs (GRAIT: 4)."),
+    batch_size: int = typer.Option(8, min=1, help="Samples per gradient micro-batch."),
     seed: int = typer.Option(0, help="Projection seed (identical on every shard and device)."),
 ) -> None:
     """GRAIT stage: warm-up LoRA, then per-sample projected gradient features of both label forms (resumable).
@@ -241,13 +241,13 @@ def build(
     records: Path = typer.Option(..., help="QA-record JSONL of the pool the table was probed on."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <method>.jsonl, xtuner/, dpo/ and summary.{json,md}."),
     method: Optional[list[str]] = typer.Option(None, help="Method(s): van_tuning, cor_rait, corcer_rait, craft_wo_cer, craft, rtuning_unknown, rtuning_unsure, grait. Default: all the table supports (without grait)."),
-    n_total: Optional[int] = typer.Option(None, help="Total samples (split by --idk-share)."),
-    n_vanilla: Optional[int] = typer.Option(None, help="Vanilla samples (with --n-idk, instead of --n-total)."),
-    n_idk: Optional[int] = typer.Option(None, help="IdK samples."),
-    idk_share: float = typer.Option(0.2, help="IdK share of --n-total (papers: 20 %)."),
-    tau: float = typer.Option(0.5, help="Correctness threshold between known and unknown."),
+    n_total: Optional[int] = typer.Option(None, min=1, help="Total samples (split by --idk-share)."),
+    n_vanilla: Optional[int] = typer.Option(None, min=0, help="Vanilla samples (with --n-idk, instead of --n-total)."),
+    n_idk: Optional[int] = typer.Option(None, min=0, help="IdK samples."),
+    idk_share: float = typer.Option(0.2, min=0.0, max=1.0, help="IdK share of --n-total (papers: 20 %)."),
+    tau: float = typer.Option(0.5, min=0.0, max=1.0, help="Correctness threshold between known and unknown."),
     mode: str = typer.Option("paper", help="paper (Algorithm 1) or as_released (the released scripts' thresholds and quirks)."),
-    dead_band: float = typer.Option(0.0, help="Exclude questions with |mu - tau| < dead_band (paper mode)."),
+    dead_band: float = typer.Option(0.0, min=0.0, max=1.0, help="Exclude questions with |mu - tau| < dead_band (paper mode)."),
     refusal: Optional[str] = typer.Option(None, help="Refusal text (default: \"I don't know\" open QA, \"I don't know.\" MCQA)."),
     prompt: str = typer.Option("refuse", help="Training prompt (the papers train under the REFUSE prompt)."),
     answer: str = typer.Option("gold", help="Vanilla open-QA targets: 'gold' (the dataset's answer, as the papers) or "
@@ -304,14 +304,14 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: adapter/ (or model/), train.json, manifest."),
     model: str = typer.Option("default", help="Base model folder, or 'default'."),
     method: str = typer.Option("lora", help="lora, qlora (GPU with bitsandbytes) or full."),
-    lora_r: int = typer.Option(64, help="LoRA rank."),
+    lora_r: int = typer.Option(64, min=1, help="LoRA rank."),
     lora_alpha: int = typer.Option(16, help="LoRA alpha."),
     lora_dropout: float = typer.Option(0.1, help="LoRA dropout."),
     target_modules: str = typer.Option("all-linear", help="'all-linear' or a comma list, e.g. q_proj,k_proj,v_proj,o_proj."),
     epochs: float = typer.Option(3.0, help="Epochs."),
     lr: float = typer.Option(2e-4, help="Peak learning rate (warm-up 3 %, then cosine)."),
-    batch_size: int = typer.Option(8, help="Micro-batch size."),
-    grad_accum: int = typer.Option(2, help="Gradient accumulation steps (global batch = micro-batch x this)."),
+    batch_size: int = typer.Option(8, min=1, help="Micro-batch size."),
+    grad_accum: int = typer.Option(2, min=1, help="Gradient accumulation steps (global batch = micro-batch x this)."),
     seed: int = typer.Option(0, help="Training seed."),
     merge: bool = typer.Option(False, help="Also save the LoRA adapter merged into the base model."),
 ) -> None:
@@ -335,16 +335,16 @@ def rehearse_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: rehearsal data, model, flow_table.jsonl, delta_mu.png."),
     model: str = typer.Option("default", help="The model the table was probed with."),
     exemplars: str = typer.Option("mmlu:val", help="MCQA: the shot records of the initial probe."),
-    n: int = typer.Option(1000, help="Rehearsal samples (or all known questions, if fewer)."),
+    n: int = typer.Option(1000, min=1, help="Rehearsal samples (or all known questions, if fewer)."),
     target: str = typer.Option("gold", help="gold answer, or own (the model's most frequent correct sample)."),
-    mu_min: float = typer.Option(0.995, help="Open QA: known if mu >= this ..."),
-    sigma_min: float = typer.Option(0.995, help="... and sigma >= this (CRaFT: 0.995 / 0.995)."),
-    gold_prob_min: float = typer.Option(0.99, help="MCQA: known if the raw gold probability > this."),
+    mu_min: float = typer.Option(0.995, min=0.0, max=1.0, help="Open QA: known if mu >= this ..."),
+    sigma_min: float = typer.Option(0.995, min=0.0, max=1.0, help="... and sigma >= this (CRaFT: 0.995 / 0.995)."),
+    gold_prob_min: float = typer.Option(0.99, min=0.0, max=1.0, help="MCQA: known if the raw gold probability > this."),
     method: str = typer.Option("lora", help="lora or full (CRaFT: full fine-tuning for open QA, QLoRA for MCQA)."),
     epochs: float = typer.Option(3.0, help="Epochs."),
     lr: float = typer.Option(2e-4, help="Peak learning rate."),
-    batch_size: int = typer.Option(8, help="Micro-batch size."),
-    grad_accum: int = typer.Option(2, help="Gradient accumulation steps."),
+    batch_size: int = typer.Option(8, min=1, help="Micro-batch size."),
+    grad_accum: int = typer.Option(2, min=1, help="Gradient accumulation steps."),
     seed: int = typer.Option(0, help="Seed for the rehearsal draw and training."),
 ) -> None:
     """CRaFT rehearsal: fine-tune on known questions, re-probe the pool identically, write delta_mu by id."""
@@ -372,11 +372,11 @@ def evaluate(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for outcomes.jsonl and metrics.json."),
     model: str = typer.Option("default", help="Model folder, 'default', or a `rait train` output folder (base + adapter)."),
     prompt: str = typer.Option("refuse", help="basic (Init-Basic) or refuse (REFUSE/REFUSE1)."),
-    sample: Optional[int] = typer.Option(None, help="Evaluate a seeded sample of N items."),
+    sample: Optional[int] = typer.Option(None, min=1, help="Evaluate a seeded sample of N items."),
     stratify: Optional[str] = typer.Option(None, help="Stratify the sample by this field, e.g. subject."),
     reference: Optional[Path] = typer.Option(None, help="Folder of a reference run on the same items (Init-Basic) for THS."),
-    batch_size: int = typer.Option(16, help="Generation batch size."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Default: 50 for open QA, 32 for multiple choice."),
+    batch_size: int = typer.Option(16, min=1, help="Generation batch size."),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Default: 50 for open QA, 32 for multiple choice."),
     refusal_mode: str = typer.Option("paper", help="paper (substring 'i don't know') or keywords (broader list)."),
     match_mode: Optional[str] = typer.Option(None, help="contains (papers), exact or word; default: the record's own or contains."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the intervals."),
@@ -451,12 +451,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         code = 130
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         console.print("aborted")
         sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+    except (click.ClickException, typer.TyperException) as err:  # typer 0.2x parses with its own copy of click
+        if hasattr(err, "show"):
+            err.show()
+        else:
+            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(err, "exit_code", 2))
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -56,6 +56,12 @@ class LoraSettings:
     layers: list[int] | None = None
 
     def __post_init__(self):
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise RaitError(f"LoRA r must be a whole number >= 1, got {self.r!r}")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise RaitError(f"LoRA alpha must be > 0, got {self.alpha!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise RaitError(f"LoRA dropout must lie in [0, 1), got {self.dropout!r}")
         if self.layers is not None and isinstance(self.target_modules, str):
             raise RaitError("LoRA 'layers' needs target_modules as a list of module names (e.g. q_proj, v_proj), "
                             f"not {self.target_modules!r}")
@@ -98,6 +104,14 @@ class TrainSettings:
             self.lora = LoraSettings(**self.lora)
         if self.method not in METHODS:
             raise RaitError(f"unknown training method {self.method!r}; choose from {', '.join(METHODS)}")
+        if not (self.max_steps > 0 or (isinstance(self.epochs, (int, float)) and self.epochs > 0)):
+            raise RaitError(f"epochs must be > 0 (or max_steps set), got {self.epochs!r}: nothing would be trained")
+        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
+            raise RaitError(f"learning rate must be > 0, got {self.learning_rate!r}")
+        for name in ("batch_size", "grad_accum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RaitError(f"{name} must be a whole number >= 1, got {value!r}")
         if self.merge and self.method != "lora":
             raise RaitError("merge applies to LoRA adapters only (load a QLoRA adapter with load_trained instead)")
 
