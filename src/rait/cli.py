@@ -32,7 +32,6 @@ app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
 
-
 def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
     """Refuse, before any work, a command whose outputs would replace one of its own inputs (issue 17: `rait
     probe --data pool.jsonl --out pool.jsonl` replaced the pool with the table). `inputs` maps option names to
@@ -172,8 +171,8 @@ def probe(
     """Probe what a model knows: correctness mu and certainty sigma for every pool question (resumable)."""
     from rait.evaluate.suite import TestSet, load_test_records
     from rait.probe.mcqa import MCQASettings
-    from rait.probe.oeqa import OpenSettings
     from rait.artifacts import manifest_path
+    from rait.probe.oeqa import OpenSettings
     from rait.probe.run import run_probe
     from rait.probe.shards import default_work_dir
 
@@ -263,12 +262,13 @@ def build(
 
     GRAIT (`--method grait`) also needs `--grads`; `--mode as_released` then writes weight 1, as the release does.
     """
+    from rait.artifacts import manifest_path
     from rait.select import GRAIT, run_build
     from rait.select.build import SELECTORS, summary_markdown
 
+    files = [out / "summary.json", *(out / f"{name}.jsonl" for name in (*SELECTORS, "grait"))]
     _spare_inputs({"table": table, "records": records, "grads": grads_store},
-                  [out / name for name in ("summary.json", "summary.json.manifest.json", "summary.md", "xtuner", "dpo")]
-                  + [out / f"{name}.jsonl{suffix}" for name in (*SELECTORS, "grait") for suffix in ("", ".manifest.json")])
+                  files + [manifest_path(f) for f in files] + [out / "summary.md", out / "xtuner", out / "dpo"])
     methods = list(method or [])
     if "grait" in methods:
         if grads_store is None:
@@ -316,11 +316,12 @@ def train_command(
     merge: bool = typer.Option(False, help="Also save the LoRA adapter merged into the base model."),
 ) -> None:
     """Weighted LoRA/full SFT on a built RAIT set (per-sample weights, same objective for any batching)."""
+    from rait.artifacts import manifest_path
     from rait.train import train
     from rait.train.finetune import OUTPUT_FOLDERS, SUMMARY_FILE
 
     _spare_inputs({"data": data, "model": model if model != "default" else None},
-                  [out / name for name in (*OUTPUT_FOLDERS, SUMMARY_FILE, f"{SUMMARY_FILE}.manifest.json")])
+                  [*(out / name for name in OUTPUT_FOLDERS), out / SUMMARY_FILE, manifest_path(out / SUMMARY_FILE)])
     settings = _train_settings(method, lora_r, lora_alpha, lora_dropout, target_modules, epochs, lr, batch_size,
                                grad_accum, seed, merge)
     result = train(data, out, model=model, settings=settings)
