@@ -191,7 +191,7 @@ def test_a_bad_setting_or_sample_is_reported_at_its_line_before_any_work(tmp_pat
 
 def test_the_shipped_configs_parse():
     root = Path(__file__).resolve().parents[1] / "configs"
-    assert {"demo.yaml", "paper_mmlu.yaml", "paper_triviaqa.yaml"} <= {p.name for p in root.glob("*.yaml")}
+    assert {"demo.yaml", "demo_mcqa.yaml", "paper_mmlu.yaml", "paper_triviaqa.yaml", "study_facts.yaml"} <= {p.name for p in root.glob("*.yaml")}
     for path in sorted(root.glob("*.yaml")):
         config = PipelineConfig.from_yaml(path)
         assert config.tracks, path

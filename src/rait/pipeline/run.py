@@ -46,11 +46,11 @@ METHOD_NAMES = {
 }
 NEEDS_FLOW = {"craft", "craft_wo_cer"}
 # Paired comparisons reported for every test set (a minus b): each method against the untouched model,
-# and the orderings the papers claim (CRaFT, GRAIT > Cor-RAIT > Van-Tuning).
+# and every link of the ordering the papers claim (CRaFT, GRAIT >= CorCer-RAIT >= Cor-RAIT > Van-Tuning).
 COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "CorCer-RAIT", "CRaFT w/o Cer", "CRaFT",
                                                      "R-Tuning", "GRAIT")] + [
-    ("CRaFT", "Cor-RAIT"), ("GRAIT", "Cor-RAIT"), ("CorCer-RAIT", "Cor-RAIT"), ("Cor-RAIT", "Van-Tuning"),
-    ("CRaFT", "GRAIT")]
+    ("CRaFT", "CorCer-RAIT"), ("GRAIT", "CorCer-RAIT"), ("CorCer-RAIT", "Cor-RAIT"), ("Cor-RAIT", "Van-Tuning"),
+    ("CRaFT", "Cor-RAIT"), ("GRAIT", "Cor-RAIT"), ("CRaFT", "GRAIT")]
 REFERENCE = "Init-Basic"
 BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
