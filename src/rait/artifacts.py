@@ -126,10 +126,17 @@ def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]
     from rait.errors import DataError
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a file")
     if not path.is_file():
         raise DataError(path, "no such file")
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(path, f"not UTF-8 text (byte {raw[err.start]:#04x} at column {err.start + 1})",
+                                line=line_no) from None
             if not line.strip():
                 continue
             try:

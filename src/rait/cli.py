@@ -6,6 +6,7 @@ User-facing errors (`RaitError`) become one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -15,8 +16,9 @@ from typing import Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from rait.errors import RaitError
+from rait.errors import RaitError, SettingsError, check_choice
 
 app = typer.Typer(
     help="Refusal-aware instruction tuning (CRaFT, GRAIT and baselines): probe, build, train, evaluate.",
@@ -49,6 +51,32 @@ def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
                                 "write the output elsewhere")
 
 
+def _check_output(option: str, path: Path, folder: bool) -> None:
+    """Refuse, before any work, an output that cannot go where it is meant to: a file where a folder is meant (or
+    the other way round), a path under a file, or a folder this user cannot write into."""
+    path = Path(path)
+    kind, other = ("folder", "file") if folder else ("file", "folder")
+    if path.exists():
+        if path.is_dir() != folder:
+            raise RaitError(f"{option} {path}: is a {other}, not a {kind}")
+        writable = path if folder else path.parent
+    else:
+        writable = next(p for p in path.parents if p.exists())
+        if not writable.is_dir():
+            raise RaitError(f"{option} {path}: {writable} is a file, not a folder")
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise RaitError(f"{option} {path}: {writable} is not writable")
+
+
+def _check_device(device: str | None) -> None:
+    check_choice("device", device, ("cpu", "cuda"))
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RaitError("--device cuda: no CUDA device is visible here (leave --device out to use what there is)")
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -63,7 +91,11 @@ def data_load(
     from rait.artifacts import manifest_path, write_manifest
     from rait.data import load_source, write_records
 
+    from rait.data.loaders import ARC_MODES
+
+    _check_output("--out", out, folder=False)
     _spare_inputs({"source": source if source.startswith("jsonl:") else None}, [out, manifest_path(out)])
+    check_choice("arc_mode", arc_mode, ARC_MODES)
     kwargs = {"mode": arc_mode} if source.startswith("arc") else {}
     records = load_source(source, **kwargs)
     if limit is not None:
@@ -98,9 +130,14 @@ def data_split(
     from rait.data import read_records, split_records, write_records
 
     written = [out_dir / f"{name}.jsonl" for name in ("train", "test")]
+    _check_output("--out-dir", out_dir, folder=True)
     _spare_inputs({"path": path}, written + [manifest_path(f) for f in written])
     size = int(test_size) if test_size >= 1 else test_size
-    train, test = split_records(read_records(path), test_size=size, seed=seed, stratify_by=stratify)
+    records = read_records(path)
+    if not 0 < size < (1 if isinstance(size, float) else len(records)):
+        raise RaitError(f"--test-size {test_size:g}: give a share in (0, 1) or a count below the file's "
+                        f"{len(records)} records")
+    train, test = split_records(records, test_size=size, seed=seed, stratify_by=stratify)
     for name, part in (("train", train), ("test", test)):
         out = out_dir / f"{name}.jsonl"
         write_records(out, part)
@@ -176,7 +213,16 @@ def probe(
     from rait.probe.run import run_probe
     from rait.probe.shards import default_work_dir
 
+    from rait.probe.table import check_table_path
+
+    _check_output("--out", out, folder=False)
+    try:
+        check_table_path(out)
+    except RaitError as err:
+        raise RaitError(f"--out {err}") from None
     _spare_inputs({"data": data, "exemplars": exemplars}, [out, manifest_path(out), default_work_dir(out)])
+    check_choice("backend", backend, ("hf", "vllm"))
+    _check_device(device)
     records = load_test_records(TestSet(name="pool", data=data, sample=sample), seed)
     inputs = {"records": Path(data)} if Path(data).is_file() else None
     shot_records: list = []
@@ -222,10 +268,15 @@ def grads(
     from rait.grads.pipeline import run_grads
     from rait.grads.warmup import warmup_settings
 
+    _check_output("--out", out, folder=True)
     _spare_inputs({"records": records, "table": table, "adapter": adapter},
                   [out / "store"] + ([out / "warmup"] if adapter is None else []))
-    settings = GradsSettings(gradient_type=gradient_type, dims=tuple(int(d) for d in dims.split(",")),
-                             projector=projector, seed=seed, batch_size=batch_size, bias_correction=bias_correction)
+    try:
+        dimensions = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        raise SettingsError("dims", f"{dims!r} is not a comma-separated list of whole numbers") from None
+    settings = GradsSettings(gradient_type=gradient_type, dims=dimensions, projector=projector, seed=seed,
+                             batch_size=batch_size, bias_correction=bias_correction)
     store = run_grads(model, records, out, table_path=table, adapter=adapter, settings=settings,
                       warmup_config=warmup_settings(epochs=warmup_epochs), n_rehearsal=n_rehearsal)
     typer.echo(f"gradient store -> {store}")
@@ -266,6 +317,17 @@ def build(
     from rait.select import GRAIT, run_build
     from rait.select.build import SELECTORS, summary_markdown
 
+    from rait.prompts.render import PROMPT_NAMES
+    from rait.select.build import ANSWERS
+    from rait.select.craft import MODES
+    from rait.select.crss import POOLINGS
+    from rait.select.grait import RULES
+
+    _check_output("--out", out, folder=True)
+    for name, value, allowed in (("mode", mode, MODES), ("answer", answer, ANSWERS), ("prompt", prompt, PROMPT_NAMES),
+                                 ("grait_rule", grait_rule, RULES), ("weight_sign", weight_sign, (-1, 1)),
+                                 ("crss_pooling", crss_pooling, POOLINGS)):
+        check_choice(name, value, allowed)
     files = [out / "summary.json", *(out / f"{name}.jsonl" for name in (*SELECTORS, "grait"))]
     _spare_inputs({"table": table, "records": records, "grads": grads_store},
                   files + [manifest_path(f) for f in files] + [out / "summary.md", out / "xtuner", out / "dpo"])
@@ -320,6 +382,7 @@ def train_command(
     from rait.train import train
     from rait.train.finetune import OUTPUT_FOLDERS, SUMMARY_FILE
 
+    _check_output("--out", out, folder=True)
     _spare_inputs({"data": data, "model": model if model != "default" else None},
                   [*(out / name for name in OUTPUT_FOLDERS), out / SUMMARY_FILE, manifest_path(out / SUMMARY_FILE)])
     settings = _train_settings(method, lora_r, lora_alpha, lora_dropout, target_modules, epochs, lr, batch_size,
@@ -352,6 +415,7 @@ def rehearse_command(
     from rait.data import load_source
     from rait.train import RehearsalFilter, rehearse_table
 
+    _check_output("--out", out, folder=True)
     _spare_inputs({"table": table, "data": data, "model": model if model != "default" else None},
                   [out / name for name in ("rehearsal_data.jsonl", "model", "rehearsed_table.jsonl", "flow_table.jsonl",
                                            "flow_summary.json", "delta_mu.png")])
@@ -393,9 +457,12 @@ def evaluate(
 
     if n_boot < 1:
         raise RaitError(f"--n-boot: must be at least 1 (the intervals are bootstrap percentiles), got {n_boot}")
+    _check_output("--out", out, folder=True)
     _spare_inputs({"data": data, "model": model if model != "default" else None,
                    "reference": reference / "outcomes.jsonl" if reference else None},
                   [out / "outcomes.jsonl", out / "metrics.json"])
+    settings = EvalSettings(prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            refusal_mode=refusal_mode, match_mode=match_mode)
     records = load_test_records(TestSet(name="eval", data=data, sample=sample, stratify=stratify), seed)
     reference_rows = None
     if reference is not None:
@@ -403,8 +470,6 @@ def evaluate(
 
         reference_rows = read_jsonl(reference / "outcomes.jsonl")
     loaded, tokenizer, fingerprint = load_for_eval(model)
-    settings = EvalSettings(prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                            refusal_mode=refusal_mode, match_mode=match_mode)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"eval {data} / {prompt}", total=len(records))
         _, summary = run_eval(loaded, tokenizer, fingerprint, records, settings, out, n_boot, seed,
@@ -424,6 +489,7 @@ def run_command(
     from rait.pipeline import PipelineConfig, run_pipeline
 
     out = out or Path("runs") / config.stem
+    _check_output("--out", out, folder=True)
     run_pipeline(PipelineConfig.from_yaml(config), out, console=console)
     typer.echo((out / "results.md").read_text(encoding="utf-8"))
     typer.echo(f"report: {out / 'report.html'}")
@@ -445,10 +511,17 @@ def main(argv: list[str] | None = None) -> None:
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
+    args = sys.argv[1:] if argv is None else argv
     try:
-        code = command.main(args=argv, prog_name="rait", standalone_mode=False)
+        code = command.main(args=args, prog_name="rait", standalone_mode=False)
+    except SettingsError as err:
+        # A stage's settings name their field; on the command line that field is an option (`rait run` maps
+        # its own to the config line that set them, so none should reach here from it).
+        where = f"--{err.field.replace('_', '-')}" if args[:1] != ["run"] else f"field '{err.field}'"
+        _error_line(f"{where}: {err.message}")
+        sys.exit(2)
     except RaitError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        _error_line(str(err))
         sys.exit(2)
     except KeyboardInterrupt:
         code = 130
@@ -456,10 +529,12 @@ def main(argv: list[str] | None = None) -> None:
         console.print("aborted")
         sys.exit(130)
     except (click.ClickException, typer.TyperException) as err:  # typer 0.2x parses with its own copy of click
-        if hasattr(err, "show"):
+        if type(err).__name__ == "NoArgsIsHelpError":  # `rait data` alone: the help, as click shows it
             err.show()
-        else:
-            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        else:  # one line, as for every other error, instead of click's usage block
+            ctx = getattr(err, "ctx", None)
+            message = err.format_message() if hasattr(err, "format_message") else str(err)
+            _error_line(f"{ctx.command_path}: {message}" if ctx is not None else message)
         sys.exit(getattr(err, "exit_code", 2))
     finally:
         if in_main_thread:
@@ -470,3 +545,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(143 if terminated else 130)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _error_line(message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)

@@ -28,3 +28,38 @@ class DataError(RaitError):
 
 class ModelError(RaitError):
     """A model folder that cannot be loaded, or the default model cannot be installed."""
+
+
+class SettingsError(RaitError):
+    """A stage setting out of its vocabulary or range, named by its field. The CLI reports it as the option
+    (`--match-mode`), `rait run` at the config line that set it."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"field '{field}': {message}")
+
+
+def check_choice(field: str, value, allowed) -> None:
+    """Raise a `SettingsError` unless `value` is one of `allowed` (None passes: the setting's default applies)."""
+    if value is not None and value not in allowed:
+        raise SettingsError(field, f"{value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def check_count(field: str, value, minimum: int) -> None:
+    """Raise a `SettingsError` unless `value` is a whole number >= `minimum` (True and 2.5 are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SettingsError(field, f"must be a whole number >= {minimum}, got {value!r}")
+
+
+def check_number(field: str, value, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False) -> None:
+    """Raise a `SettingsError` unless `value` is a number within [low, high] (`low_open`: strictly above low)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bounds = (f"> {low}" if low_open else f">= {low}") if high is None else f"between {low} and {high}"
+        raise SettingsError(field, f"must be a number {bounds}, got {value!r}")

@@ -65,8 +65,10 @@ class QARecord:
         out: list[tuple[str, str]] = []
         for name in ("id", "question", "source", "split"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                out.append((name, "missing or empty"))
+            if not isinstance(value, str):
+                out.append((name, f"must be a string, got {type(value).__name__} {value!r}"))
+            elif not value.strip():
+                out.append((name, "empty"))
         if self.choices is not None:
             if self.answer is not None:
                 out.append(("answer", "a multiple-choice record has choices and a gold letter, not an answer"))
@@ -84,6 +86,8 @@ class QARecord:
                 out.append(("answer", "missing or empty (an open-QA record needs an answer; MCQA needs choices)"))
             if not isinstance(self.aliases, list) or not all(isinstance(a, str) for a in self.aliases):
                 out.append(("aliases", "must be a list of strings"))
+            elif not all(a.strip() for a in self.aliases):
+                out.append(("aliases", "an empty alias would match every answer under 'contains' scoring"))
         if not isinstance(self.metadata, dict):
             out.append(("metadata", "must be an object"))
         return out

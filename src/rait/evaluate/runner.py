@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import get_args
 
 from rait.data.records import QARecord
+from rait.errors import check_choice, check_count
 from rait.evaluate.metrics import macro_average, rates, seed_bootstrap_ci, seed_paired_bootstrap, ths_of
-from rait.evaluate.scoring import score_mcqa, score_open
+from rait.evaluate.scoring import MatchMode, RefusalMode, score_mcqa, score_open
 from rait.generate import SamplingSettings, generate
 from rait.prompts.render import render
 
 # Papers: 50 new tokens for open QA. MCQA allowed 1024 there; a letter or a refusal needs
 # far fewer, and 32 keeps CPU runs short while leaving room for "The answer is (B)".
 MAX_NEW_TOKENS = {"oeqa": 50, "mcqa": 32}
+# The papers' two evaluation prompts: BASIC (Init-Basic, the THS reference) and REFUSE (the refusal hint).
+EVAL_PROMPTS = ("basic", "refuse")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,14 @@ class EvalSettings:
     match_mode: str | None = None
     system: str | None = None
     chat: bool | None = None
+
+    def __post_init__(self):
+        check_choice("prompt", self.prompt, EVAL_PROMPTS)
+        check_choice("refusal_mode", self.refusal_mode, get_args(RefusalMode))
+        check_choice("match_mode", self.match_mode, get_args(MatchMode))
+        check_count("batch_size", self.batch_size, 1)
+        if self.max_new_tokens is not None:
+            check_count("max_new_tokens", self.max_new_tokens, 1)
 
     def as_dict(self) -> dict:
         return asdict(self)

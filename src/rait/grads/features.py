@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from rait.errors import RaitError
+from rait.errors import RaitError, SettingsError, check_choice, check_count
 from rait.grads.adam import GRADIENT_TYPES, AdamMoments, GradientTransform
 from rait.grads.persample import Batch, PerSampleGradients, backward_per_sample, collate, encode_example
 from rait.grads.projection import PROJECTORS, Projector, make_projector
@@ -57,12 +57,13 @@ class GradsSettings:
     bias_correction: bool = False
 
     def __post_init__(self):
-        if self.gradient_type not in GRADIENT_TYPES:
-            raise RaitError(f"unknown gradient type {self.gradient_type!r} (use one of {', '.join(GRADIENT_TYPES)})")
-        if self.projector not in PROJECTORS:
-            raise RaitError(f"unknown projector {self.projector!r} (use one of {', '.join(PROJECTORS)})")
-        if self.batch_size < 1:
-            raise RaitError(f"batch size must be >= 1, got {self.batch_size}")
+        check_choice("gradient_type", self.gradient_type, GRADIENT_TYPES)
+        check_choice("projector", self.projector, PROJECTORS)
+        check_count("batch_size", self.batch_size, 1)
+        if not self.dims:
+            raise SettingsError("dims", "needs at least one projection dimension")
+        for dim in self.dims:
+            check_count("dims", dim, 1)
         object.__setattr__(self, "dims", tuple(sorted(set(int(d) for d in self.dims))))
 
     def as_dict(self) -> dict:

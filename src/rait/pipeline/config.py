@@ -24,13 +24,14 @@ fields as the Python API. An unknown key is reported with the file, line and key
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from rait.errors import DataError
+from rait.errors import DataError, RaitError, SettingsError
 from rait.evaluate.suite import TestSet
 
 ALL_METHODS = ("van_tuning", "cor_rait", "corcer_rait", "craft_wo_cer", "craft", "rtuning_unknown", "grait")
@@ -153,7 +154,20 @@ class PipelineConfig:
                             line=mark.line + 1 if mark else None) from err
         config = _build(cls, raw, path, root, ())
         config.source = (path, root)
+        _check(config)
         return config
+
+    def settings(self, keys: tuple, factory: Callable[..., Any], values: dict[str, Any]):
+        """factory(**values), with a bad or unknown setting reported at its place in the config file."""
+        try:
+            return factory(**values)
+        except TypeError as err:
+            raise self.error(keys, f"bad setting: {err}") from err
+        except SettingsError as err:
+            place = (*keys, err.field) if err.field in values else keys
+            raise self.error(place, err.message) from err
+        except RaitError as err:
+            raise self.error(keys, str(err)) from err
 
     def error(self, keys: tuple, message: str) -> DataError:
         """A DataError pointing at the config entry `keys` (e.g. ("tracks", 0, "probe", "k"))."""
@@ -243,3 +257,78 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
             value = _build(nested, value or {}, path, root, (*keys, name))
         values[name] = value
     return cls(**values)
+
+
+# ------------------------------------------------------------------ what a stage would refuse, checked up front
+
+# Track and test-set names become folder names; test sets are in-domain or out-of-domain ("VAL" is the
+# pool's own validation split, which the pipeline names).
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+DOMAINS = ("ID", "OOD")
+
+
+def _check(config: PipelineConfig) -> None:
+    """Everything a stage would refuse, refused at its config line before any model is loaded (issue 17:
+    duplicate track names once failed at the report, after all training; `k: 2.5` inside torch)."""
+    from rait.evaluate.runner import EvalSettings
+    from rait.grads import GradsSettings
+    from rait.probe.mcqa import MCQASettings
+    from rait.probe.oeqa import OpenSettings
+    from rait.prompts.render import PROMPT_NAMES
+    from rait.select.build import ANSWERS
+    from rait.select.craft import MODES
+    from rait.train import TrainSettings
+    from rait.train.rehearsal import TARGETS
+
+    err = config.error
+    if not config.methods:
+        raise err(("methods",), "names no method; list at least one (e.g. [cor_rait])")
+    if config.seeds is not None:
+        if (not config.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in config.seeds)
+                or len(set(config.seeds)) != len(config.seeds)):
+            raise err(("seeds",), f"must be a non-empty list of distinct whole numbers, got {config.seeds!r}")
+    ev = config.eval
+    for name in ("prompts", "method_prompts"):
+        for prompt in getattr(ev, name):
+            config.settings(("eval", name), EvalSettings, {"prompt": prompt, "refusal_mode": ev.refusal_mode})
+    config.settings(("train",), TrainSettings, dict(config.train))
+    tracks: dict[str, int] = {}
+    for i, track in enumerate(config.tracks):
+        keys = ("tracks", i)
+        if not isinstance(track.name, str) or not FOLDER_NAME.fullmatch(track.name):
+            raise err((*keys, "name"), f"track name {track.name!r} must be a plain folder name (letters, digits, "
+                      "'.', '_', '-')")
+        if track.name in tracks:
+            raise err((*keys, "name"), f"track name {track.name!r} is already used by track {tracks[track.name] + 1}; "
+                      "each track writes its own folder")
+        tracks[track.name] = i
+        if track.methods is not None and not track.methods:
+            raise err((*keys, "methods"), "names no method; list at least one or leave the key out")
+        tests: set[str] = {"validation"} if track.pool.validation else set()
+        for j, test in enumerate(track.test_sets):
+            if not isinstance(test.name, str) or not FOLDER_NAME.fullmatch(test.name):
+                raise err((*keys, "test_sets", j, "name"), f"test set name {test.name!r} must be a plain folder name")
+            if test.name in tests:
+                raise err((*keys, "test_sets", j, "name"), f"test set name {test.name!r} is used twice in this track"
+                          + (" ('validation' is the pool's held-out split)" if test.name == "validation" else ""))
+            tests.add(test.name)
+            if test.domain not in DOMAINS:
+                raise err((*keys, "test_sets", j, "domain"), f"domain {test.domain!r} is not one of {', '.join(DOMAINS)}")
+        for factory in (OpenSettings, MCQASettings):
+            names = {f.name for f in dataclasses.fields(factory)}
+            config.settings((*keys, "probe"), factory, {k: v for k, v in track.probe.items() if k in names})
+        unknown = [k for k in track.probe if k not in {f.name for f in dataclasses.fields(OpenSettings)}
+                   | {f.name for f in dataclasses.fields(MCQASettings)}]
+        if unknown:
+            raise err((*keys, "probe", unknown[0]), f"unknown probe setting {unknown[0]!r}")
+        if track.rehearsal.target not in TARGETS:
+            raise err((*keys, "rehearsal", "target"), f"{track.rehearsal.target!r} is not one of {', '.join(TARGETS)}")
+        config.settings((*keys, "rehearsal", "train"), TrainSettings, config.merged_train(track, track.rehearsal.train))
+        config.settings((*keys, "train"), TrainSettings, config.merged_train(track, {}))
+        features = dict(track.grads.features)
+        if isinstance(features.get("dims"), list):
+            features["dims"] = tuple(features["dims"])
+        config.settings((*keys, "grads", "features"), GradsSettings, features)
+        for name, allowed in (("mode", MODES), ("answer", ANSWERS), ("prompt", PROMPT_NAMES)):
+            if getattr(track.build, name) not in allowed:
+                raise err((*keys, "build", name), f"{getattr(track.build, name)!r} is not one of {', '.join(allowed)}")

@@ -91,14 +91,6 @@ class Stages:
         return key, result
 
 
-def _settings(config: PipelineConfig, keys: tuple, factory: Callable[..., Any], values: dict[str, Any]):
-    """factory(**values), with a bad or unknown setting reported at its place in the config file."""
-    try:
-        return factory(**values)
-    except TypeError as err:
-        raise config.error(keys, f"bad setting: {err}") from err
-    except RaitError as err:
-        raise config.error(keys, str(err)) from err
 
 
 class TrackRun:
@@ -148,7 +140,7 @@ class TrackRun:
 
         factory = MCQASettings if task == "mcqa" else OpenSettings
         defaults = {} if task == "mcqa" else {"seed": self.config.seed}
-        settings = _settings(self.config, (*self.keys, "probe"), factory, {**defaults, **self.track.probe})
+        settings = self.config.settings((*self.keys, "probe"), factory, {**defaults, **self.track.probe})
         return settings, load_source(self.track.exemplars) if task == "mcqa" and settings.shots else []
 
     def probe(self, pool_key: str, records: list) -> tuple[str, Path, list]:
@@ -212,7 +204,7 @@ class TrackRun:
 
         reh = self.track.rehearsal
         train = {"seed": self.config.seed, **self.config.merged_train(self.track, reh.train)}
-        settings = _settings(self.config, (*self.keys, "rehearsal", "train"), TrainSettings, train)
+        settings = self.config.settings((*self.keys, "rehearsal", "train"), TrainSettings, train)
         known = RehearsalFilter(mu_min=reh.mu_min, sigma_min=reh.sigma_min, gold_prob_min=reh.gold_prob_min)
         folder = self.dir / "rehearse"
         # The resolved settings, not the config's spelling: a setting written out at its default is the same stage.
@@ -236,11 +228,11 @@ class TrackRun:
         features = {"seed": self.config.seed, **cfg.features}
         if "dims" in features:
             features["dims"] = tuple(features["dims"]) if isinstance(features["dims"], list) else (features["dims"],)
-        settings = _settings(self.config, (*self.keys, "grads", "features"), GradsSettings, features)
+        settings = self.config.settings((*self.keys, "grads", "features"), GradsSettings, features)
         recipe = dict(cfg.warmup)
         if isinstance(recipe.get("lora"), dict):  # override single LoRA fields of GRAIT's recipe, keep the rest
             recipe["lora"] = {**asdict(warmup_settings().lora), **recipe["lora"]}
-        warmup = _settings(self.config, (*self.keys, "grads", "warmup"), warmup_settings, recipe)
+        warmup = self.config.settings((*self.keys, "grads", "warmup"), warmup_settings, recipe)
         folder = self.dir / "grads"
         parts = {"probe": probe_key, "features": settings.as_dict(), "warmup": cfg.warmup, "n": cfg.n_rehearsal,
                  "prompt": build.prompt}
@@ -262,7 +254,7 @@ class TrackRun:
                       seed=seed, refusal=b.refusal)
         selectors: list[Any] = [m for m in methods if m != "grait"]
         if grads is not None:
-            selectors.append(_settings(self.config, (*self.keys, "build", "grait"), GRAIT,
+            selectors.append(self.config.settings((*self.keys, "build", "grait"), GRAIT,
                                        {**params, "features": str(grads[1]), "as_released": b.mode == "as_released",
                                         **b.grait}))
         folder = runs / "build"
@@ -282,7 +274,7 @@ class TrackRun:
         from rait.train import TrainSettings, train
 
         values = {"seed": seed, **self.config.merged_train(self.track, {})}
-        settings = _settings(self.config, (*self.keys, "train"), TrainSettings, values)
+        settings = self.config.settings((*self.keys, "train"), TrainSettings, values)
         folder = runs / "train" / method
         parts = {"data": sha256_file(data), "model": self.model_sha, "train": values}
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from rait.data.records import QARecord
-from rait.errors import ModelError, RaitError
+from rait.errors import ModelError, RaitError, check_choice, check_count
 from rait.probe.backends import Backend
 from rait.probe.measures import option_stats
 from rait.probe.shards import probe_pool, records_sha256
@@ -60,10 +60,10 @@ class MCQASettings:
     shard_size: int = 32
 
     def __post_init__(self):
-        if self.scoring not in ("letter", "cloze"):
-            raise RaitError(f"unknown MCQA scoring {self.scoring!r}; choose 'letter' or 'cloze'")
-        if self.shots < 0 or self.batch_size < 1 or self.shard_size < 1:
-            raise RaitError("shots must be >= 0, batch_size and shard_size >= 1")
+        check_choice("scoring", self.scoring, ("letter", "cloze"))
+        check_count("shots", self.shots, 0)
+        for name in ("batch_size", "shard_size"):
+            check_count(name, getattr(self, name), 1)
         if self.system is not None and not self.chat:
             raise RaitError("a system prompt needs chat rendering (chat=True)")
 

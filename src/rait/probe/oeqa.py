@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, get_args
 
 import numpy as np
 import pandas as pd
 
 from rait.data.records import QARecord
-from rait.errors import RaitError
+from rait.errors import RaitError, SettingsError, check_choice, check_count, check_number
 from rait.evaluate.scoring import MatchMode, Outcome, RefusalMode, score_open
 from rait.generate import SamplingSettings
 from rait.probe.backends import Backend
@@ -63,14 +63,18 @@ class OpenSettings:
     shard_size: int = 32
 
     def __post_init__(self):
-        if self.prompt not in OPEN_PROMPTS:
-            raise RaitError(f"unknown open-QA prompt {self.prompt!r}; choose one of {', '.join(OPEN_PROMPTS)}")
+        check_choice("prompt", self.prompt, OPEN_PROMPTS)
+        check_choice("match_mode", self.match_mode, get_args(MatchMode))
+        check_choice("refusal_mode", self.refusal_mode, get_args(RefusalMode))
+        check_count("k", self.k, 1)
         if self.k < 2:
-            raise RaitError("certainty compares samples with each other: k must be at least 2")
-        if self.temperature <= 0:
-            raise RaitError("the probe samples: temperature must be > 0")
-        if self.batch_size < 1 or self.shard_size < 1 or self.max_new_tokens < 1:
-            raise RaitError("batch_size, shard_size and max_new_tokens must be at least 1")
+            raise SettingsError("k", "certainty compares samples with each other: k must be at least 2")
+        check_number("temperature", self.temperature, 0, low_open=True)  # the probe samples
+        check_number("top_p", self.top_p, 0, 1)
+        for name in ("top_k", "seed"):
+            check_count(name, getattr(self, name), 0)
+        for name in ("batch_size", "shard_size", "max_new_tokens"):
+            check_count(name, getattr(self, name), 1)
 
     @property
     def sampling(self) -> SamplingSettings:

@@ -57,9 +57,19 @@ def validate_table(table: pd.DataFrame, source: str | Path = "<knowledge table>"
     return table
 
 
+TABLE_SUFFIXES = (".parquet", ".jsonl")
+
+
+def check_table_path(path: Path) -> None:
+    """A knowledge table's format follows its suffix; refuse any other before the probe runs."""
+    if path.suffix not in TABLE_SUFFIXES:
+        raise DataError(path, f"a knowledge table is {' or '.join(TABLE_SUFFIXES)}, not {path.suffix or 'suffix-less'}")
+
+
 def write_table(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write as Parquet (``.parquet``) or JSONL (anything else), atomically."""
+    """Write as Parquet (``.parquet``) or JSONL (``.jsonl``), atomically."""
     path = Path(path)
+    check_table_path(path)
     validate_table(table.reset_index(drop=True), path)
     with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
@@ -74,7 +84,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise DataError(path, "knowledge table not found")
     if path.suffix == ".parquet":
-        table = pd.read_parquet(path)
+        try:
+            table = pd.read_parquet(path)
+        except Exception as err:  # pyarrow raises ArrowInvalid, OSError or others for a broken file
+            raise DataError(path, f"not a readable Parquet file ({type(err).__name__}: {err})") from None
     else:
         if path.stat().st_size == 0:
             raise DataError(path, "empty file")

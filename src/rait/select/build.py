@@ -74,7 +74,8 @@ def records_by_id(records: Iterable[QARecord]) -> dict[str, QARecord]:
 
 def _lookup(by_id: dict[str, QARecord], qid: str) -> QARecord:
     if qid not in by_id:
-        raise DataError("<records>", f"question {qid!r} of the knowledge table is not among the records", field="id")
+        raise DataError("<knowledge table>", f"question {qid!r} is not among the records (was the table probed on "
+                        "another pool?)", field="id")
     return by_id[qid]
 
 

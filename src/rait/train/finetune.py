@@ -33,7 +33,7 @@ from datasets import Dataset
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from rait.artifacts import iter_jsonl_objects, manifest_path, write_json, write_manifest
-from rait.errors import DataError, ModelError, RaitError
+from rait.errors import DataError, ModelError, RaitError, SettingsError
 from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
 
@@ -209,6 +209,8 @@ def train(
         raise DataError(data_path or "<train dataset>", "no training rows")
 
     _remove_unfinished_saves(out_dir)
+    if settings.method != "full":
+        check_target_modules(model, settings.lora)
     base, tokenizer = _load_base(model, settings.method)
     counter = UpdateCounter()
     trainer = WeightedSFTTrainer(
@@ -288,6 +290,23 @@ def _remove_unfinished_saves(out_dir: Path) -> None:
 def _portable_spec(model: str | Path | None) -> str:
     """"default" stays "default" (resolved on each machine); a folder is recorded as its full path."""
     return DEFAULT_SPEC if model is None or str(model) == DEFAULT_SPEC else str(resolve_model_path(model))
+
+
+def check_target_modules(model: str | Path | None, lora: LoraSettings) -> None:
+    """Refuse LoRA target names the model does not have before its weights load (peft would fail only after)."""
+    if isinstance(lora.target_modules, str):  # "all-linear" or a pattern: peft resolves it
+        return
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():  # the module tree on the meta device: no weights read, no memory
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model_path(model)))
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in skeleton.named_modules()
+                     if isinstance(module, torch.nn.Linear)})
+    missing = [name for name in lora.target_modules if name not in linear]
+    if missing:
+        raise SettingsError("target_modules", f"{missing[0]!r} is no linear layer of this model; it has "
+                            f"{', '.join(linear)}")
 
 
 def _load_base(model: str | Path | None, method: str):
