@@ -74,6 +74,7 @@ P, B, T, G, E = (["probe", "--model", "{model}", "--data", "{tmp}/pool.jsonl", "
                  ["train", "--model", "{model}", "--data", "{tmp}/good_train.jsonl", "--out", "{tmp}/m"],
                  ["grads", "--model", "{model}", "--records", "{tmp}/pool.jsonl", "--out", "{tmp}/g"],
                  ["eval", "--model", "{model}", "--data", "{tmp}/pool.jsonl", "--out", "{tmp}/e"])
+R = ["rehearse", "--model", "{model}", "--table", "{tmp}/table.jsonl", "--data", "{tmp}/pool.jsonl", "--out", "{tmp}/h"]
 RUN = ["run", "{tmp}/c.yaml", "--out", "{tmp}/r"]
 
 # (case id, argv, config text for {tmp}/c.yaml or None, fragments the one error line must hold)
@@ -157,6 +158,14 @@ CASES = [
     ("build: --records bad", ["build", "--table", "{tmp}/table.jsonl", "--records", "{tmp}/no_answer.jsonl",
                               "--out", "{tmp}/b"], None, ["no_answer.jsonl:2"]),
     ("build: --out a file", B[:-1] + ["{tmp}/a_file.txt"], None, ["--out", "not a folder"]),
+    # rait rehearse
+    ("rehearse: --target bogus", R + ["--target", "bogus"], None, ["--target", "bogus"]),
+    ("rehearse: --mu-min 2", R + ["--mu-min", "2"], None, ["--mu-min"]),
+    ("rehearse: --n 0", R + ["--n", "0"], None, ["--n"]),
+    ("rehearse: table of other questions", ["rehearse", "--model", "{model}", "--table", "{tmp}/stranger_table.jsonl",
+                                            "--data", "{tmp}/pool.jsonl", "--out", "{tmp}/h"], None,
+     ["stranger_table.jsonl", "'zz'"]),
+    ("rehearse: --out a file", R[:-1] + ["{tmp}/a_file.txt"], None, ["--out", "not a folder"]),
     # rait train
     ("train: --lora-r 0", T + ["--lora-r", "0"], None, ["--lora-r"]),
     ("train: --epochs 0", T + ["--epochs", "0"], None, ["epochs"]),

@@ -414,8 +414,10 @@ def rehearse_command(
     """CRaFT rehearsal: fine-tune on known questions, re-probe the pool identically, write delta_mu by id."""
     from rait.data import load_source
     from rait.train import RehearsalFilter, rehearse_table
+    from rait.train.rehearsal import TARGETS
 
     _check_output("--out", out, folder=True)
+    check_choice("target", target, TARGETS)
     _spare_inputs({"table": table, "data": data, "model": model if model != "default" else None},
                   [out / name for name in ("rehearsal_data.jsonl", "model", "rehearsed_table.jsonl", "flow_table.jsonl",
                                            "flow_summary.json", "delta_mu.png")])

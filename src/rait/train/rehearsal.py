@@ -210,7 +210,12 @@ def rehearse_table(
     was given (e.g. MMLU val); `model` must be the model the table was probed with.
     """
     table_path, out_dir = Path(table_path), Path(out_dir)
-    table, manifest = read_table(table_path), read_manifest(table_path)
+    table = read_table(table_path)
+    pool_ids = {record.id for record in records}
+    if missing := [i for i in table["id"].astype(str) if i not in pool_ids]:
+        raise DataError(table_path, f"question {missing[0]!r} is not among the pool records (was the table probed on "
+                        "another pool?)", field="id")
+    manifest = read_manifest(table_path)
     probed_with = manifest.get("model", {}).get("weights_sha256")
     base = model_fingerprint(model)
     if probed_with != base["weights_sha256"]:
