@@ -123,6 +123,7 @@ CASES = [
     ("probe: --match-mode bogus", P + ["--match-mode", "bogus"], None, ["--match-mode", "bogus"]),
     ("probe: --backend bogus", P + ["--backend", "bogus"], None, ["--backend", "bogus"]),
     ("probe: --device bogus", P + ["--device", "bogus"], None, ["--device", "bogus"]),
+    ("probe: --device cuda without a GPU (CUDA)", P + ["--device", "cuda"], None, ["--device cuda", "no CUDA device"]),
     ("probe: --out with an unknown suffix", P[:-1] + ["{tmp}/t.txt"], None, ["--out", ".parquet or .jsonl"]),
     ("probe: --out under a file", P[:-1] + ["{tmp}/a_file.txt/t.parquet"], None, ["--out", "not a folder"]),
     ("probe: --model missing", ["probe", "--model", "{tmp}/nosuch", "--data", "{tmp}/pool.jsonl", "--out",
@@ -261,7 +262,16 @@ def test_the_suite_holds_at_least_sixty_distinct_cases():
     assert len(CASES) >= 60 and len({case[0] for case in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("argv, config, fragments", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def _params():
+    """Every case; asking for CUDA is hostile only where there is none."""
+    import torch
+
+    for name, *rest in CASES:
+        marks = [pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")] if "CUDA" in name else []
+        yield pytest.param(*rest, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("argv, config, fragments", list(_params()))
 def test_hostile_input_is_one_line_exit_2_and_writes_nothing(workspace, capfd, argv, config, fragments):
     tmp, model = workspace
     if config is not None:
