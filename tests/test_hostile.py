@@ -227,6 +227,8 @@ CASES = [
      ["c.yaml:6", "domain", "MID"]),
     ("run: n_boot 0", RUN, _config(top="eval: {n_boot: 0}\n"), ["c.yaml:3", "n_boot"]),
     ("run: tau 2", RUN, _config("    build: {tau: 2}\n"), ["c.yaml:7", "tau"]),
+    ("run: build mode bogus", RUN, _config("    build: {mode: bogus}\n"), ["c.yaml:7", "mode", "'bogus'"]),
+    ("run: probe match_mode bogus", RUN, _config("    probe: {match_mode: bogus}\n"), ["c.yaml:7", "match_mode", "'bogus'"]),
     ("run: pool sample 0", RUN, _config().replace("pool.jsonl'}\n    test", "pool.jsonl', sample: 0}\n    test", 1),
      ["c.yaml:5", "sample"]),
     ("run: seeds repeated", RUN, _config(top="seeds: [0, 0]\n"), ["c.yaml:3", "seeds"]),

@@ -317,17 +317,13 @@ def build(
     from rait.select import GRAIT, run_build
     from rait.select.build import SELECTORS, summary_markdown
 
-    from rait.prompts.render import PROMPT_NAMES
-    from rait.select.build import ANSWERS
-    from rait.select.craft import MODES
-    from rait.select.crss import POOLINGS
+    from rait.select.build import check_build_choices
     from rait.select.grait import RULES
 
     _check_output("--out", out, folder=True)
-    for name, value, allowed in (("mode", mode, MODES), ("answer", answer, ANSWERS), ("prompt", prompt, PROMPT_NAMES),
-                                 ("grait_rule", grait_rule, RULES), ("weight_sign", weight_sign, (-1, 1)),
-                                 ("crss_pooling", crss_pooling, POOLINGS)):
-        check_choice(name, value, allowed)
+    check_build_choices(mode=mode, answer=answer, prompt=prompt, crss_pooling=crss_pooling)
+    check_choice("grait_rule", grait_rule, RULES)
+    check_choice("weight_sign", weight_sign, (-1, 1))
     files = [out / "summary.json", *(out / f"{name}.jsonl" for name in (*SELECTORS, "grait"))]
     _spare_inputs({"table": table, "records": records, "grads": grads_store},
                   files + [manifest_path(f) for f in files] + [out / "summary.md", out / "xtuner", out / "dpo"])

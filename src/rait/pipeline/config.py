@@ -274,9 +274,7 @@ def _check(config: PipelineConfig) -> None:
     from rait.grads import GradsSettings
     from rait.probe.mcqa import MCQASettings
     from rait.probe.oeqa import OpenSettings
-    from rait.prompts.render import PROMPT_NAMES
-    from rait.select.build import ANSWERS
-    from rait.select.craft import MODES
+    from rait.select.build import check_build_choices
     from rait.train import TrainSettings
     from rait.train.rehearsal import TARGETS
 
@@ -329,6 +327,6 @@ def _check(config: PipelineConfig) -> None:
         if isinstance(features.get("dims"), list):
             features["dims"] = tuple(features["dims"])
         config.settings((*keys, "grads", "features"), GradsSettings, features)
-        for name, allowed in (("mode", MODES), ("answer", ANSWERS), ("prompt", PROMPT_NAMES)):
-            if getattr(track.build, name) not in allowed:
-                raise err((*keys, "build", name), f"{getattr(track.build, name)!r} is not one of {', '.join(allowed)}")
+        build = track.build
+        config.settings((*keys, "build"), check_build_choices,
+                        {"mode": build.mode, "answer": build.answer, "prompt": build.prompt})

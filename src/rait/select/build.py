@@ -32,11 +32,11 @@ import pandas as pd
 
 from rait.artifacts import atomic_path, write_json, write_jsonl, write_manifest
 from rait.data.records import QARecord
-from rait.errors import DataError, RaitError
+from rait.errors import DataError, RaitError, check_choice
 from rait.prompts import enumerate_letters, prompt_library, subject_name, training_example
 from rait.select.base import Selector, SelectionWarning
-from rait.select.craft import CorCerRAIT, CorRAIT, CRaFT, CRaFTWithoutCer, VanTuning
-from rait.select.crss import CRSS_THRESHOLDS, crss, question_features
+from rait.select.craft import MODES, CorCerRAIT, CorRAIT, CRaFT, CRaFTWithoutCer, VanTuning
+from rait.select.crss import CRSS_THRESHOLDS, POOLINGS, crss, question_features
 from rait.select.rtuning import RTuning
 
 SELECTORS: dict[str, Callable[..., Selector]] = {
@@ -85,6 +85,16 @@ def selected(selector: Selector) -> list[tuple[str, str]]:
 
 
 ANSWERS = ("gold", "sampled")
+
+
+def check_build_choices(*, mode: str = "paper", answer: str = "gold", prompt: str = "refuse",
+                        crss_pooling: str = "last_token") -> None:
+    """The build's vocabulary, checked before any work by `run_build`, `rait build` and `rait run` alike."""
+    from rait.prompts.render import PROMPT_NAMES
+
+    for name, value, allowed in (("mode", mode, MODES), ("answer", answer, ANSWERS), ("prompt", prompt, PROMPT_NAMES),
+                                 ("crss_pooling", crss_pooling, POOLINGS)):
+        check_choice(name, value, allowed)
 
 
 def build_dataset(selector: Selector, table: pd.DataFrame, records: Sequence[QARecord], prompt: str = "refuse",
@@ -253,6 +263,8 @@ def run_build(
     """
     from rait.data import read_records
     from rait.probe.table import read_table
+
+    check_build_choices(mode=mode, answer=answer, prompt=prompt, crss_pooling=crss_pooling)
 
     table_path, records_path, out_dir = Path(table_path), Path(records_path), Path(out_dir)
     table = read_table(table_path)
