@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, previous)
     if code == 130:
         console.print(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): finished work (probe and gradient "
-                      "shards, completed stages) is kept; run the same command again to resume")
+                      "shards, completed stages) is kept; run the same command again to resume", soft_wrap=True)
         sys.exit(143 if terminated else 130)
     if isinstance(code, int) and code:
         sys.exit(code)
