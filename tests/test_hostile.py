@@ -305,3 +305,18 @@ def test_no_case_prints_a_traceback_in_a_real_process(workspace, name):
                           text=True, timeout=300, env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
+
+
+def test_an_output_in_a_folder_this_user_cannot_write_is_refused_before_any_work(workspace, capfd, monkeypatch):
+    """Running as root, a read-only folder is still writable; the check asks `os.access`, so ask it as a user
+    without write permission would be answered."""
+    import rait.cli
+
+    tmp, _ = workspace
+    monkeypatch.setattr(rait.cli.os, "access", lambda path, mode: Path(path) != tmp)
+    before = _snapshot(tmp)
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "load", f"jsonl:{tmp}/pool.jsonl", "--out", f"{tmp}/x.jsonl"])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert exit_.value.code == 2 and len(lines) == 1 and f"{tmp} is not writable" in lines[0]
+    assert _snapshot(tmp) == before
