@@ -109,6 +109,27 @@ def diagnosis_table() -> list[str]:
     return lines
 
 
+def relation_table(test_set: str) -> list[str]:
+    """Per relation of one test set: each model's right / wrong / refused answers (items; means over seeds), and
+    how many of its refusals were questions Init-Basic answered right."""
+    rows = [r for r in read_csv("by_relation.csv") if r["test_set"] == test_set]
+    subjects = sorted({r["subject"] for r in rows})
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    sizes = {r["subject"]: r["n"] for r in rows}
+    lines = ["", "| model | " + " | ".join(f"{s} (n = {sizes[s]}): right / wrong / refused (of them Init-Basic right)"
+                                          for s in subjects) + " |", "| --- |" + " ---: |" * len(subjects)]
+    for model in models:
+        cells = []
+        for subject in subjects:
+            mine = [r for r in rows if r["model"] == model and r["subject"] == subject]
+            mean = {k: sum(float(r[k]) for r in mine) / len(mine) for k in ("correct", "wrong", "refused",
+                                                                           "refused_init_right")}
+            cells.append(f"{mean['correct']:.1f} / {mean['wrong']:.1f} / {mean['refused']:.1f} "
+                         f"({mean['refused_init_right']:.1f})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def stage_times() -> list[str]:
     summary = json.loads((HERE / "summary.json").read_text())
     groups: dict[str, float] = {}
@@ -134,7 +155,9 @@ def main() -> None:
     sections = [("Results (means over seeds; 95 % intervals over items and seeds)", results_tables(results)),
                 ("Verdicts (rule 4)", verdicts(results, paired)), ("Paired comparisons", paired_table(paired)),
                 ("Where the answers went (items, means over seeds)", flow_table(flows)),
-                ("Diagnosis", diagnosis_table()), ("Stage wall times", stage_times())]
+                ("Diagnosis", diagnosis_table()),
+                ("facts-ood by relation (items, means over seeds)", relation_table("facts-ood")),
+                ("Stage wall times", stage_times())]
     for title, lines in sections:
         print(f"### {title}")
         print("\n".join(lines))
