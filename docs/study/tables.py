@@ -135,11 +135,14 @@ def stage_times() -> list[str]:
     groups: dict[str, float] = {}
     for stage, entry in summary["stages"].items():
         name = stage.split(": ", 1)[1]
-        seed = name.split("(seed ")[1].rstrip(")") if "(seed " in name else None
+        marker = next((m for m in ("(seed ", "(seed-") if m in name), None)
+        seed = name.split(marker)[1].rstrip(")") if marker else None
         verb = name.split()[0]
-        group = verb if verb in ("probe", "rehearse", "grads") else f"{verb} ({'Init' if seed is None else 'seed ' + seed})"
+        group = verb if seed is None else f"{verb} (seed {seed})"
         if verb == "eval" and seed is None:
             group = "eval (Init-Basic, Init-Refuse)"
+        if verb == "diagnose":
+            group = "diagnose (probe of the test items)"
         groups[group] = groups.get(group, 0.0) + (entry["seconds"] or 0.0)
     lines = ["", "| stage | minutes |", "| --- | ---: |"]
     lines += [f"| {group} | {seconds / 60:.1f} |" for group, seconds in groups.items()]
