@@ -253,7 +253,10 @@ def test_an_interrupted_probe_exits_non_zero_keeps_its_finished_shards_and_says_
     process = subprocess.Popen(
         [sys.executable, "-m", "rait", "probe", "--model", str(tiny_model_dir), "--data", str(tmp_path / "pool.jsonl"),
          "--out", str(out), "--k", "2", "--max-new-tokens", "8", "--shard-size", "4", "--batch-size", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # as in a terminal: a test run started in the background (`cmd &`) inherits SIGINT ignored, and Python
+        # then never raises KeyboardInterrupt (the probe ran to the end and exited 0)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     work = default_work_dir(out)
     deadline = time.monotonic() + 600  # generous: a loaded CI box may take minutes to import torch
     while not list(work.glob("shard-*.json")) and process.poll() is None and time.monotonic() < deadline:
