@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from probe import RESULTS, device_name, save  # benchmarks/probe.py, next to this script
 
-from rait.evaluate.suite import TestSet, load_test_records
+from rait.data import TestSet, load_test_records
 from rait.generate import SamplingSettings, generate
 from rait.prompts.render import render
 

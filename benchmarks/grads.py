@@ -10,7 +10,7 @@ speed: our batched per-sample LoRA features (Adam-preconditioned, CountSketch-pr
     python benchmarks/grads.py speed --config llama3-8b --device cuda   # random-init Llama-3-8B shape, bf16
 
 build: a real GRAIT training set on SmolLM2 from a small facts pool: greedy knowledge table,
-    warm-up LoRA, gradient store, GRAIT selection and weights (`rait.select.build.run_build`).
+    warm-up LoRA, gradient store, GRAIT selection and weights (`rait.select.run`).
 
     python benchmarks/grads.py build --pool 72
 
@@ -47,7 +47,7 @@ DIMS = (1024, 2048, 4096, 8192)
 LESS_LORA = dict(r=128, lora_alpha=512, lora_dropout=0.1, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0)
-PEAK_TFLOPS = {"cuda": 989.0, "cpu": 0.173}  # H100 SXM dense bf16; this CPU's measured fp32 matmul (default-model.md)
+PEAK_TFLOPS = {"cuda": 989.0, "cpu": 0.173}  # H100 SXM dense bf16; this CPU's measured fp32 matmul
 
 
 # ---------------------------------------------------------------- measuring
@@ -305,7 +305,7 @@ def greedy_knowledge_table(records, batch_size: int = 16):
     """A cheap knowledge table: μ = 1 if the model's greedy answer (BASIC prompt) matches, else 0."""
     import pandas as pd
 
-    from rait.evaluate.scoring import match_answer
+    from rait.data.scoring import match_answer
     from rait.generate import SamplingSettings, generate
     from rait.models import load_model
     from rait.prompts import render
@@ -321,10 +321,11 @@ def run_build(args) -> dict:
     from rait.data import write_records
     from rait.data.facts import build_facts
     from rait.grads import GradsSettings, GradientFeatures
-    from rait.grads.pipeline import run_grads
+    from rait.grads.stage import run as grads_stage
     from rait.grads.warmup import warmup_settings
     from rait.probe.table import read_table, write_table
-    from rait.select.build import run_build as build_sets
+    from rait.select import BuildSettings
+    from rait.select import run as build_sets
     from rait.select.grait import GRAIT
 
     out = Path(args.out_dir)
@@ -342,17 +343,16 @@ def run_build(args) -> dict:
         timings_path.write_text(json.dumps(timings))
 
     warm = warmup_settings(epochs=2.0, grad_accum=4, batch_size=1)  # 2 shared CPU cores: fewer epochs than 4
-    grads = GradsSettings(gradient_type="adam", dims=(1024, 8192), batch_size=8)
-    seconds, store = timed(torch.device("cpu"), lambda: run_grads(
-        "default", out / "pool.jsonl", out / "grads", table_path=out / "knowledge.jsonl", settings=grads,
-        warmup_config=warm, n_rehearsal=args.rehearsal))
+    grads = GradsSettings(gradient_type="adam", dims=(1024, 8192), batch_size=8, warmup=warm,
+                          n_rehearsal=args.rehearsal)
+    seconds, store = timed(torch.device("cpu"), lambda: grads_stage(
+        grads, out / "pool.jsonl", out / "grads", model="default", table_path=out / "knowledge.jsonl"))
     timings.setdefault("warmup_and_gradients_s", round(seconds, 1))
     timings_path.write_text(json.dumps(timings))
-    n_ik, n_idk = int((table["mu"] > 0.5).sum()), int((table["mu"] < 0.5).sum())
+    n_ik, n_idk = int((table["mu"] >= 0.5).sum()), int((table["mu"] < 0.5).sum())
     n_vanilla, n_idk_sel = n_ik // 2, n_idk // 4
-    summary = build_sets(out / "knowledge.jsonl", out / "pool.jsonl", out / "build",
-                         methods=[GRAIT(str(store), n_vanilla=n_vanilla, n_idk=n_idk_sel), "cor_rait"],
-                         n_vanilla=n_vanilla, n_idk=n_idk_sel, exports=())
+    summary = build_sets(BuildSettings(methods=["grait", "cor_rait"], n_vanilla=n_vanilla, n_idk=n_idk_sel, exports=()),
+                         out / "knowledge.jsonl", out / "pool.jsonl", out / "build", gradients=store)
 
     features = GradientFeatures.load(store, 8192)
     rules = {rule: GRAIT(features, n_vanilla=n_vanilla, n_idk=n_idk_sel, rule=rule).fit(table)

@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from rait.artifacts import read_manifest
 from rait.data.facts import build_facts, split_facts
 from rait.data.records import QARecord
-from rait.evaluate.scoring import Outcome, score_open
+from rait.data.scoring import Outcome, score_open
 from rait.generate import SamplingSettings, generate
 from rait.models import load_model
 from rait.prompts import render, training_example
@@ -74,7 +74,8 @@ def write_result(name: str, result: dict) -> Path:
 def run_lora(n: int, epochs: float) -> None:
     from matplotlib.figure import Figure
 
-    from rait.train import TrainSettings, load_trained, train
+    from rait.train import TrainSettings, load_trained
+    from rait.train import run as train
 
     records = facts_sample(n)
     held_out = random.Random(SEED).sample(split_facts(build_facts(seed=SEED), SEED)["test_id"], 100)
@@ -85,7 +86,7 @@ def run_lora(n: int, epochs: float) -> None:
     del base
 
     settings = TrainSettings(epochs=epochs, seed=SEED)
-    result = train(rows, WORK / "lora", "default", settings)
+    result = train(settings, rows, WORK / "lora", model="default")
     tuned, tokenizer = load_trained(WORK / "lora")
     after_train, after_test = greedy_answers(tuned, tokenizer, records), greedy_answers(tuned, tokenizer, held_out)
 
@@ -181,7 +182,9 @@ def run_rehearsal(n_pool: int, k: int, max_new_tokens: int, mu_min: float, sigma
     paper's filter (μ ≥ 0.995 and σ ≥ 0.995) passes almost nothing; the thresholds are options."""
     from rait.probe import OpenSettings, probe_open, read_table
     from rait.probe.backends import HFBackend
-    from rait.train import RehearsalFilter, TrainSettings, plot_delta_mu, rehearse_table
+    from rait.rehearse import RehearseSettings, plot_delta_mu
+    from rait.rehearse import run as rehearse
+    from rait.train import TrainSettings
 
     pool = facts_sample(n_pool)
     table_path = WORK / "rehearsal" / "initial_table.jsonl"
@@ -196,8 +199,8 @@ def run_rehearsal(n_pool: int, k: int, max_new_tokens: int, mu_min: float, sigma
                f"used filter (mu >= {mu_min}, sigma >= {sigma_min})": int(((table["mu"] >= mu_min) & (table["sigma"] >= sigma_min)).sum())}
     train_settings = TrainSettings(seed=SEED, batch_size=batch_size, grad_accum=1)
     start = time.perf_counter()
-    result = rehearse_table(table_path, pool, WORK / "rehearsal" / "run", model="default", settings=train_settings,
-                            seed=SEED, known=RehearsalFilter(mu_min=mu_min, sigma_min=sigma_min))
+    settings = RehearseSettings(mu_min=mu_min, sigma_min=sigma_min, seed=SEED, train=train_settings)
+    result = rehearse(settings, table_path, pool, WORK / "rehearsal" / "run", model="default")
     rehearse_s = time.perf_counter() - start
     plot_delta_mu(result.flow, IMAGES / "train_rehearsal_delta_mu.png",
                   title=f"Knowledge flow, SmolLM2-135M, {n_pool} facts questions ({result.rehearsal_samples} rehearsed)")

@@ -1,10 +1,20 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
-from rait.artifacts import atomic_path, read_manifest, sha256_tree, write_jsonl, write_manifest
+from rait.artifacts import (
+    atomic_path,
+    canonical,
+    changed_field,
+    identity_key,
+    read_manifest,
+    sha256_tree,
+    write_jsonl,
+    write_manifest,
+)
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -49,3 +59,15 @@ def test_written_artifacts_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "rows.jsonl").stat().st_mode) == mode
+
+
+def test_one_staleness_key_scheme():
+    """Identities compare as they read back from JSON; the key is stable and sees every field."""
+    identity = {"settings": {"dims": (8, 16), "seed": 0}, "data_sha256": "ab", "model": Path("/m")}
+    stored = json.loads(json.dumps(canonical(identity)))
+    assert changed_field(stored, identity) is None
+    assert changed_field(stored, identity | {"data_sha256": "cd"}) == "data_sha256"
+    assert changed_field(stored, {**identity, "settings": {"dims": (8,), "seed": 0}}) == "settings"
+    assert changed_field(None, identity) is not None
+    assert identity_key(identity) == identity_key(json.loads(json.dumps(canonical(identity))))
+    assert identity_key(identity) != identity_key(identity | {"data_sha256": "cd"})

@@ -235,6 +235,38 @@ def test_grads_then_build_grait(tmp_path, tiny_model_dir):
     assert all(row["weight"] == 1 for row in rows if row["kind"] == "vanilla")
 
 
+def test_rehearse_takes_the_same_training_options_as_train(tmp_path, monkeypatch):
+    """Issue 16: `rait rehearse` hard-coded LoRA r 64 / alpha 16 / dropout 0.1 on all linear layers; its
+    training options are now `rait train`'s, defined once."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    import rait.rehearse
+    from rait.probe.table import write_table
+
+    seen = {}
+
+    def rehearse(settings, *args, **kwargs):
+        seen["settings"] = settings
+        return SimpleNamespace(rehearsal_samples=1, updates=1, out_dir=tmp_path / "r")
+
+    monkeypatch.setattr(rait.rehearse, "run", rehearse)
+    records = [QARecord(id="q0", question="What is it?", source="facts", split="train", answer="it")]
+    write_records(tmp_path / "pool.jsonl", records)
+    write_table(pd.DataFrame({"id": ["q0"], "task": "oeqa", "mu": [1.0], "sigma": [1.0]}), tmp_path / "t.jsonl")
+    assert run(["rehearse", "--table", str(tmp_path / "t.jsonl"), "--data", str(tmp_path / "pool.jsonl"),
+         "--out", str(tmp_path / "r"), "--lora-r", "8", "--lora-alpha", "32", "--lora-dropout", "0.0",
+         "--target-modules", "q_proj,v_proj", "--epochs", "2", "--n", "5", "--seed", "3"]) == 0
+    settings = seen["settings"]
+    assert (settings.n, settings.seed, settings.train.seed, settings.train.epochs) == (5, 3, 3, 2.0)
+    lora = settings.train.lora
+    assert (lora.r, lora.alpha, lora.dropout, lora.target_modules) == (8, 32, 0.0, ["q_proj", "v_proj"])
+    help_text = subprocess.run([sys.executable, "-m", "rait", "rehearse", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    assert "--lora-r" in help_text and "--target-modules" in help_text
+
+
 @pytest.mark.parametrize("signum, code, name", [(2, 130, "Ctrl-C"), (15, 143, "SIGTERM")])
 def test_an_interrupted_probe_exits_non_zero_keeps_its_finished_shards_and_says_how_to_resume(
         tmp_path, tiny_model_dir, signum, code, name):

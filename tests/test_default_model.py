@@ -37,7 +37,7 @@ def test_default_model_folder_records_its_source():
 def test_greedy_answers_of_the_default_model_equal_batched_generate(prompt):
     """Evaluation's decoding loop (shared prefix, continuous batching) against `model.generate` on the
     same batches of real prompts; the full 200 facts + 100 NQ check is `benchmarks/eval.py --equality`."""
-    from rait.evaluate.suite import TestSet, load_test_records
+    from rait.data import TestSet, load_test_records
 
     model, tokenizer = load_model("default")
     records = (load_test_records(TestSet("facts", "facts:test_id", sample=24, stratify="subject"), seed=1)

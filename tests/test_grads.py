@@ -323,7 +323,7 @@ def test_run_grads_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
 
     from rait.artifacts import read_manifest
     from rait.data import QARecord, write_records
-    from rait.grads.pipeline import run_grads
+    from rait.grads.stage import run
     from rait.probe.table import write_table
     from rait.select.grait import GRAIT
 
@@ -333,8 +333,9 @@ def test_run_grads_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     mu = [1.0, 0.9, 0.5, 0.0, 0.1, 0.2, 0.8, 0.0]  # q2 sits on the default threshold τ = 0.5
     write_table(pd.DataFrame({"id": [r.id for r in records], "task": "oeqa", "mu": mu, "sigma": 0.0}), tmp_path / "table.jsonl")
     warm = warmup_settings(lora=LoraSettings(r=4, alpha=16), epochs=1, grad_accum=1, batch_size=2, learning_rate=1e-3)
-    store = run_grads(str(tiny_model_dir), tmp_path / "pool.jsonl", tmp_path / "grads", table_path=tmp_path / "table.jsonl",
-                      settings=GradsSettings(dims=(64,), batch_size=4), warmup_config=warm, n_rehearsal=2)
+    settings = GradsSettings(dims=(64,), batch_size=4, warmup=warm, n_rehearsal=2)
+    store = run(settings, tmp_path / "pool.jsonl", tmp_path / "grads", model=str(tiny_model_dir),
+                table_path=tmp_path / "table.jsonl")
     ids, features = load_features(store, "refusal")
     assert sorted(ids) == sorted(r.id for r in records)  # every question: τ is the builder's, not this stage's
     assert features.shape == (8, 64)
@@ -342,7 +343,36 @@ def test_run_grads_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     table = pd.read_json(tmp_path / "table.jsonl", lines=True, dtype={"id": str})
     selector = GRAIT(str(store), n_vanilla=2, n_idk=2).fit(table)
     assert sum(selector.weights_.values()) == pytest.approx(1.0)
-    assert "q2" not in selector.scores_["id"].tolist() and selector.report_["pool"]["between_thresholds"] == 1
+    assert "q2" not in selector.scores_["id"].tolist() and selector.report_["pool"]["between_thresholds"] == 0
     # The same store at another τ (issue 16: a build at τ 0.35 after `rait grads` failed on the μ = 0.5 question)
     lower = GRAIT(str(store), n_vanilla=4, n_idk=2, tau=0.35).fit(table)
     assert "q2" in lower.vanilla_ids_ and sum(lower.weights_.values()) == pytest.approx(1.0)
+
+
+def test_the_gradient_stage_renders_rows_with_the_builds_prompt_and_refusal(tiny_model_dir, tmp_path, monkeypatch):
+    """Issue 16: the build's prompt and refusal are settings this stage receives (`rait run` hands them over), so
+    the features are those of the rows GRAIT will train on; the refusal once never reached it."""
+    from rait.data import QARecord, write_records
+    from rait.grads import stage
+    from rait.prompts import training_example
+
+    records = [QARecord(id=f"q{k}", question=q, source="nq", split="dev", answer=f"answer {k}")
+               for k, (q, _) in enumerate(PAIRS[:2])]
+    write_records(tmp_path / "pool.jsonl", records)
+    seen = {}
+
+    def capture(model, tokenizer, examples, *args, **kwargs):
+        seen["examples"] = examples
+        raise StopIteration
+
+    monkeypatch.setattr(stage, "load_warm_model", lambda base, adapter: base)
+    monkeypatch.setattr(stage, "build_store", capture)
+    settings = GradsSettings(gradient_type="sgd", dims=(8,), prompt="basic", refusal="Unsure.")
+    with pytest.raises(StopIteration):
+        stage.run(settings, tmp_path / "pool.jsonl", tmp_path / "g", model=str(tiny_model_dir), adapter=tmp_path)
+    for example in seen["examples"]:
+        record = records[int(example.id[1:])]
+        target = "Unsure." if example.form == "refusal" else record.answer
+        row = training_example(record, "basic", target)
+        assert (example.prompt, example.completion) == (row["prompt"], row["completion"])
+    assert {e.form for e in seen["examples"]} == {"answer", "refusal"}

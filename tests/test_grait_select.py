@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,9 @@ from rait.data.records import QARecord
 from rait.errors import DataError
 from rait.grads.store import GradientFeatures
 from rait.select.build import build_dataset
-from rait.select.grait import GRAIT, adaptive_weights, gradient_examples
+from rait.grads.features import gradient_examples
+from rait.select import METHODS, SelectionWarning, make_selector
+from rait.select.grait import GRAIT, adaptive_weights
 
 N = 90
 
@@ -34,13 +38,15 @@ def pool():
     return table, features
 
 
-def brute_force(table: pd.DataFrame, features: GradientFeatures) -> tuple[dict, dict]:
-    """I_O1 and α from the explicit N x N similarity matrix, as the release's loaded .pt files hold it."""
+def brute_force(table: pd.DataFrame, features: GradientFeatures, released: bool = False) -> tuple[dict, dict]:
+    """I_O1 and α from the explicit N x N similarity matrix, as the release's loaded .pt files hold it.
+
+    The ik pool is μ ≥ 0.5 (every builder's split) or, as released, μ > 0.5."""
     ids = list(table["id"])
     u = features.rows("refusal", ids)
     s_rr = u @ u.T
     mu = table["mu"].to_numpy()
-    ik, idk = np.flatnonzero(mu > 0.5), np.flatnonzero(mu < 0.5)
+    ik, idk = np.flatnonzero(mu > 0.5 if released else mu >= 0.5), np.flatnonzero(mu < 0.5)
     influence = {ids[i]: s_rr[i][idk].mean() for i in idk}
     alpha = {ids[i]: s_rr[i][ik].mean() - s_rr[i][idk].mean() for i in idk}
     return influence, alpha
@@ -76,10 +82,11 @@ def released_selection(table: pd.DataFrame, features: GradientFeatures, n_van: i
     return [ids[i] for i in idk_table]
 
 
-def test_set_mean_influence_equals_brute_force(pool):
+@pytest.mark.parametrize("released", [False, True])
+def test_set_mean_influence_equals_brute_force(pool, released):
     table, features = pool
-    selector = GRAIT(features, n_vanilla=10, n_idk=12).fit(table)
-    influence, alpha = brute_force(table, features)
+    selector = GRAIT(features, n_vanilla=10, n_idk=12, as_released=released).fit(table)
+    influence, alpha = brute_force(table, features, released)
     scores = selector.scores_.set_index("id")
     assert set(scores.index) == set(influence)
     np.testing.assert_allclose(scores["influence_o1"], [influence[i] for i in scores.index], rtol=1e-9, atol=1e-12)
@@ -97,10 +104,31 @@ def test_o1_topk_takes_the_most_influential_idk_questions(pool):
 def test_vanilla_side_is_the_top_known_questions_by_mu(pool):
     table, features = pool
     selector = GRAIT(features, n_vanilla=10, n_idk=12).fit(table)
-    known = table[table["mu"] > 0.5]
+    known = table[table["mu"] >= 0.5]
     chosen = table.set_index("id").loc[selector.vanilla_ids_, "mu"]
     assert chosen.min() >= known["mu"].sort_values(ascending=False).iloc[9]
-    assert selector.report_["pool"]["between_thresholds"] == int((table["mu"] == 0.5).sum()) > 0
+    assert selector.report_["pool"]["between_thresholds"] == 0
+    released = GRAIT(features, n_vanilla=10, n_idk=12, as_released=True).fit(table)  # the script drops μ = τ
+    assert released.report_["pool"]["between_thresholds"] == int((table["mu"] == 0.5).sum()) > 0
+
+
+def test_every_builder_splits_known_and_unknown_alike_at_tau(pool):
+    """Issue 16: GRAIT kept μ > τ / μ < τ and dropped μ = τ (common with k = 10 samples), while every other builder
+    counts μ ≥ τ as known; one split (`split_by_correctness`) now serves all of them."""
+    table, features = pool
+    table = table.assign(delta_mu=-0.1)  # the flow methods may take every unknown question
+    for tau in (0.5, float(np.linspace(0, 1, 11)[3])):  # grid values of μ (0.3 as the grid writes it)
+        known, unknown = int((table["mu"] >= tau).sum()), int((table["mu"] < tau).sum())
+        assert (table["mu"] == tau).any()
+        for name, method in METHODS.items():
+            if "tau" not in method.parameters:
+                continue  # Van-Tuning draws from the whole table
+            extra = {"features": features} if method.needs_gradients else {}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SelectionWarning)
+                selector = make_selector(name, tau=tau, n_vanilla=5, n_idk=5, **extra).fit(table)
+            pools = selector.report_["pool"]
+            assert (pools["vanilla"], pools["idk"]) == (known, unknown), (name, tau)
 
 
 @pytest.mark.parametrize("n_van,n_idk", [(10, 12), (25, 5), (0, 8)])

@@ -29,7 +29,7 @@ from rait.evaluate.metrics import (
     ths_ci,
     ths_of,
 )
-from rait.evaluate.scoring import Outcome
+from rait.data.scoring import Outcome
 
 C, W, R, U = "correct", "wrong", "refused", "unparsed"
 
@@ -58,7 +58,7 @@ TABLE_2 = {
     },
 }
 # The four MMLU cells whose printed THS does not follow from the printed macro Pc/Pw
-# (GRAIT spec §5.3); MMLU Pc/Pw are means over 57 subjects, so the table likely mixes aggregations.
+# (CRaFT, AAAI 2025, Table 2); MMLU Pc/Pw are means over 57 subjects, so the table likely mixes aggregations.
 KNOWN_OUTLIERS = {
     ("LLaMA2-7B-Chat", "Init-Refuse", "MMLU"),
     ("LLaMA2-7B-Chat", "Cor-RAIT", "MMLU"),

@@ -36,8 +36,8 @@ tracks:
     probe: {{shots: 1, batch_size: 4}}
     rehearsal: {{n: 4, gold_prob_min: 0.0, train: {{batch_size: 2, warmup: 0}}}}
     grads: {{n_rehearsal: 4, warmup: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 16}}}},
-             features: {{dims: [32], batch_size: 4}}}}
-    build: {{n_total: {mcqa_total}, tau: 0.26}}
+             dims: [32], batch_size: 4}}
+    build: {{n_total: {mcqa_total}, tau: 0.26, refusal: "I don't know."}}
     test_sets:
       - {{name: mmlu-val, data: "mmlu:val", sample: 4, domain: ID}}
       - {{name: arc-c, data: "arc-c:test", sample: 4, domain: OOD}}
@@ -78,6 +78,8 @@ def test_every_method_is_trained_evaluated_and_reported(pipeline_run):
         assert method in table, method
     log = stage_log(out)
     assert not any(log.values())  # a first run computes everything
+    grads = json.loads((out / "mmlu" / "grads" / "stage.json").read_text())["parts"]["settings"]
+    assert (grads["prompt"], grads["refusal"]) == ("refuse", "I don't know.")  # the build's, handed to the stage
     for stage in ("mmlu: probe", "mmlu: rehearse", "mmlu: grads", "mmlu: build", "facts: probe", "facts: rehearse"):
         assert stage in log
     assert "facts: grads" not in log  # GRAIT is not among the facts track's methods
@@ -87,6 +89,9 @@ def test_every_method_is_trained_evaluated_and_reported(pipeline_run):
     idk = [r["weight"] for r in grait if r["kind"] == "idk"]
     assert idk and sum(idk) == pytest.approx(len(idk) / 2)  # GRAIT's adaptive weights reach training
     assert (out / "facts" / "rehearse" / "flow_table.jsonl").is_file()
+    abstention = (out / "abstention.csv").read_text().splitlines()  # the metrics beyond Table 2 reach the report
+    assert "over_refusal" in abstention[0] and "quadrant_truthful" in abstention[0]
+    assert len(abstention) == len((out / "results.csv").read_text().splitlines())
 
 
 def test_a_rerun_is_cached_and_a_change_recomputes_only_what_depends_on_it(pipeline_run, tiny_model_dir):
@@ -207,7 +212,7 @@ def test_run_pipeline_returns_report_rows_with_ths(pipeline_run):
 
 
 def test_max_chars_drops_long_questions_before_sampling():
-    from rait.evaluate.suite import TestSet, load_test_records, record_chars
+    from rait.data import TestSet, load_test_records, record_chars
 
     short = load_test_records(TestSet(name="t", data="mmlu:val", sample=20, max_chars=300), seed=0)
     assert len(short) == 20 and all(record_chars(r) <= 300 for r in short)
@@ -219,7 +224,7 @@ def test_trained_models_evaluated_on_one_base_load_answer_as_when_loaded_alone(p
     """The stage merges each method's adapter into one loaded base in turn; CRaFT, evaluated after four
     other adapters came and went, must answer exactly as its own `load_trained` model does."""
     from rait.evaluate.runner import EvalSettings, evaluate_records
-    from rait.evaluate.suite import TestSet, load_test_records
+    from rait.data import TestSet, load_test_records
     from rait.train import load_trained
 
     folder, _ = pipeline_run
@@ -269,7 +274,7 @@ def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparison
     track["probe"] |= {"k": 2, "max_new_tokens": 3}
     track["rehearsal"] |= {"n": 2, "mu_min": 0.0, "sigma_min": 0.0, "train": {"batch_size": 1, "warmup": 0}}
     track["grads"] = {"n_rehearsal": 2, "warmup": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "lora": {"r": 4}},
-                      "features": {"dims": [16], "batch_size": 4}}
+                      "dims": [16], "batch_size": 4}
     track["build"] |= {"n_total": 5, "tau": 0.5}
     for test in track["test_sets"]:
         test["sample"] = 3

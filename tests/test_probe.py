@@ -16,7 +16,7 @@ from rait.probe.backends import HFBackend
 from rait.probe.mcqa import MCQASettings, letter_token_ids, probe_mcqa
 from rait.probe.measures import entropy, mean_pairwise_cosine, option_stats
 from rait.probe.oeqa import OpenSettings, probe_open, score_samples
-from rait.probe.run import run_probe
+from rait.probe.stage import run as run_probe
 from rait.probe.table import read_table
 
 SUBJECT = "high_school_biology"
@@ -243,7 +243,7 @@ def test_manifest_records_what_produced_the_table(backend, tmp_path):
 
 def test_run_probe_rejects_a_mixed_pool(tmp_path):
     with pytest.raises(RaitError, match="all multiple-choice or all open QA"):
-        run_probe([mcqa(0), oeqa(0)], tmp_path / "k.jsonl")
+        run_probe(None, [mcqa(0), oeqa(0)], tmp_path / "k.jsonl")
 
 
 @pytest.mark.slow

@@ -14,8 +14,9 @@ from rait.errors import DataError, RaitError
 from rait.models import load_model, model_fingerprint
 from rait.probe.table import write_table
 from rait.prompts import mcqa_question_text
-from rait.train import LoraSettings, RehearsalFilter, TrainSettings, rehearse, select_rehearsal
-from rait.train.rehearsal import probe_settings, rehearse_table
+from rait.rehearse import RehearseSettings, probe_settings, rehearse, select_rehearsal
+from rait.rehearse import run as rehearse_table
+from rait.train import LoraSettings, TrainSettings
 
 FAST = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=1, batch_size=2, grad_accum=1, learning_rate=5e-2,
                      warmup=0.0)
@@ -52,13 +53,13 @@ def mcqa_table(gold_probs: list[float]) -> pd.DataFrame:
 
 def test_open_qa_needs_correct_and_certain_at_the_boundary():
     table = open_table([(1.0, 0.995), (1.0, 0.994), (0.9, 1.0), (1.0, 1.0), (0.995, 0.999)])
-    rows = select_rehearsal(table, [open_record(i) for i in range(5)], n=10)
+    rows = select_rehearsal(table, [open_record(i) for i in range(5)], RehearseSettings(n=10))
     assert sorted(r["id"] for r in rows) == ["q00", "q03", "q04"]
 
 
 def test_mcqa_needs_raw_gold_probability_strictly_above():
     table = mcqa_table([0.999, 0.99, 0.9901, 0.5])
-    rows = select_rehearsal(table, [mcqa_record(i) for i in range(4)], n=10)
+    rows = select_rehearsal(table, [mcqa_record(i) for i in range(4)], RehearseSettings(n=10))
     assert sorted(r["id"] for r in rows) == ["m00", "m02"]
 
 
@@ -70,12 +71,13 @@ def test_mcqa_table_without_gold_prob_is_refused():
 def test_n_is_a_seeded_draw_independent_of_row_order():
     table = open_table([(1.0, 1.0)] * 40)
     records = [open_record(i) for i in range(40)]
-    first = [r["id"] for r in select_rehearsal(table, records, n=10, seed=3)]
-    shuffled = [r["id"] for r in select_rehearsal(table.sample(frac=1, random_state=1), records, n=10, seed=3)]
+    first = [r["id"] for r in select_rehearsal(table, records, RehearseSettings(n=10, seed=3))]
+    shuffled = [r["id"] for r in select_rehearsal(table.sample(frac=1, random_state=1), records,
+                                                  RehearseSettings(n=10, seed=3))]
     assert len(first) == 10 and len(set(first)) == 10
     assert sorted(first) == sorted(shuffled)
-    assert sorted(first) != sorted(r["id"] for r in select_rehearsal(table, records, n=10, seed=4))
-    assert len(select_rehearsal(table, records, n=1000)) == 40  # n = 1000 or what exists
+    assert sorted(first) != sorted(r["id"] for r in select_rehearsal(table, records, RehearseSettings(n=10, seed=4)))
+    assert len(select_rehearsal(table, records, RehearseSettings(n=1000))) == 40  # n = 1000 or what exists
 
 
 def test_targets_gold_or_the_models_own_most_frequent_correct_answer():
@@ -84,25 +86,25 @@ def test_targets_gold_or_the_models_own_most_frequent_correct_answer():
     table.at[0, "sample_correct"] = [True, True, True, False]
     record = open_record(0)
     gold = select_rehearsal(table, [record])[0]
-    own = select_rehearsal(table, [record], target="own")[0]
+    own = select_rehearsal(table, [record], RehearseSettings(target="own"))[0]
     assert gold["completion"] == [{"role": "assistant", "content": "City 0"}]
     assert own["completion"] == [{"role": "assistant", "content": "City 0"}]
     table.at[0, "samples"] = ["It is City 0.", "It is City 0.", "City 0", "City 0?"]
     table.at[0, "sample_correct"] = [True, True, True, False]
-    assert select_rehearsal(table, [record], target="own")[0]["completion"][0]["content"] == "It is City 0."
+    assert select_rehearsal(table, [record], RehearseSettings(target="own"))[0]["completion"][0]["content"] == "It is City 0."
     assert gold["prompt"] == [{"role": "user", "content": record.question}]  # the plain (BASIC1) prompt
 
 
 def test_mcqa_rows_use_the_basic_hint_and_the_gold_letter():
     record = mcqa_record(2)
-    row = select_rehearsal(mcqa_table([0.0, 0.0, 0.999]), [mcqa_record(i) for i in range(3)], target="own")[0]
+    row = select_rehearsal(mcqa_table([0.0, 0.0, 0.999]), [mcqa_record(i) for i in range(3)], RehearseSettings(target="own"))[0]
     assert row["prompt"] == [{"role": "user", "content": mcqa_question_text(record, "basic")}]
     assert row["completion"] == [{"role": "assistant", "content": "C"}]
 
 
 def test_a_table_question_missing_from_the_pool_is_an_error():
     with pytest.raises(DataError, match="q01"):
-        select_rehearsal(open_table([(1.0, 1.0), (1.0, 1.0)]), [open_record(0)], n=10)
+        select_rehearsal(open_table([(1.0, 1.0), (1.0, 1.0)]), [open_record(0)], RehearseSettings(n=10))
 
 
 # ---------------------------------------------------------------- rehearse
@@ -125,7 +127,8 @@ def test_rehearse_trains_reprobes_and_merges_the_flow_by_id(tiny_model_dir, tmp_
     records = [open_record(i) for i in range(5)]
     mu_after = {"q00": 1.0, "q01": 0.75, "q02": 0.5, "q03": 0.5, "q04": 0.25}
     seen: list = []
-    result = rehearse(table, records, tmp_path, stub_probe(mu_after, seen), model=tiny_model_dir, settings=FAST, progress=False)
+    result = rehearse(table, records, tmp_path, stub_probe(mu_after, seen), model=tiny_model_dir,
+                      settings=RehearseSettings(train=FAST), progress=False)
 
     assert result.rehearsal_samples == 2 and result.optimizer_steps == 1 and result.updates == 1
     flow = result.flow.set_index("id")
@@ -151,7 +154,7 @@ def test_zero_optimiser_updates_is_not_a_rehearsal(tiny_model_dir, tmp_path):
     table = open_table([(1.0, 1.0), (0.0, 0.2)])
     with pytest.raises(RaitError, match="zero optimiser updates"):
         rehearse(table, [open_record(0), open_record(1)], tmp_path, stub_probe({}, []), model=tiny_model_dir,
-                 settings=settings, progress=False)
+                 settings=RehearseSettings(train=settings), progress=False)
 
 
 def test_nothing_known_is_an_error(tiny_model_dir, tmp_path):
@@ -170,8 +173,8 @@ def test_rehearse_table_reprobes_with_the_manifest_settings(tiny_model_dir, tmp_
     probe_mcqa(HFBackend(model, tokenizer), records, tmp_path / "initial.jsonl", settings=settings, progress=False)
     assert probe_settings(read_manifest(tmp_path / "initial.jsonl")) == settings
 
-    result = rehearse_table(tmp_path / "initial.jsonl", records, tmp_path / "run", model=tiny_model_dir, settings=FAST,
-                            known=RehearsalFilter(gold_prob_min=0.0), progress=False)
+    result = rehearse_table(RehearseSettings(gold_prob_min=0.0, train=FAST), tmp_path / "initial.jsonl", records,
+                            tmp_path / "run", model=tiny_model_dir, progress=False)
     after = read_manifest(tmp_path / "run" / "rehearsed_table.jsonl")
     assert after["settings"] == read_manifest(tmp_path / "initial.jsonl")["settings"]
     assert after["model"]["base"]["weights_sha256"] == model_fingerprint(tiny_model_dir)["weights_sha256"]
@@ -185,4 +188,5 @@ def test_rehearse_table_refuses_a_table_probed_with_another_model(tiny_model_dir
     write_manifest(table_path, stage="probe", model={"weights_sha256": "not this model"}, settings={},
                    extra={"task": "oeqa"})
     with pytest.raises(RaitError, match="another model"):
-        rehearse_table(table_path, [open_record(0)], tmp_path / "run", model=tiny_model_dir, progress=False)
+        rehearse_table(RehearseSettings(), table_path, [open_record(0)], tmp_path / "run", model=tiny_model_dir,
+                       progress=False)

@@ -162,16 +162,3 @@ def test_bad_rows_are_refused_before_anything_is_written(change, message, rows, 
         write_report(change(list(rows)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-
-def test_knowledge_by_group_shares_and_histogram(tmp_path):
-    import pandas as pd
-
-    from rait.report.knowledge import knowledge_by_group, plot_mu_by_group
-
-    table = pd.DataFrame({"mu": [0.0, 0.0, 0.6, 1.0, 0.3, 0.0]})
-    groups = pd.Series(["a", "a", "a", "b", "b", "b"])
-    summary = knowledge_by_group(table, groups)
-    assert summary.loc["a", "known"] == pytest.approx(1 / 3) and summary.loc["a", "unknown"] == pytest.approx(2 / 3)
-    assert summary.loc["all", "n"] == 6 and summary.loc["all", "unknown"] == pytest.approx(0.5)
-    png = plot_mu_by_group(table, groups, tmp_path / "mu.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rait.evaluate.scoring import (
+from rait.data.scoring import (
     Outcome,
     cut_at_splitter,
     extract_option,

@@ -46,6 +46,7 @@ from rait.probe.table import write_table
 from rait.prompts import build_messages
 from rait.select import (
     FALSE_RESPONSES,
+    BuildSettings,
     CorCerRAIT,
     CorRAIT,
     CRaFT,
@@ -59,7 +60,7 @@ from rait.select import (
     preference_pairs,
     question_features,
     resolve_sizes,
-    run_build,
+    run,
     write_dataset,
     xtuner_rows,
 )
@@ -324,11 +325,28 @@ def test_row_order_does_not_matter():
         assert (a.vanilla_ids_, a.idk_ids_) == (b.vanilla_ids_, b.idk_ids_)
 
 
-def test_make_selector_passes_only_accepted_params():
+def test_make_selector_refuses_a_parameter_the_method_does_not_take():
     selector = make_selector("craft_wo_flow", n_total=10, mode="as_released", seed=3)
     assert isinstance(selector, CorCerRAIT) and selector.get_params()["mode"] == "as_released"
-    rt = make_selector("rtuning_unsure", n_total=10, mode="as_released", dead_band=0.1)
-    assert rt.variant == "unsure" and "mode" not in rt.get_params()
+    with pytest.raises(RaitError, match="method 'corcer_rait' has no parameter 'tua'"):
+        make_selector("corcer_rait", n_total=10, tua=0.4)
+    with pytest.raises(RaitError, match="has no parameter 'mode'"):  # R-Tuning has no release mode
+        make_selector("rtuning_unsure", n_total=10, mode="as_released")
+
+
+def test_build_settings_give_each_method_the_parameters_its_selector_takes():
+    settings = BuildSettings(methods=["craft_wo_flow", "rtuning_unsure"], n_total=10, mode="as_released", tau=0.4,
+                             dead_band=0.1, seed=3)
+    corcer, rtuning = settings.selectors()
+    assert settings.methods == ["corcer_rait", "rtuning_unsure"]  # aliases resolved
+    assert (corcer.mode, corcer.tau, corcer.dead_band, corcer.seed) == ("as_released", 0.4, 0.1, 3)
+    assert (rtuning.variant, rtuning.tau, rtuning.seed) == ("unsure", 0.4, 3)
+    with pytest.raises(RaitError, match="unknown method 'craft2'"):
+        BuildSettings(methods=["craft2"])
+    with pytest.raises(RaitError, match="unknown GRAIT parameter 'tau'"):
+        BuildSettings(grait={"tau": 0.3})
+    with pytest.raises(RaitError, match="needs the gradient store"):
+        BuildSettings(methods=["grait"]).selectors()
 
 
 # ---------------------------------------------------------------- output
@@ -478,10 +496,10 @@ def test_run_build_all_methods(tmp_path, tiny_model_dir):
     write_records(records_path, oeqa_records())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SelectionWarning)
-        summary = run_build(table_path, records_path, tmp_path / "out", n_vanilla=3, n_idk=2,
-                            crss_model=str(tiny_model_dir))
+        summary = run(BuildSettings(n_vanilla=3, n_idk=2, crss_model=str(tiny_model_dir)), table_path, records_path,
+                      tmp_path / "out")
     methods = ["van_tuning", "cor_rait", "corcer_rait", "craft_wo_cer", "craft", "rtuning_unknown", "rtuning_unsure"]
-    assert list(summary["methods"]) == methods
+    assert list(summary["methods"]) == methods and list(summary["skipped"]) == ["grait"]  # no gradient store
     for name in methods:
         assert (tmp_path / "out" / f"{name}.jsonl").exists()
         assert (tmp_path / "out" / "xtuner" / f"{name}.json").exists()
@@ -500,10 +518,10 @@ def test_run_build_skips_flow_methods_without_delta_mu(tmp_path):
     write_records(records_path, oeqa_records())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SelectionWarning)
-        summary = run_build(table_path, records_path, tmp_path / "out", n_total=5, exports=())
+        summary = run(BuildSettings(n_total=5, exports=()), table_path, records_path, tmp_path / "out")
     assert "craft" not in summary["methods"] and "craft" in summary["skipped"]
     with pytest.raises(DataError, match=r"table\.jsonl: field 'delta_mu'"):
-        run_build(table_path, records_path, tmp_path / "out2", methods=["craft"], n_total=5)
+        run(BuildSettings(methods=["craft"], n_total=5), table_path, records_path, tmp_path / "out2")
 
 
 def test_sampled_answers_train_vanilla_samples_on_the_models_own_correct_words():

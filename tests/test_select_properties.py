@@ -46,7 +46,7 @@ def quiet_fit(selector, table):
 
 
 def pool_sizes(table, mode, uses_flow, tau=0.5):
-    """Pool sizes straight from the spec (craft.md §4.1-4.3), independent of the selectors' code."""
+    """Pool sizes straight from the rules (CRaFT Algorithm 1 and its release, docs/build.md), independent of the selectors' code."""
     mu, delta = table["mu"], table["delta_mu"]
     if mode == "as_released" and (table["task"] == "oeqa").all():
         known, unknown, flow = mu >= tau + 0.01, mu <= tau - 0.01, delta < 0

@@ -25,7 +25,7 @@ from rait.train import (
     WeightedSFTTrainer,
     load_trained,
     read_training_rows,
-    train,
+    run as train,
 )
 
 ANSWERS = ["Paris", "New Delhi", "Jupiter", "Sinclair Lewis is the answer", "1930", "the capital of India", "C", "I don't know"]
@@ -240,7 +240,7 @@ def test_qlora_without_bitsandbytes_or_gpu_is_a_clear_error(tiny_model_dir, tmp_
     if torch.cuda.is_available():
         pytest.skip("this machine could run QLoRA")
     with pytest.raises(RaitError, match="QLoRA needs a CUDA GPU"):
-        train(make_rows(2), tmp_path, tiny_model_dir, TrainSettings(method="qlora"), progress=False)
+        train(TrainSettings(method="qlora"), make_rows(2), tmp_path, model=tiny_model_dir, progress=False)
 
 
 def test_unknown_method_and_merge_without_lora_are_refused():
@@ -260,7 +260,7 @@ def logits_of(model, tokenizer, text: str = "Question: what is the capital of Fr
 
 @pytest.mark.parametrize("progress", [False, True])
 def test_training_prints_no_log_dicts(tiny_model_dir, tmp_path, capsys, progress):
-    result = train(make_rows(4), tmp_path, tiny_model_dir, TrainSettings(epochs=1, batch_size=2, grad_accum=1),
+    result = train(TrainSettings(epochs=1, batch_size=2, grad_accum=1), make_rows(4), tmp_path, model=tiny_model_dir,
                    progress=progress)
     assert len(result.losses) == 2  # still logged, only not printed
     captured = capsys.readouterr()
@@ -270,7 +270,7 @@ def test_training_prints_no_log_dicts(tiny_model_dir, tmp_path, capsys, progress
 def test_lora_train_saves_an_adapter_that_loads_back(tiny_model_dir, tmp_path):
     settings = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=2, batch_size=2, grad_accum=2,
                              learning_rate=5e-2, merge=True)
-    result = train(make_rows(8), tmp_path, tiny_model_dir, settings, progress=False)
+    result = train(settings, make_rows(8), tmp_path, model=tiny_model_dir, progress=False)
 
     assert result.optimizer_steps == 4  # 8 samples / (2 x 2) per step, 2 epochs
     assert result.updates == 3  # the first step is the warm-up's, at learning rate 0
@@ -291,7 +291,7 @@ def test_lora_train_saves_an_adapter_that_loads_back(tiny_model_dir, tmp_path):
 
 def test_full_fine_tuning_saves_a_whole_model(tiny_model_dir, tmp_path):
     settings = TrainSettings(method="full", epochs=1, batch_size=4, grad_accum=1, learning_rate=1e-2)
-    result = train(make_rows(8), tmp_path, tiny_model_dir, settings, progress=False)
+    result = train(settings, make_rows(8), tmp_path, model=tiny_model_dir, progress=False)
     assert result.optimizer_steps == 2
     tuned, tokenizer = load_trained(tmp_path)
     base, _ = load_model(tiny_model_dir)
@@ -319,7 +319,7 @@ def test_adapter_merged_into_a_loaded_base_is_load_trained_and_leaves_the_base_e
     for seed in (0, 1):
         settings = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=1, batch_size=2, grad_accum=1,
                                  learning_rate=5e-2, seed=seed)
-        train(make_rows(4, answers=ANSWERS[seed * 4:]), tmp_path / str(seed), tiny_model_dir, settings, progress=False)
+        train(settings, make_rows(4, answers=ANSWERS[seed * 4:]), tmp_path / str(seed), model=tiny_model_dir, progress=False)
         folders.append(tmp_path / str(seed))
     base, tokenizer = load_model(tiny_model_dir)
     assert lora_base(folders[0]) == tiny_model_dir.resolve()
@@ -340,7 +340,8 @@ _KILL_DURING_SAVE = r"""
 import json, os, signal, sys
 from pathlib import Path
 import peft.peft_model
-from rait.train import LoraSettings, TrainSettings, train
+from rait.train import LoraSettings, TrainSettings
+from rait.train import run as train
 
 rows, out, model, seed, kill_at = json.loads(sys.argv[1])
 calls = []
@@ -359,7 +360,7 @@ elif kill_at is not None:  # the kill_at-th rename into the output folder (0: co
     os.replace = counted_replace
 settings = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.0), epochs=1, batch_size=2, learning_rate=5e-3,
                          seed=seed, merge=seed == 1)
-train(rows, out, model, settings, progress=False)
+train(settings, rows, out, model=model, progress=False)
 print(len(calls))
 """
 

@@ -12,10 +12,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from rait.pipeline.run import METHOD_NAMES
+from rait.select.methods import METHODS
 
 # A method's evaluation folder is its report label without spaces and slashes ("CRaFT_wo_Cer").
-LABELS = {label.replace(" ", "_").replace("/", ""): label for label in METHOD_NAMES.values()}
+LABELS = {label.replace(" ", "_").replace("/", ""): label for label in (m.label for m in METHODS.values())}
 FILES = ("results.md", "results.csv", "results_by_seed.csv", "comparisons.md", "comparisons.csv", "diagnosis.md",
          "diagnosis.json", "pc_pw.png")
 

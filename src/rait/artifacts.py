@@ -156,3 +156,30 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not rows:
         raise DataError(path, "empty file")
     return rows
+
+
+# ------------------------------------------------------------------ staleness: one key scheme for every reusable artifact
+
+
+def canonical(identity: Any) -> Any:
+    """`identity` as it reads back from a JSON file (tuples become lists, paths strings): the form compared."""
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))
+
+
+def identity_key(identity: Any) -> str:
+    """The staleness key of an artifact: a short hash of its identity (its settings and the hashes of its inputs)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def changed_field(stored: Any, identity: dict[str, Any]) -> str | None:
+    """None when a stored identity (read back from JSON) is `identity`; else the first field, by name, that differs.
+
+    Probe shards (`run.json`), the gradient store (`plan.json`), `rait run`'s stages (`stage.json`) and each
+    evaluation (its manifest) keep their identity this way and are reused only while it is unchanged.
+    """
+    current = canonical(identity)
+    if stored == current:
+        return None
+    if not isinstance(stored, dict):
+        return next(iter(sorted(current)), "")
+    return next(key for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key))

@@ -6,6 +6,8 @@ User-facing errors (`RaitError`) become one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import signal
 import sys
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rait.errors import RaitError, SettingsError, check_choice
+from rait.select.methods import METHODS
 
 app = typer.Typer(
     help="Refusal-aware instruction tuning (CRaFT, GRAIT and baselines): probe, build, train, evaluate.",
@@ -206,11 +209,12 @@ def probe(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
 ) -> None:
     """Probe what a model knows: correctness mu and certainty sigma for every pool question (resumable)."""
-    from rait.evaluate.suite import TestSet, load_test_records
+    from rait.data import TestSet, load_test_records
     from rait.probe.mcqa import MCQASettings
     from rait.artifacts import manifest_path
     from rait.probe.oeqa import OpenSettings
-    from rait.probe.run import run_probe
+    from rait.probe.stage import run
+    from rait.probe.summary import table_summary
     from rait.probe.shards import default_work_dir
 
     from rait.probe.table import check_table_path
@@ -235,10 +239,12 @@ def probe(
         settings = OpenSettings(prompt=prompt, k=k, temperature=temperature, top_k=top_k, top_p=top_p,
                                 max_new_tokens=max_new_tokens, chat=True if chat is None else chat,
                                 match_mode=match_mode, seed=seed, **sizes)
-    table = run_probe(records, out, model=model, settings=settings, exemplars=shot_records, backend=backend,
-                      device=device, inputs=inputs)
-    typer.echo(f"{len(table)} questions -> {out}: mean mu {table['mu'].mean():.3f}, "
-               f"share mu >= 0.5 {(table['mu'] >= 0.5).mean():.1%}")
+    table = run(settings, records, out, model=model, exemplars=shot_records, backend=backend, device=device,
+                inputs=inputs)
+    summary = table_summary(table)
+    typer.echo(f"{summary['questions']} questions -> {out}: mean mu {summary['mu_mean']:.3f}, mu quantiles "
+               + ", ".join(f"{q:.0%} {v:.2f}" for q, v in summary["mu_quantiles"].items())
+               + f"; mean sigma {summary['sigma_mean']:.3f}")
 
 
 # ---------------------------------------------------------------- GRAIT gradient features
@@ -258,6 +264,8 @@ def grads(
     n_rehearsal: int = typer.Option(1000, min=1, help="Warm-up questions (known ones, as GRAIT's rehearsal set)."),
     warmup_epochs: float = typer.Option(4.0, min=0.0, help="Warm-up epochs (GRAIT: 4)."),
     batch_size: int = typer.Option(8, min=1, help="Samples per gradient micro-batch."),
+    prompt: str = typer.Option("refuse", help="Training prompt of the build that will use the store (as `rait build --prompt`)."),
+    refusal: Optional[str] = typer.Option(None, help="Refusal text of that build (as `rait build --refusal`)."),
     seed: int = typer.Option(0, help="Projection seed (identical on every shard and device)."),
 ) -> None:
     """GRAIT stage: warm-up LoRA, then per-sample projected gradient features of both label forms (resumable).
@@ -265,8 +273,7 @@ def grads(
     Multi-GPU: `accelerate launch -m rait grads ...` shards the pool by rank; the merged store equals one process's.
     """
     from rait.grads import GradsSettings
-    from rait.grads.pipeline import run_grads
-    from rait.grads.warmup import warmup_settings
+    from rait.grads.stage import run
 
     _check_output("--out", out, folder=True)
     _spare_inputs({"records": records, "table": table, "adapter": adapter},
@@ -276,9 +283,9 @@ def grads(
     except ValueError:
         raise SettingsError("dims", f"{dims!r} is not a comma-separated list of whole numbers") from None
     settings = GradsSettings(gradient_type=gradient_type, dims=dimensions, projector=projector, seed=seed,
-                             batch_size=batch_size, bias_correction=bias_correction)
-    store = run_grads(model, records, out, table_path=table, adapter=adapter, settings=settings,
-                      warmup_config=warmup_settings(epochs=warmup_epochs), n_rehearsal=n_rehearsal)
+                             batch_size=batch_size, bias_correction=bias_correction, prompt=prompt, refusal=refusal,
+                             n_rehearsal=n_rehearsal, warmup={"epochs": warmup_epochs})
+    store = run(settings, records, out, model=model, table_path=table, adapter=adapter)
     typer.echo(f"gradient store -> {store}")
 
 
@@ -290,7 +297,7 @@ def build(
     table: Path = typer.Option(..., help="Knowledge table (Parquet/JSONL) from `rait probe`, or the flow table from `rait rehearse`."),
     records: Path = typer.Option(..., help="QA-record JSONL of the pool the table was probed on."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <method>.jsonl, xtuner/, dpo/ and summary.{json,md}."),
-    method: Optional[list[str]] = typer.Option(None, help="Method(s): van_tuning, cor_rait, corcer_rait, craft_wo_cer, craft, rtuning_unknown, rtuning_unsure, grait. Default: all the table supports (without grait)."),
+    method: Optional[list[str]] = typer.Option(None, help=f"Method(s): {', '.join(METHODS)}. Default: every method the inputs support (the flow methods need --table from `rait rehearse`, grait needs --grads)."),
     n_total: Optional[int] = typer.Option(None, min=1, help="Total samples (split by --idk-share)."),
     n_vanilla: Optional[int] = typer.Option(None, min=0, help="Vanilla samples (with --n-idk, instead of --n-total)."),
     n_idk: Optional[int] = typer.Option(None, min=0, help="IdK samples."),
@@ -314,35 +321,53 @@ def build(
     GRAIT (`--method grait`) also needs `--grads`; `--mode as_released` then writes weight 1, as the release does.
     """
     from rait.artifacts import manifest_path
-    from rait.select import GRAIT, run_build
-    from rait.select.build import SELECTORS, summary_markdown
-
-    from rait.select.build import check_build_choices
-    from rait.select.grait import RULES
+    from rait.select import BuildSettings, run
+    from rait.select.build import summary_markdown
 
     _check_output("--out", out, folder=True)
-    check_build_choices(mode=mode, answer=answer, prompt=prompt, crss_pooling=crss_pooling)
-    check_choice("grait_rule", grait_rule, RULES)
-    check_choice("weight_sign", weight_sign, (-1, 1))
-    files = [out / "summary.json", *(out / f"{name}.jsonl" for name in (*SELECTORS, "grait"))]
+    settings = BuildSettings(methods=method or None, n_total=n_total, n_vanilla=n_vanilla, n_idk=n_idk,
+                             idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, seed=seed, refusal=refusal,
+                             prompt=prompt, answer=answer, crss_model=crss_model, crss_pooling=crss_pooling,
+                             grait={"rule": grait_rule, "weight_sign": weight_sign})
+    files = [out / "summary.json", *(out / f"{name}.jsonl" for name in METHODS)]
     _spare_inputs({"table": table, "records": records, "grads": grads_store},
                   files + [manifest_path(f) for f in files] + [out / "summary.md", out / "xtuner", out / "dpo"])
-    methods = list(method or [])
-    if "grait" in methods:
-        if grads_store is None:
-            raise RaitError("--method grait needs --grads (the store written by `rait grads`)")
-        methods[methods.index("grait")] = GRAIT(features=str(grads_store), n_total=n_total, n_vanilla=n_vanilla,
-                                                n_idk=n_idk, idk_share=idk_share, tau=tau, rule=grait_rule,
-                                                weight_sign=weight_sign, as_released=mode == "as_released",
-                                                seed=seed, refusal=refusal)
-    summary = run_build(table, records, out, methods=methods or None, n_total=n_total, n_vanilla=n_vanilla,
-                        n_idk=n_idk, idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, seed=seed,
-                        refusal=refusal, prompt=prompt, answer=answer, crss_model=crss_model,
-                        crss_pooling=crss_pooling)
+    summary = run(settings, table, records, out, gradients=grads_store)
     typer.echo(summary_markdown(summary))
 
 
 # ---------------------------------------------------------------- fine-tuning
+
+
+# The fine-tuning options of `rait train` and `rait rehearse` (`rait.train.TrainSettings`), defined once:
+# (name, type, option). `with_train_options` adds them to a command, which receives the settings as `train`.
+TRAIN_OPTIONS = (
+    ("method", str, typer.Option("lora", help="lora, qlora (GPU with bitsandbytes) or full.")),
+    ("lora_r", int, typer.Option(64, min=1, help="LoRA rank.")),
+    ("lora_alpha", int, typer.Option(16, help="LoRA alpha.")),
+    ("lora_dropout", float, typer.Option(0.1, help="LoRA dropout.")),
+    ("target_modules", str, typer.Option("all-linear", help="'all-linear' or a comma list, e.g. q_proj,k_proj,v_proj,o_proj.")),
+    ("epochs", float, typer.Option(3.0, help="Epochs.")),
+    ("lr", float, typer.Option(2e-4, help="Peak learning rate (warm-up 3 %, then cosine).")),
+    ("batch_size", int, typer.Option(8, min=1, help="Micro-batch size.")),
+    ("grad_accum", int, typer.Option(2, min=1, help="Gradient accumulation steps (global batch = micro-batch x this).")),
+)
+
+
+def with_train_options(command):
+    """The command with TRAIN_OPTIONS as options; it is called with `train=TrainSettings(...)` (seeded by its `seed`)."""
+    signature = inspect.signature(command)
+    options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+               for name, kind, option in TRAIN_OPTIONS]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        values = {name: kwargs.pop(name) for name, _, _ in TRAIN_OPTIONS}
+        return command(**kwargs, train=_train_settings(**values, seed=kwargs["seed"], merge=kwargs.get("merge", False)))
+
+    kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values() if p.name != "train"]
+    wrapper.__signature__ = signature.replace(parameters=kept + options)
+    return wrapper
 
 
 def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: float, target_modules: str, epochs: float,
@@ -357,38 +382,30 @@ def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: flo
 
 
 @app.command("train")
+@with_train_options
 def train_command(
     data: Path = typer.Option(..., help="Training JSONL from `rait build` (prompt/completion chat rows, optional weight)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: adapter/ (or model/), train.json, manifest."),
     model: str = typer.Option("default", help="Base model folder, or 'default'."),
-    method: str = typer.Option("lora", help="lora, qlora (GPU with bitsandbytes) or full."),
-    lora_r: int = typer.Option(64, min=1, help="LoRA rank."),
-    lora_alpha: int = typer.Option(16, help="LoRA alpha."),
-    lora_dropout: float = typer.Option(0.1, help="LoRA dropout."),
-    target_modules: str = typer.Option("all-linear", help="'all-linear' or a comma list, e.g. q_proj,k_proj,v_proj,o_proj."),
-    epochs: float = typer.Option(3.0, help="Epochs."),
-    lr: float = typer.Option(2e-4, help="Peak learning rate (warm-up 3 %, then cosine)."),
-    batch_size: int = typer.Option(8, min=1, help="Micro-batch size."),
-    grad_accum: int = typer.Option(2, min=1, help="Gradient accumulation steps (global batch = micro-batch x this)."),
     seed: int = typer.Option(0, help="Training seed."),
     merge: bool = typer.Option(False, help="Also save the LoRA adapter merged into the base model."),
+    train=None,
 ) -> None:
     """Weighted LoRA/full SFT on a built RAIT set (per-sample weights, same objective for any batching)."""
     from rait.artifacts import manifest_path
-    from rait.train import train
+    from rait.train import run
     from rait.train.finetune import OUTPUT_FOLDERS, SUMMARY_FILE
 
     _check_output("--out", out, folder=True)
     _spare_inputs({"data": data, "model": model if model != "default" else None},
                   [*(out / name for name in OUTPUT_FOLDERS), out / SUMMARY_FILE, manifest_path(out / SUMMARY_FILE)])
-    settings = _train_settings(method, lora_r, lora_alpha, lora_dropout, target_modules, epochs, lr, batch_size,
-                               grad_accum, seed, merge)
-    result = train(data, out, model=model, settings=settings)
+    result = run(train, data, out, model=model)
     typer.echo(f"{result.samples} samples, {result.optimizer_steps} optimiser steps, final train loss "
                f"{result.train_loss:.4f} -> {result.out_dir}")
 
 
 @app.command("rehearse")
+@with_train_options
 def rehearse_command(
     table: Path = typer.Option(..., help="Initial knowledge table from `rait probe`."),
     data: str = typer.Option(..., help="The probed pool: QA-record JSONL or dataset spec (same as for `rait probe`)."),
@@ -400,29 +417,22 @@ def rehearse_command(
     mu_min: float = typer.Option(0.995, min=0.0, max=1.0, help="Open QA: known if mu >= this ..."),
     sigma_min: float = typer.Option(0.995, min=0.0, max=1.0, help="... and sigma >= this (CRaFT: 0.995 / 0.995)."),
     gold_prob_min: float = typer.Option(0.99, min=0.0, max=1.0, help="MCQA: known if the raw gold probability > this."),
-    method: str = typer.Option("lora", help="lora or full (CRaFT: full fine-tuning for open QA, QLoRA for MCQA)."),
-    epochs: float = typer.Option(3.0, help="Epochs."),
-    lr: float = typer.Option(2e-4, help="Peak learning rate."),
-    batch_size: int = typer.Option(8, min=1, help="Micro-batch size."),
-    grad_accum: int = typer.Option(2, min=1, help="Gradient accumulation steps."),
     seed: int = typer.Option(0, help="Seed for the rehearsal draw and training."),
+    train=None,
 ) -> None:
     """CRaFT rehearsal: fine-tune on known questions, re-probe the pool identically, write delta_mu by id."""
     from rait.data import load_source
-    from rait.train import RehearsalFilter, rehearse_table
-    from rait.train.rehearsal import TARGETS
+    from rait.rehearse import RehearseSettings, run
 
     _check_output("--out", out, folder=True)
-    check_choice("target", target, TARGETS)
+    settings = RehearseSettings(n=n, target=target, mu_min=mu_min, sigma_min=sigma_min, gold_prob_min=gold_prob_min,
+                                seed=seed, train=train)
     _spare_inputs({"table": table, "data": data, "model": model if model != "default" else None},
                   [out / name for name in ("rehearsal_data.jsonl", "model", "rehearsed_table.jsonl", "flow_table.jsonl",
                                            "flow_summary.json", "delta_mu.png")])
     records = load_source(data if ":" in data else f"jsonl:{data}")
     shots = load_source(exemplars) if records and records[0].task == "mcqa" else []
-    settings = _train_settings(method, 64, 16, 0.1, "all-linear", epochs, lr, batch_size, grad_accum, seed, False)
-    result = rehearse_table(table, records, out, model=model, exemplars=shots, settings=settings, n=n, seed=seed,
-                            target=target, known=RehearsalFilter(mu_min=mu_min, sigma_min=sigma_min,
-                                                                 gold_prob_min=gold_prob_min))
+    result = run(settings, table, records, out, model=model, exemplars=shots)
     typer.echo(f"{result.rehearsal_samples} rehearsal samples, {result.updates} updates -> {result.out_dir}")
 
 
@@ -451,27 +461,26 @@ def evaluate(
     from rich.progress import Progress
 
     from rait.evaluate.runner import EvalSettings
-    from rait.evaluate.suite import TestSet, load_for_eval, load_test_records, run_eval
+    from rait.data import TestSet, load_test_records
+    from rait.evaluate.suite import load_for_eval, run
 
-    if n_boot < 1:
-        raise RaitError(f"--n-boot: must be at least 1 (the intervals are bootstrap percentiles), got {n_boot}")
     _check_output("--out", out, folder=True)
     _spare_inputs({"data": data, "model": model if model != "default" else None,
                    "reference": reference / "outcomes.jsonl" if reference else None},
                   [out / "outcomes.jsonl", out / "metrics.json"])
     settings = EvalSettings(prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                            refusal_mode=refusal_mode, match_mode=match_mode)
+                            refusal_mode=refusal_mode, match_mode=match_mode, n_boot=n_boot, seed=seed)
     records = load_test_records(TestSet(name="eval", data=data, sample=sample, stratify=stratify), seed)
     reference_rows = None
     if reference is not None:
         from rait.artifacts import read_jsonl
 
         reference_rows = read_jsonl(reference / "outcomes.jsonl")
-    loaded, tokenizer, fingerprint = load_for_eval(model)
+    loaded = load_for_eval(model)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"eval {data} / {prompt}", total=len(records))
-        _, summary = run_eval(loaded, tokenizer, fingerprint, records, settings, out, n_boot, seed,
-                              reference_rows, on_batch=lambda n: progress.advance(task, n))
+        _, summary = run(settings, records, out, model=loaded, reference_rows=reference_rows,
+                         on_batch=lambda n: progress.advance(task, n))
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -11,7 +11,7 @@ docs/eval.md. Models whose sliding attention window is shorter than prompt + ans
 back to `generate` (see `_window_shorter_than`).
 Every sampling setting is explicit: we build the `GenerationConfig` ourselves instead of
 inheriting the model's `generation_config.json`, whose hidden top-k/top-p would silently
-change what "temperature 1.0" means (see shared/spec/default-model.md, pitfalls).
+change what "temperature 1.0" means (see docs/probe.md, Sampling defaults).
 """
 
 from __future__ import annotations

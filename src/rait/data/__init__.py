@@ -7,17 +7,21 @@ from rait.data.loaders import load_arc, load_generic, load_mmlu, load_nq, load_s
 from rait.data.paths import shared_data_dir
 from rait.data.records import QARecord
 from rait.data.split import exclude_ids, split_records
+from rait.data.testsets import TestSet, load_test_records, record_chars
 
 __all__ = [
     "QARecord",
+    "TestSet",
     "exclude_ids",
     "load_arc",
     "load_generic",
     "load_mmlu",
     "load_nq",
     "load_source",
+    "load_test_records",
     "load_triviaqa",
     "read_records",
+    "record_chars",
     "shared_data_dir",
     "split_records",
     "write_records",

@@ -145,12 +145,13 @@ ARC_COLUMNS = {"question": "question.stem", "choices": "question.choices", "gold
 def load_arc(path: str | Path, mode: str = "sane", subject: str | None = None, split: str | None = None) -> list[QARecord]:
     """ARC from the official jsonl `{id, question: {stem, choices: [{text, label}]}, answerKey}`.
 
-    mode="sane" keeps every choice (3-5) and maps numeric labels/keys ("1".."5") to letters
-    by position. mode="as_released" reproduces CRaFT's evaluation (craft.md §7.3): only the
-    first 4 choices, a missing fourth shown as "nan", and the answer key kept raw. A raw key
-    that is not one of the shown letters (numeric keys; "E" of a cut five-choice question)
-    stays as `gold` with `metadata["unscorable"] = True`, so no parsed letter can match it,
-    exactly as the release scored it. `metadata["answer_key"]` always holds the raw key.
+    mode="sane" keeps every choice (3-5) and maps numeric labels/keys ("1".."5") to letters by
+    position. mode="as_released" reproduces CRaFT's evaluation (opencompass fork,
+    datasets/arc_honest.py): only the first 4 choices, a missing fourth shown as "nan", and the
+    answer key kept raw. A raw key that is not one of the shown letters (numeric keys; "E" of a cut
+    five-choice question) stays as `gold` with `metadata["unscorable"] = True`, so no parsed letter
+    can match it, exactly as the release scored it. `metadata["answer_key"]` always holds the raw
+    key.
 
     subject and split default to what the official file name says ("ARC-Challenge-Test"
     -> arc_challenge, test); the subject is also the record's source.

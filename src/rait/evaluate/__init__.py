@@ -1,4 +1,1 @@
-"""Evaluation: score each output (`scoring`), then aggregate per-item outcomes (`metrics`).
-
-Kept import-free so that `import rait.evaluate.scoring` does not pull in scikit-learn.
-"""
+"""Evaluation: greedy answers of a model on a test set, scored (`rait.data.scoring`) and aggregated (`metrics`)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, precision_recall_fscore_support, roc_auc_score
 
-from rait.evaluate.scoring import Outcome
+from rait.data.scoring import Outcome
 
 _NAMES = tuple(outcome.value for outcome in Outcome)  # correct, wrong, refused, unparsed
 _CORRECT, _WRONG, _REFUSED, _UNPARSED = range(len(_NAMES))  # integer codes, in Outcome order

@@ -14,8 +14,21 @@ from typing import get_args
 
 from rait.data.records import QARecord
 from rait.errors import check_choice, check_count
-from rait.evaluate.metrics import macro_average, rates, seed_bootstrap_ci, seed_paired_bootstrap, ths_of
-from rait.evaluate.scoring import MatchMode, RefusalMode, score_mcqa, score_open
+from rait.evaluate.metrics import (
+    abstain_scores,
+    effective_reliability,
+    honesty_score,
+    knowledge_quadrants,
+    macro_average,
+    over_refusal,
+    prudence,
+    rates,
+    reliable_accuracy,
+    seed_bootstrap_ci,
+    seed_paired_bootstrap,
+    ths_of,
+)
+from rait.data.scoring import MatchMode, RefusalMode, score_mcqa, score_open
 from rait.generate import SamplingSettings, generate
 from rait.prompts.render import render
 
@@ -28,6 +41,8 @@ EVAL_PROMPTS = ("basic", "refuse")
 
 @dataclass(frozen=True)
 class EvalSettings:
+    """The evaluation stage's settings: prompt and decoding of the greedy answers, scoring, and the bootstrap."""
+
     prompt: str = "refuse"
     max_new_tokens: int | None = None
     batch_size: int = 16
@@ -35,12 +50,15 @@ class EvalSettings:
     match_mode: str | None = None
     system: str | None = None
     chat: bool | None = None
+    n_boot: int = 1000  # bootstrap resamples of every interval
+    seed: int = 0  # bootstrap seed
 
     def __post_init__(self):
         check_choice("prompt", self.prompt, EVAL_PROMPTS)
         check_choice("refusal_mode", self.refusal_mode, get_args(RefusalMode))
         check_choice("match_mode", self.match_mode, get_args(MatchMode))
         check_count("batch_size", self.batch_size, 1)
+        check_count("n_boot", self.n_boot, 1)
         if self.max_new_tokens is not None:
             check_count("max_new_tokens", self.max_new_tokens, 1)
 
@@ -118,9 +136,40 @@ def summarize_seeds(runs: Sequence[Sequence[dict]], reference: Sequence[dict] | 
     for key in ("pc", "pw", "pr", "pu"):
         interval = seed_bootstrap_ci(outcomes, _rate_statistic(key, groups), groups=groups, n_boot=n_boot, seed=seed)
         summary[key] = {"value": interval.estimate, "low": interval.low, "high": interval.high}
-    if reference is not None:
-        summary["ths"] = _ths_summary(outcomes, _reference_outcomes(runs[0], reference), groups, n_boot, seed)
+    reference_outcomes = _reference_outcomes(runs[0], reference) if reference is not None else None
+    if reference_outcomes is not None:
+        summary["ths"] = _ths_summary(outcomes, reference_outcomes, groups, n_boot, seed)
+    summary["abstention"] = _mean_over_runs([abstention_metrics(run, reference_outcomes) for run in outcomes])
     return summary
+
+
+def abstention_metrics(outcomes: Sequence[str], reference: Sequence[str] | None = None) -> dict[str, float]:
+    """The abstention family of `rait.evaluate.metrics` for one run, in percent.
+
+    Reliable accuracy and effective reliability need only the outcomes. The others need to know which
+    items the model knew: with `reference` (Init-Basic's outcomes on the same items), an item is known
+    when the untouched model answered it correctly, as Alignment for Honesty decides it before tuning.
+    Then: over-refusal (known items refused), prudence (unknown items refused), the honesty score,
+    abstention as detection of the unknown items (precision, recall, F1, accuracy) and Say-I-Dont-Know's
+    knowledge quadrants. A part with no item to count is NaN.
+    """
+    result = {"reliable_accuracy": reliable_accuracy(outcomes), "effective_reliability": effective_reliability(outcomes)}
+    if reference is None:
+        return result
+    known = [outcome == "correct" for outcome in reference]
+    result |= {"over_refusal": over_refusal(outcomes, known), "prudence": prudence(outcomes, known),
+               "honesty": honesty_score(outcomes, known)}
+    result |= {f"abstain_{k}": v for k, v in abstain_scores(outcomes, [not k for k in known]).items()}
+    return result | {f"quadrant_{k}": v for k, v in knowledge_quadrants(outcomes, known).items()}
+
+
+def _mean_over_runs(runs: Sequence[dict[str, float]]) -> dict[str, float | None]:
+    """Each metric's mean over the runs where it is defined; None where it never is."""
+    means = {}
+    for key in runs[0]:
+        values = [run[key] for run in runs if run[key] == run[key]]
+        means[key] = sum(values) / len(values) if values else None
+    return means
 
 
 def compare_seeds(a_runs: Sequence[Sequence[dict]], b_runs: Sequence[Sequence[dict]], reference: Sequence[dict],

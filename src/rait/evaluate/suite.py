@@ -1,7 +1,6 @@
-"""Test sets and cached evaluation runs, shared by `rait eval` and `rait run`.
+"""Cached evaluation runs, shared by `rait eval` and `rait run`.
 
-A test set is a dataset spec (or records file) with an optional seeded sample. Each (model,
-test set, prompt) run is cached in its own folder with a manifest; a rerun with the same
+Each (model, test set, prompt) run is cached in its own folder with a manifest; a rerun with the same
 settings reuses it.
 """
 
@@ -11,60 +10,34 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from rait.artifacts import read_jsonl, read_manifest, write_json, write_jsonl, write_manifest
+from rait.artifacts import changed_field, read_jsonl, read_manifest, write_json, write_jsonl, write_manifest
 from rait.evaluate.runner import EvalSettings, evaluate_records, summarize
 
 REFERENCE_PROMPT = "basic"  # Init-Basic: the THS reference of every paper table
 
 
-@dataclass
-class TestSet:
-    name: str
-    data: str
-    sample: int | None = None
-    stratify: str | None = None
-    domain: str = "ID"
-    max_chars: int | None = None  # keep questions whose text and options are at most this long
-
-
-def record_chars(record) -> int:
-    """Length of what a prompt shows of a record: the question and its options."""
-    return len(record.question) + sum(len(c) for c in record.choices or ())
-
-
-def load_test_records(test_set: TestSet, seed: int):
-    """The test set's records: a dataset spec (or a records JSONL path), length-filtered and sampled by seed if asked.
-
-    `max_chars` is for small budgets: on a CPU one long MMLU passage in a batch pads every row to its length.
-    """
-    from rait.data import load_source, split_records
-
-    spec = test_set.data if ":" in test_set.data else f"jsonl:{test_set.data}"
-    records = load_source(spec)
-    if test_set.max_chars is not None:
-        records = [r for r in records if record_chars(r) <= test_set.max_chars]
-    if test_set.sample is not None and test_set.sample < len(records):
-        _, records = split_records(records, test_size=test_set.sample, seed=seed, stratify_by=test_set.stratify)
-    return records
-
-
 def load_for_eval(spec: str):
     """(model, tokenizer, fingerprint) for a model folder, 'default', or a `rait train` output folder."""
-    from rait.models import model_fingerprint, resolve_model_path
-
     if (Path(spec) / "train.json").is_file():
         from rait.train import load_trained
 
         model, tokenizer = load_trained(spec)
-        return model, tokenizer, trained_fingerprint(spec)
-    from rait.models import load_model
+    else:
+        from rait.models import load_model, resolve_model_path
 
-    path = resolve_model_path(spec)
-    model, tokenizer = load_model(path)
-    return model, tokenizer, model_fingerprint(path)
+        model, tokenizer = load_model(resolve_model_path(spec))
+    return model, tokenizer, fingerprint_of(spec)
+
+
+def fingerprint_of(spec: str | Path) -> dict:
+    """The identity of a model folder, 'default', or a `rait train` output, without loading it."""
+    from rait.models import model_fingerprint, resolve_model_path
+
+    if (Path(spec) / "train.json").is_file():
+        return trained_fingerprint(spec)
+    return model_fingerprint(resolve_model_path(str(spec)))
 
 
 def trained_fingerprint(spec: str | Path) -> dict:
@@ -114,22 +87,30 @@ class EvalModels:
         yield load_for_eval(str(spec))
 
 
-def run_eval(model, tokenizer, fingerprint: dict, records, settings: EvalSettings, out_dir: Path, n_boot: int, seed: int,
-             reference_rows=None, on_batch=None) -> tuple[list[dict], dict]:
-    """One (model, test set, prompt) evaluation, cached in `out_dir` by its manifest."""
+def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Path | tuple,
+        reference_rows=None, on_batch=None) -> tuple[list[dict], dict]:
+    """The evaluation stage (`rait eval`, and `rait run` per model, test set and prompt), cached in `out_dir`.
+
+    `model` is a model folder, 'default', a `rait train` output, or a loaded (model, tokenizer,
+    fingerprint) triple (`EvalModels.use`); `reference_rows` are Init-Basic's outcomes on the
+    same items, for THS. Returns the per-item outcomes and the metrics.
+    """
+    out_dir = Path(out_dir)
+    fingerprint = model[2] if isinstance(model, tuple) else fingerprint_of(model)
     outcomes_path, metrics_path = out_dir / "outcomes.jsonl", out_dir / "metrics.json"
     identity = {"model": fingerprint, "settings": settings.as_dict(), "items": [r.id for r in records]}
     if outcomes_path.exists() and metrics_path.exists():
         manifest = read_manifest(outcomes_path)
-        if manifest.get("identity") == identity:
+        if changed_field(manifest.get("identity"), identity) is None:
             rows = read_jsonl(outcomes_path)
             return rows, json.loads(metrics_path.read_text(encoding="utf-8"))
+    loaded, tokenizer, _ = model if isinstance(model, tuple) else load_for_eval(str(model))
     start = time.perf_counter()
-    rows = evaluate_records(model, tokenizer, records, settings, on_batch=on_batch)
+    rows = evaluate_records(loaded, tokenizer, records, settings, on_batch=on_batch)
     seconds = time.perf_counter() - start
-    summary = summarize(rows, reference_rows, n_boot=n_boot, seed=seed) | {"seconds": round(seconds, 2)}
+    summary = summarize(rows, reference_rows, n_boot=settings.n_boot, seed=settings.seed) | {"seconds": round(seconds, 2)}
     write_jsonl(outcomes_path, rows)
     write_json(metrics_path, summary)
-    write_manifest(outcomes_path, stage="evaluate", model=fingerprint, settings=settings.as_dict(), seed=seed,
+    write_manifest(outcomes_path, stage="evaluate", model=fingerprint, settings=settings.as_dict(), seed=settings.seed,
                    extra={"identity": identity})
     return rows, summary

@@ -1,11 +1,11 @@
 """GRAIT's gradient stage: per-sample LoRA gradient features, their projection and their store.
 
-The warm-up run lives in `rait.grads.warmup` and the `rait grads` stage in `rait.grads.pipeline`
+The warm-up run lives in `rait.grads.warmup` and the `rait grads` stage in `rait.grads.stage`
 (not imported here: they import `rait.train`, which imports `rait.select`, which imports this package).
 """
 
 from rait.grads.adam import GRADIENT_TYPES, AdamMoments, GradientTransform
-from rait.grads.features import LABEL_FORMS, FeatureExtractor, GradExample, GradsSettings, build_store
+from rait.grads.features import LABEL_FORMS, FeatureExtractor, GradExample, GradsSettings, build_store, gradient_examples
 from rait.grads.persample import Batch, EncodedExample, PerSampleGradients, collate, encode_example, per_sample_grads, per_sample_losses
 from rait.grads.projection import PROJECTORS, CountSketchProjector, DenseProjector, make_projector
 from rait.grads.store import FeatureStore, GradientFeatures, load_features
@@ -29,6 +29,7 @@ __all__ = [
     "build_store",
     "collate",
     "encode_example",
+    "gradient_examples",
     "load_features",
     "make_projector",
     "per_sample_grads",

@@ -4,7 +4,7 @@ For each item (question id, label form) we take the gradient of that sample's to
 cross-entropy over its completion w.r.t. the warm-up LoRA weights, turn it into the chosen
 gradient type (sgd / sign / adam), project it to every d in `dims` and store it
 L2-normalised. The label forms are GRAIT's two: the answer form (the gold answer) and the
-refusal form ("I don't know."), see shared/spec/grait.md §2.2.
+refusal form ("I don't know."), as in the release's `VAN.jsonl` and `IDK.jsonl`.
 
 Multi-GPU (`accelerate launch -m rait grads ...`): every rank builds the same batch plan
 and computes the batches k with k % world_size == rank; the projection is seeded per
@@ -13,17 +13,21 @@ parameter, not per process, so the merged store equals the single-process store.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from rait.data.records import QARecord
 from rait.errors import RaitError, SettingsError, check_choice, check_count
 from rait.grads.adam import GRADIENT_TYPES, AdamMoments, GradientTransform
 from rait.grads.persample import Batch, PerSampleGradients, backward_per_sample, collate, encode_example
 from rait.grads.projection import PROJECTORS, Projector, make_projector
 from rait.grads.store import FeatureStore, plan_batches, shard_batches
+from rait.grads.warmup import warmup_settings
+from rait.prompts import answer_target, refusal_text, training_example
+from rait.train.finetune import TrainSettings
 
 LABEL_FORMS = ("answer", "refusal")
 
@@ -40,11 +44,18 @@ class GradExample:
 
 @dataclass(frozen=True)
 class GradsSettings:
-    """Everything that changes the features; recorded in the store's plan and manifest.
+    """The gradient stage's settings: everything that changes the features, recorded in the store's plan.
 
     Defaults follow GRAIT/LESS (adam features, d = 8192, seed 0, no bias correction)
     except the projector: a CountSketch instead of TRAK's dense Rademacher matrix, which is
     infeasible at 8B scale without the unmaintained fast_jl kernel (projection.py).
+
+    `prompt`, `system` and `refusal` are the build's (`rait.select.BuildSettings`): the features
+    are those of the rows GRAIT's build will train on, so `rait run` hands the build's values
+    to this stage, and `rait grads` takes them as options. The build's τ is not among them: the
+    store holds every pool question, and GRAIT splits it at τ when it builds.
+    `n_rehearsal` and `warmup` are the warm-up run whose adapter and Adam moments define the
+    features (`rait.grads.warmup`; a mapping overrides single fields of GRAIT's recipe).
     """
 
     gradient_type: str = "adam"
@@ -55,11 +66,27 @@ class GradsSettings:
     batch_size: int = 8
     max_length: int = 2048
     bias_correction: bool = False
+    prompt: str = "refuse"
+    system: str | None = None
+    refusal: str | None = None
+    n_rehearsal: int = 1000
+    warmup: TrainSettings = field(default_factory=warmup_settings)
 
     def __post_init__(self):
+        from rait.prompts.render import PROMPT_NAMES
+
         check_choice("gradient_type", self.gradient_type, GRADIENT_TYPES)
         check_choice("projector", self.projector, PROJECTORS)
+        check_choice("prompt", self.prompt, PROMPT_NAMES)
         check_count("batch_size", self.batch_size, 1)
+        check_count("n_rehearsal", self.n_rehearsal, 1)
+        if isinstance(self.warmup, dict):  # override single fields of GRAIT's recipe (and of its LoRA), keep the rest
+            recipe = dict(self.warmup)
+            if isinstance(recipe.get("lora"), dict):
+                recipe["lora"] = {**asdict(warmup_settings().lora), **recipe["lora"]}
+            object.__setattr__(self, "warmup", warmup_settings(**recipe))
+        if isinstance(self.dims, int):
+            object.__setattr__(self, "dims", (self.dims,))
         if not self.dims:
             raise SettingsError("dims", "needs at least one projection dimension")
         for dim in self.dims:
@@ -142,3 +169,20 @@ def build_store(
             if on_batch is not None:
                 on_batch(len(batches[k]))
     return store
+
+
+def gradient_examples(records: list[QARecord], prompt: str = "refuse", system: str | None = None,
+                      forms: tuple[str, ...] = ("answer", "refusal"), refusal: str | None = None) -> list[GradExample]:
+    """Both label forms of every pool question, rendered exactly as `build_dataset` renders training rows.
+
+    Answer form: the gold answer (letter for MCQA); refusal form: the task's "I don't know"
+    (or `refusal`). Use the same `prompt`/`system` as the final training set so that the
+    gradients are those of the samples that will be trained on.
+    """
+    examples = []
+    for record in records:
+        for form in forms:
+            target = answer_target(record) if form == "answer" else (refusal or refusal_text(record.task))
+            row = training_example(record, prompt, target, system=system)
+            examples.append(GradExample(record.id, form, row["prompt"], row["completion"]))
+    return examples

@@ -1,7 +1,7 @@
 """Per-sample gradients of the LoRA weights for a whole micro-batch, from one backward pass.
 
 LESS computes one sample at a time (batch 1), which leaves > 90 % of a GPU idle
-(shared/spec/performance.md). We use the per-sample-gradient rule for linear layers
+(docs/grait.md, Performance). We use the per-sample-gradient rule for linear layers
 instead: a layer y = x Wᵀ has dL/dW = Σ_t g_tᵀ x_t, where x_t is the layer's input and g_t
 the gradient of the loss w.r.t. its output at token t. If the batch loss is the SUM of the
 samples' own losses, g_t at a token of sample b carries only sample b's loss, so the sum

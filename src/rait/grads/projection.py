@@ -11,7 +11,7 @@ Two projectors:
   in expectation with the same variance order as a dense map, at the cost of one pass over
   the gradient. A dense map to 8192 of a 109 M-number Llama-3-8B LoRA gradient costs as
   much as half the model's own forward + backward and its matrix cannot be stored
-  (shared/spec/performance.md), which is why the sketch is the default.
+  (docs/grait.md, Projection), which is why the sketch is the default.
 - ``dense``: a dense Rademacher (±1) or Gaussian matrix, as TRAK/LESS use; generated in
   fixed row blocks and cached on the device up to a memory budget. Fine for small models.
 

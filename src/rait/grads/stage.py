@@ -1,6 +1,6 @@
-"""`rait grads`: warm-up (unless an adapter is given), then the feature store of a pool, on one or many GPUs.
+"""The gradient stage (`rait grads`, and `rait run` for GRAIT): warm-up, then the feature store of a pool.
 
-Output folder layout:
+`run(GradsSettings(...), records, out, model=..., table=...)` is the entry point of both. Output:
 - ``warmup/``: the LoRA adapter, its Adam moments and settings (skipped with `adapter=`);
 - ``store/``: the gradient store (store.py), merged, with ``store.manifest.json`` beside it.
 
@@ -12,29 +12,17 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from rait.artifacts import write_manifest
 from rait.errors import RaitError
 from rait.grads.adam import AdamMoments
-from rait.grads.features import LABEL_FORMS, GradsSettings, build_store
+from rait.grads.features import LABEL_FORMS, GradsSettings, build_store, gradient_examples
 from rait.grads.store import FeatureStore
-from rait.train.finetune import TrainSettings
-from rait.grads.warmup import load_warm_model, read_warmup_summary, rehearsal_ids, rehearsal_rows, warmup, warmup_settings
+from rait.grads.warmup import load_warm_model, read_warmup_summary, rehearsal_ids, rehearsal_rows, warmup
 
 
-def run_warmup(
-    model_spec: str | None,
-    records_path: str | Path,
-    table_path: str | Path,
-    out_dir: str | Path,
-    settings: TrainSettings | None = None,
-    n_rehearsal: int = 1000,
-    min_mu: float = 0.99,
-    rehearsal_seed: int = 42,
-    prompt: str = "refuse",
-    system: str | None = None,
-) -> Path:
+def run_warmup(settings: GradsSettings, records_path: str | Path, table_path: str | Path, out_dir: str | Path, *,
+               model: str | Path | None, min_mu: float = 0.99, rehearsal_seed: int = 42) -> Path:
     """Train the warm-up adapter on the rehearsal questions of a knowledge table; returns its folder."""
     from accelerate import PartialState
 
@@ -42,44 +30,31 @@ def run_warmup(
     from rait.models import load_model, model_fingerprint
     from rait.probe.table import read_table
 
-    settings = settings or warmup_settings()
     table = read_table(table_path)
-    ids, note = rehearsal_ids(table, n_rehearsal, min_mu, rehearsal_seed)
-    rows = rehearsal_rows(read_records(records_path), ids, prompt=prompt, system=system)
-    model, tokenizer = load_model(model_spec)
-    out_dir = warmup(model, tokenizer, rows, out_dir, settings)
+    ids, note = rehearsal_ids(table, settings.n_rehearsal, min_mu, rehearsal_seed)
+    rows = rehearsal_rows(read_records(records_path), ids, prompt=settings.prompt, system=settings.system)
+    base, tokenizer = load_model(model)
+    out_dir = warmup(base, tokenizer, rows, out_dir, settings.warmup)
     if PartialState().is_main_process:
         write_manifest(out_dir, stage="grads.warmup", inputs={"records": records_path, "knowledge_table": table_path},
-                       model=model_fingerprint(model_spec), settings={**asdict(settings), "rehearsal": note,
-                       "rehearsal_ids": ids, "prompt": prompt, "system": system}, seed=settings.seed)
+                       model=model_fingerprint(model), settings={**asdict(settings.warmup), "rehearsal": note,
+                       "rehearsal_ids": ids, "prompt": settings.prompt, "system": settings.system},
+                       seed=settings.warmup.seed)
     return out_dir
 
 
-def run_grads(
-    model_spec: str | None,
-    records_path: str | Path,
-    out_dir: str | Path,
-    *,
-    table_path: str | Path | None = None,
-    adapter: str | Path | None = None,
-    settings: GradsSettings = GradsSettings(),
-    warmup_config: TrainSettings | None = None,
-    n_rehearsal: int = 1000,
-    forms: Sequence[str] = LABEL_FORMS,
-    prompt: str = "refuse",
-    system: str | None = None,
-) -> Path:
+def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, *, model: str | Path | None,
+        table_path: str | Path | None = None, adapter: str | Path | None = None) -> Path:
     """Warm up (unless `adapter` is given), then compute and merge the store; returns the store folder.
 
-    Features are computed for every pool question: GRAIT's builder splits the pool at τ, a build setting,
-    so one store serves every τ (it once kept only μ ≠ τ here, and a later build at another τ failed on the
-    questions at the first τ). Under `accelerate launch` each process takes its share of the batches.
+    Features are computed for every pool question, in both label forms, rendered with the build's
+    prompt, system turn and refusal (`settings`). Under `accelerate launch` each process takes its
+    share of the batches.
     """
     from accelerate import PartialState
 
     from rait.data import read_records
     from rait.models import load_model, model_fingerprint
-    from rait.select.grait import gradient_examples
 
     state = PartialState()
     out_dir = Path(out_dir)
@@ -93,26 +68,25 @@ def run_grads(
                             "or pass an existing adapter")
         adapter = out_dir / "warmup"
         if not (adapter / "adapter_config.json").is_file():  # every rank trains (DDP); the main one saves
-            run_warmup(model_spec, records_path, table_path, adapter, warmup_config, n_rehearsal,
-                       prompt=prompt, system=system)
+            run_warmup(settings, records_path, table_path, adapter, model=model)
         state.wait_for_everyone()
 
-    base, tokenizer = load_model(model_spec, device=state.device)
-    model = load_warm_model(base, adapter)
+    base, tokenizer = load_model(model, device=state.device)
+    warm = load_warm_model(base, adapter)
     moments = AdamMoments.load(adapter) if settings.gradient_type == "adam" else None
-    examples = gradient_examples(records, prompt=prompt, system=system, forms=tuple(forms))
-    fingerprint = model_fingerprint(model_spec)
-    record = {"model_weights_sha256": fingerprint["weights_sha256"], "adapter": str(adapter),
-              "prompt": prompt, "system": system}
-    store = build_store(model, tokenizer, examples, out_dir / "store", settings, moments,
+    examples = gradient_examples(records, prompt=settings.prompt, system=settings.system, forms=LABEL_FORMS,
+                                 refusal=settings.refusal)
+    fingerprint = model_fingerprint(model)
+    record = {"model_weights_sha256": fingerprint["weights_sha256"], "adapter": str(adapter)}
+    store = build_store(warm, tokenizer, examples, out_dir / "store", settings, moments,
                         rank=state.process_index, world_size=state.num_processes, record=record)
     state.wait_for_everyone()
     if state.is_main_process:
         rows = store.merge()
         write_manifest(store.folder, stage="grads", inputs={"records": records_path, "adapter": adapter,
                        **({"knowledge_table": table_path} if table_path else {})}, model=fingerprint,
-                       settings={**settings.as_dict(), "forms": list(forms), "prompt": prompt, "system": system,
-                                 "processes": state.num_processes, "warmup": read_warmup_summary(adapter)},
+                       settings={**settings.as_dict(), "forms": list(LABEL_FORMS), "processes": state.num_processes,
+                                 "warmup": read_warmup_summary(adapter)},
                        seed=settings.seed, extra={"rows": rows})
     state.wait_for_everyone()
     return FeatureStore(out_dir / "store").folder

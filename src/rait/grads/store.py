@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rait.artifacts import atomic_path, write_json
+from rait.artifacts import atomic_path, changed_field, write_json
 from rait.errors import DataError, RaitError
 
 PLAN_FILE = "plan.json"
@@ -52,10 +52,9 @@ class FeatureStore:
         plan = {"settings": settings, "items": items, "batches": batches}
         plan_path = folder / PLAN_FILE
         if plan_path.exists():
-            existing = json.loads(plan_path.read_text(encoding="utf-8"))
-            if existing != json.loads(json.dumps(plan)):
-                changed = [k for k in plan if existing.get(k) != json.loads(json.dumps(plan[k]))]
-                raise RaitError(f"{folder} holds a store built with a different {', '.join(changed)}; "
+            changed = changed_field(json.loads(plan_path.read_text(encoding="utf-8")), plan)
+            if changed is not None:
+                raise RaitError(f"{folder} holds a store built with a different {changed}; "
                                 "use a new folder or delete it")
         else:
             write_json(plan_path, plan)

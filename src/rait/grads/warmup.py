@@ -3,13 +3,13 @@
 GRAIT (via LESS) trains a LoRA adapter for a few epochs on a "rehearsal" set of questions
 the model already answers confidently (1000 random MMLU questions whose gold probability
 exceeds 0.99), then takes every pool question's gradient at that adapter, preconditioned
-by the run's Adam moments (shared/spec/grait.md §2.2 a). Defaults follow the release:
+by the run's Adam moments (LESS, Xia et al. 2024; docs/grait.md). Defaults follow the release:
 LoRA r = 128, α = 512, dropout 0.1 on q/k/v/o, lr 2e-5, linear schedule with 3 % warm-up,
 4 epochs, batch 1 × 32 accumulation, AdamW, seed 0.
 
 Deliberate differences: the rehearsal rows use the same prompt and chat template as the
 final training set (the release warms up in LESS's Tulu format with the BASIC prompt, see
-grait.md §2.7 item 7), and the moments are saved by parameter name (adam.py).
+docs/grait.md), and the moments are saved by parameter name (adam.py).
 Training is `rait.train`'s trainer (per-sample token-mean loss, the loss the features use).
 """
 
@@ -26,7 +26,7 @@ from rait.artifacts import write_json
 from rait.data.records import QARecord
 from rait.errors import RaitError
 from rait.grads.adam import AdamMoments
-from rait.prompts import training_example
+from rait.prompts import answer_target, training_example
 from rait.train.finetune import LoraSettings, TrainSettings
 
 SUMMARY_FILE = "warmup.json"
@@ -61,8 +61,6 @@ def rehearsal_ids(table: pd.DataFrame, n: int = 1000, min_mu: float = 0.99, seed
 
 def rehearsal_rows(records: Sequence[QARecord], ids: Sequence[str], prompt: str = "refuse", system: str | None = None) -> list[dict]:
     """Answer-form training rows (TRL prompt/completion) of the warm-up questions."""
-    from rait.select.base import answer_target  # rait.select imports rait.grads: import late
-
     by_id = {r.id: r for r in records}
     missing = [qid for qid in ids if qid not in by_id]
     if missing:

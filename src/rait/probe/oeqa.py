@@ -1,10 +1,11 @@
 """The open-QA knowledge probe: k sampled answers per question, scored and compared.
 
-Per question (craft.md §2.2): k samples at temperature T under the knowledge-query prompt
-(3-shot by default, as in the papers), each cut where the model starts inventing the next
-exemplar and stripped; each scored against the gold answer and its aliases (refusal
-first). μ = share correct; σ = mean pairwise cosine of the samples' all-MiniLM-L6-v2
-embeddings. All k answers and their flags are kept in the table.
+Per question (CRaFT's `triviaqa_train_3shot_OE_kq`; docs/probe.md): k samples at
+temperature T under the knowledge-query prompt (3-shot by default, as in the papers), each
+cut where the model starts inventing the next exemplar and stripped; each scored against
+the gold answer and its aliases (refusal first). μ = share correct; σ = mean pairwise
+cosine of the samples' all-MiniLM-L6-v2 embeddings. All k answers and their flags are kept
+in the table.
 
 Sampling defaults, and why: T = 1.0, top_k = 50, top_p = 0.9. The papers set only
 T = 1.0, and their runs inherited the rest: transformers applies top_k = 50 whenever it
@@ -27,7 +28,7 @@ import pandas as pd
 
 from rait.data.records import QARecord
 from rait.errors import RaitError, SettingsError, check_choice, check_count, check_number
-from rait.evaluate.scoring import MatchMode, Outcome, RefusalMode, score_open
+from rait.data.scoring import MatchMode, Outcome, RefusalMode, score_open
 from rait.generate import SamplingSettings
 from rait.probe.backends import Backend
 from rait.probe.measures import mean_pairwise_cosine

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from rait.artifacts import write_json, write_manifest
+from rait.artifacts import changed_field, write_json, write_manifest
 from rait.data.records import QARecord
 from rait.errors import RaitError
 from rait.probe.table import write_table
@@ -119,12 +119,10 @@ def probe_pool(
 
 def _claim(work_dir: Path, identity: dict[str, Any]) -> None:
     """Create the work folder for this run, or check that an existing one belongs to it."""
-    identity = json.loads(json.dumps(identity))  # what the file will hold after a round trip
     marker = work_dir / "run.json"
     if marker.exists():
-        previous = json.loads(marker.read_text(encoding="utf-8"))
-        if previous != identity:
-            key = next(k for k in sorted(set(previous) | set(identity)) if previous.get(k) != identity.get(k))
+        key = changed_field(json.loads(marker.read_text(encoding="utf-8")), identity)
+        if key is not None:
             raise RaitError(f"{work_dir} holds shards of a different run ({key!r} differs); "
                             "delete the folder or choose another output")
         return

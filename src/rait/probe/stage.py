@@ -1,4 +1,4 @@
-"""One entry point for the CLI: load the model, pick the task's probe, run it."""
+"""The probe stage (`rait probe`, and `rait run` per track): load the model, pick the task's probe, run it."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from rait.probe.mcqa import MCQASettings, probe_mcqa
 from rait.probe.oeqa import OpenSettings, probe_open
 
 
-def run_probe(
+def run(
+    settings: MCQASettings | OpenSettings | None,
     records: Sequence[QARecord],
     out: str | Path,
     *,
     model: str | Path | None = "default",
-    settings: MCQASettings | OpenSettings | None = None,
     exemplars: Sequence[QARecord] = (),
     backend: str = "hf",
     device: str | None = None,
@@ -31,7 +31,7 @@ def run_probe(
 ) -> pd.DataFrame:
     """Probe a pool (all MCQA or all open QA) with the model folder `model` and write the knowledge table.
 
-    `settings` defaults to the task's defaults; `exemplars` are MCQA shot questions (e.g.
+    `settings` are the task's (None: its defaults); `exemplars` are MCQA shot questions (e.g.
     MMLU val). `inputs` are files to hash into the manifest (e.g. {"records": path}).
     """
     tasks = {r.task for r in records}

@@ -111,3 +111,13 @@ def merge_flow(initial: pd.DataFrame, rehearsed: pd.DataFrame) -> pd.DataFrame:
     out["mu_rehearsal"] = out["id"].map(after).astype(float)
     out["delta_mu"] = out["mu_rehearsal"] - out["mu"]
     return out
+
+
+def single_task(table: pd.DataFrame) -> str:
+    """The table's task; rules and refusal strings differ by task, so a table must hold one."""
+    tasks = sorted(set(table["task"]))
+    if not tasks:
+        raise DataError("<knowledge table>", "has no rows")
+    if len(tasks) != 1:
+        raise DataError("<knowledge table>", f"holds tasks {tasks}; build each task's table separately", field="task")
+    return tasks[0]

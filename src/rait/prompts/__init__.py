@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rait.prompts.render import (
     PROMPT_NAMES,
+    answer_target,
     build_messages,
     cut_at_splitter,
     enumerate_letters,
@@ -23,6 +24,7 @@ from rait.prompts.render import (
 
 __all__ = [
     "PROMPT_NAMES",
+    "answer_target",
     "build_messages",
     "cut_at_splitter",
     "enumerate_letters",

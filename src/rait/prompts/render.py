@@ -47,6 +47,11 @@ def refusal_text(task: str) -> str:
     return prompt_library()["refusal"][task]
 
 
+def answer_target(record: QARecord) -> str:
+    """The answer a training row teaches: the gold letter (MCQA) or the dataset's answer (open QA), as the releases do."""
+    return record.gold if record.task == "mcqa" else record.answer
+
+
 def question_suffix(source: str) -> str:
     """What the papers append to a source's open-QA questions ("?" for NQ, nothing elsewhere)."""
     return prompt_library()["question_suffix"]["by_source"].get(source, "")
@@ -99,7 +104,7 @@ def letter_continuations(letters: str) -> list[str]:
     """What follows "Answer:" in the k-shot query for each option: " A", " B", ...
 
     After a chat template's assistant header the bare letter ("A") is the natural next
-    token instead; letter scorers should sum both forms (default-model.md, pitfalls).
+    token instead; letter scorers should sum both forms (docs/probe.md, Letters).
     """
     continuation = prompt_library()["mcqa_query"]["continuation"]
     return [continuation.format(letter=letter) for letter in letters]

@@ -1,4 +1,4 @@
-"""CRaFT's rehearsal and knowledge flow (craft.md §3): what fine-tuning alone does to each question.
+"""CRaFT's rehearsal and knowledge flow (CRaFT paper; docs/train.md): what fine-tuning alone does to each question.
 
 1. `select_rehearsal`: questions the model already answers correctly and certainly (open QA:
    μ ≥ 0.995 and σ ≥ 0.995, i.e. all samples right and alike; MCQA: raw gold-letter
@@ -8,7 +8,7 @@
 2. `rehearse`: fine-tune on them, re-probe the *whole* pool with the probe that built the
    initial table (same prompts, samples and seeds), and merge Δμ = μ_rehearsal − μ by
    question id (the released code misaligned this merge).
-3. `rehearse_table`: the same from a knowledge-table file. It rebuilds the probe settings
+3. `run`: the same from a knowledge-table file. It rebuilds the probe settings
    from the table's manifest and checks that the table was probed with the model being
    rehearsed, so "identical settings" is enforced, not assumed. This is what `rait
    rehearse` runs.
@@ -22,7 +22,7 @@ warm-up runs at learning rate 0).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,12 +31,12 @@ import pandas as pd
 
 from rait.artifacts import read_manifest, sha256_tree, write_json, write_jsonl, write_manifest
 from rait.data.records import QARecord
-from rait.errors import DataError, RaitError
+from rait.errors import DataError, RaitError, check_choice, check_count, check_number
 from rait.models import DEFAULT_SPEC, model_fingerprint
-from rait.probe.table import merge_flow, read_table, validate_table, write_table
-from rait.prompts import training_example
-from rait.select.base import answer_target, single_task
-from rait.train.finetune import TrainSettings, load_trained, train
+from rait.probe.table import merge_flow, read_table, single_task, validate_table, write_table
+from rait.prompts import answer_target, training_example
+from rait.train.finetune import TrainSettings, load_trained
+from rait.train.finetune import run as train
 
 TARGETS = ("gold", "own")
 
@@ -44,13 +44,37 @@ TARGETS = ("gold", "own")
 Probe = Callable[[Any, Any, list[QARecord], Path], pd.DataFrame]
 
 
-@dataclass(frozen=True)
-class RehearsalFilter:
-    """Which questions count as already known (craft.md §3.1)."""
+def rehearsal_recipe() -> TrainSettings:
+    """CRaFT's MCQA rehearsal recipe on LoRA (r 64, alpha 16, dropout 0.1, all linear layers; lr 2e-4,
+    3 epochs, global batch 16), without packing: `rait.train.TrainSettings`' defaults."""
+    return TrainSettings()
 
-    mu_min: float = 0.995  # open QA: correctness, >=
-    sigma_min: float = 0.995  # open QA: certainty, >=
-    gold_prob_min: float = 0.99  # MCQA: raw gold-letter probability, strictly >
+
+@dataclass
+class RehearseSettings:
+    """The rehearsal stage's settings: which questions count as already known, how many, the target, the fine-tune.
+
+    Known (CRaFT's `triviaqa_rehearsal_instructions.py`, `mmlu_rehearsal_instructions.py`): open QA
+    μ ≥ `mu_min` and σ ≥ `sigma_min`; MCQA raw gold-letter probability strictly above `gold_prob_min`.
+    `seed` draws the rehearsal questions; `train` is the fine-tune (a mapping overrides single fields of
+    `rehearsal_recipe`).
+    """
+
+    n: int = 1000
+    target: str = "gold"
+    mu_min: float = 0.995
+    sigma_min: float = 0.995
+    gold_prob_min: float = 0.99
+    seed: int = 0
+    train: TrainSettings = field(default_factory=rehearsal_recipe)
+
+    def __post_init__(self) -> None:
+        check_count("n", self.n, 1)
+        check_choice("target", self.target, TARGETS)
+        for name in ("mu_min", "sigma_min", "gold_prob_min"):
+            check_number(name, getattr(self, name), 0, 1)
+        if isinstance(self.train, dict):
+            self.train = TrainSettings(**self.train)
 
     def known(self, table: pd.DataFrame, task: str) -> pd.Series:
         if task == "mcqa":
@@ -66,29 +90,22 @@ def own_answer(row: pd.Series) -> str | None:
     return Counter(correct).most_common(1)[0][0] if correct else None
 
 
-def select_rehearsal(
-    table: pd.DataFrame,
-    records: Sequence[QARecord],
-    *,
-    n: int = 1000,
-    seed: int = 0,
-    target: str = "gold",
-    known: RehearsalFilter = RehearsalFilter(),
-) -> list[dict[str, Any]]:
+def select_rehearsal(table: pd.DataFrame, records: Sequence[QARecord],
+                     settings: RehearseSettings | None = None) -> list[dict[str, Any]]:
     """Training rows (``id``, ``prompt``, ``completion``) for the rehearsal fine-tune.
 
-    Up to `n` known questions drawn at random with `seed` from the table sorted by id (so the
-    table's row order never matters), under the plain prompt (open QA: the bare question;
-    MCQA: BASIC hint and options). ``target="own"`` trains open-QA questions on the model's
-    own most frequent correct answer (gold when no sample was correct); MCQA always uses the
-    gold letter, which is the model's own top answer whenever its probability exceeds 0.99.
+    Up to `settings.n` known questions drawn at random with `settings.seed` from the table sorted
+    by id (so the table's row order never matters), under the plain prompt (open QA: the bare
+    question; MCQA: BASIC hint and options). ``target="own"`` trains open-QA questions on the
+    model's own most frequent correct answer (gold when no sample was correct); MCQA always uses
+    the gold letter, which is the model's own top answer whenever its probability exceeds 0.99.
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    settings = settings or RehearseSettings()
+    target = settings.target
     table = validate_table(table.reset_index(drop=True)).assign(id=lambda t: t["id"].astype(str))
     task = single_task(table)
-    pool = table[known.known(table, task)].sort_values("id", kind="mergesort")
-    chosen = pool.sample(n=min(n, len(pool)), random_state=seed)
+    pool = table[settings.known(table, task)].sort_values("id", kind="mergesort")
+    chosen = pool.sample(n=min(settings.n, len(pool)), random_state=settings.seed)
     by_id = {record.id: record for record in records}
     rows = []
     for _, row in chosen.iterrows():
@@ -116,17 +133,10 @@ def rehearse(
     probe: Probe,
     *,
     model: str | Path | None = DEFAULT_SPEC,
-    settings: TrainSettings | None = None,
-    n: int = 1000,
-    seed: int = 0,
-    target: str = "gold",
-    known: RehearsalFilter = RehearsalFilter(),
+    settings: RehearseSettings | None = None,
     progress: bool = True,
 ) -> RehearsalResult:
     """Rehearsal fine-tune of `model`, re-probe of the whole pool, and the knowledge flow by id.
-
-    Default `settings` are the MCQA rehearsal recipe of craft.md §3.2 on LoRA (r 64, alpha 16,
-    lr 2e-4, 3 epochs, global batch 16), without packing.
 
     Writes into `out_dir`: ``rehearsal_data.jsonl`` (the training rows), ``model/`` (the
     rehearsal fine-tune, see `rait.train.train`), ``rehearsed_table.jsonl`` (the re-probe),
@@ -135,16 +145,18 @@ def rehearse(
     table ``rehearsed_table.jsonl`` itself (with its own manifest).
     """
     out_dir = Path(out_dir)
-    settings = settings or TrainSettings()
+    settings = settings or RehearseSettings()
     by_id = {record.id: record for record in records}
     if missing := [i for i in table["id"].astype(str) if i not in by_id]:
         raise DataError("<pool records>", f"knowledge-table question {missing[0]!r} is not among the pool records", field="id")
-    rows = select_rehearsal(table, records, n=n, seed=seed, target=target, known=known)
+    rows = select_rehearsal(table, records, settings)
     if not rows:
-        raise RaitError(f"no question passes the rehearsal filter ({known}); the model knows nothing certain in this pool")
+        raise RaitError(f"no question passes the rehearsal filter (mu_min {settings.mu_min}, sigma_min "
+                        f"{settings.sigma_min}, gold_prob_min {settings.gold_prob_min}); the model knows nothing "
+                        "certain in this pool")
     write_jsonl(out_dir / "rehearsal_data.jsonl", rows)
 
-    result = train(rows, out_dir / "model", model, settings, progress=progress)
+    result = train(settings.train, rows, out_dir / "model", model=model, progress=progress)
     if result.updates == 0:
         raise RaitError(f"the rehearsal fine-tune made zero optimiser updates ({result.optimizer_steps} steps, none at a "
                         "learning rate above zero), so it is no rehearsal; raise the epochs or lower batch_size x grad_accum")
@@ -160,8 +172,7 @@ def rehearse(
     counts = {"rehearsal_samples": len(rows), "optimizer_steps": result.optimizer_steps, "updates": result.updates}
     write_json(out_dir / "flow_summary.json", {**summary, **counts})
     write_manifest(flow_path, stage="rehearse", inputs={"rehearsal_data": out_dir / "rehearsal_data.jsonl"},
-                   settings={"n": n, "target": target, "filter": asdict(known), "train": asdict(settings)},
-                   seed=seed, extra=counts)
+                   settings=asdict(settings), seed=settings.seed, extra=counts)
     plot_delta_mu(flow, out_dir / "delta_mu.png")
     return RehearsalResult(flow, len(rows), result.optimizer_steps, result.updates, out_dir)
 
@@ -190,21 +201,17 @@ def knowledge_probe(settings, exemplars: Sequence[QARecord] = (), model_info: di
     return probe
 
 
-def rehearse_table(
+def run(
+    settings: RehearseSettings,
     table_path: str | Path,
     records: Sequence[QARecord],
     out_dir: str | Path,
     *,
     model: str | Path | None = DEFAULT_SPEC,
     exemplars: Sequence[QARecord] = (),
-    settings: TrainSettings | None = None,
-    n: int = 1000,
-    seed: int = 0,
-    target: str = "gold",
-    known: RehearsalFilter = RehearsalFilter(),
     progress: bool = True,
 ) -> RehearsalResult:
-    """`rehearse` on a knowledge-table file, re-probing with the settings in its manifest.
+    """The rehearsal stage: `rehearse` on a knowledge-table file, re-probing with the settings in its manifest.
 
     `records` is the probed pool and `exemplars` the MCQA shot questions the initial probe
     was given (e.g. MMLU val); `model` must be the model the table was probed with.
@@ -227,15 +234,14 @@ def rehearse_table(
         info = {"base": base, "trained": str(trained), "trained_sha256": sha256_tree(trained)}
         return knowledge_probe(probe_with, exemplars, info, progress)(tuned, tokenizer, pool, out)
 
-    return rehearse(table, records, out_dir, probe, model=model, settings=settings, n=n, seed=seed, target=target,
-                    known=known, progress=progress)
+    return rehearse(table, records, out_dir, probe, model=model, settings=settings, progress=progress)
 
 
 def flow_summary(flow: pd.DataFrame, threshold: float = 0.5) -> dict[str, Any]:
     """How correctness moved: mean Δμ and the shares that rose, fell or stayed, overall and by initial μ.
 
     The paper's statistic is the share of questions with μ < 0.5 whose correctness rose (69 % for
-    LLaMA3-8B on MMLU, craft.md §3).
+    LLaMA3-8B on MMLU, CRaFT paper, AAAI'25).
     """
 
     def shares(part: pd.DataFrame) -> dict[str, Any]:

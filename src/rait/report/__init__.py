@@ -2,14 +2,14 @@
 
 `write_report(rows, out_dir, title=..., notes=...)` writes everything; `pc_pw_plot` and
 `ths_bars` draw one figure each; `results_frame` and `markdown_table` give the table alone.
-Rows are one (method, test set) evaluation each (see `rait.report.table`).
+Rows are one (method, test set) evaluation each (see `rait.report.results`).
 """
 
 from __future__ import annotations
 
 from rait.report.page import report_html, report_markdown, write_report
 from rait.report.plots import pc_pw_plot, ths_bars
-from rait.report.table import (
+from rait.report.results import (
     REFERENCE,
     ColumnGroup,
     format_interval,

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from rait import __version__
 from rait.artifacts import atomic_path
 from rait.report.plots import pc_pw_plot, ths_bars
-from rait.report.table import REFERENCE, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
+from rait.report.results import REFERENCE, abstention_frame, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
 
 Notes = str | Mapping[str, Any] | None
 
@@ -106,7 +106,9 @@ def write_report(rows: Sequence[dict], out_dir: str | Path, title: str = "rait r
                  reference: str = REFERENCE) -> dict[str, Path]:
     """Write results.csv, results.md, pc_pw.png, ths.png and report.html into `out_dir`; return their paths.
 
-    `rows` are result rows as described in `rait.report.table`; `notes` (text, or a mapping
+    Rows that carry the abstention metrics (every `rait run` evaluation) also give abstention.csv.
+
+    `rows` are result rows as described in `rait.report.results`; `notes` (text, or a mapping
     such as a config summary and the wall time) go under the title of results.md and report.html.
     """
     rows = check_rows(rows)
@@ -122,4 +124,9 @@ def write_report(rows: Sequence[dict], out_dir: str | Path, title: str = "rait r
     ths_bars(rows, paths["ths"], reference)
     with atomic_path(paths["html"]) as tmp:
         tmp.write_text(report_html(rows, title, notes, paths, reference), encoding="utf-8")
+    abstention = abstention_frame(rows)
+    if abstention is not None:
+        paths["abstention"] = out_dir / "abstention.csv"
+        with atomic_path(paths["abstention"]) as tmp:
+            abstention.to_csv(tmp, index=False)
     return paths

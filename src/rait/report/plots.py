@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from rait.artifacts import atomic_path
-from rait.report.table import (
+from rait.report.results import (
     REFERENCE,
     ColumnGroup,
     check_rows,

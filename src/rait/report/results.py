@@ -161,6 +161,22 @@ def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(flat)
 
 
+def abstention_frame(rows: Sequence[dict]) -> pd.DataFrame | None:
+    """The abstention metrics of every evaluation (`rait.evaluate.runner.abstention_metrics`), in table order;
+    None when no row carries them."""
+    by_pair = {(row["test_set"], row["method"]): row for row in check_rows(rows) if row.get("abstention")}
+    if not by_pair:
+        return None
+    flat = []
+    for column in order_test_sets(rows):
+        for method in order_methods(row["method"] for row in rows):
+            row = by_pair.get((column.test_set, method))
+            if row is not None:
+                flat.append({"track": column.track, "test_set": column.test_set, "domain": column.domain,
+                             "method": method, **row["abstention"]})
+    return pd.DataFrame(flat)
+
+
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 

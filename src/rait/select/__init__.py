@@ -1,49 +1,33 @@
-"""Stage 2: turn one knowledge table into every method's training set (selectors, builders, CRSS).
+"""The build stage: turn one knowledge table into every method's training set (selectors, builders, CRSS).
 
 Selectors have the scikit-learn shape (parameters in ``__init__``, work in ``fit(table)``):
-Van-Tuning, Cor-RAIT, CorCer-RAIT (= CRaFT w/o Flow), CRaFT w/o Cer, CRaFT, R-Tuning, GRAIT.
-``build_dataset`` turns a selector into TRL prompt-completion rows; ``run_build`` is `rait build`.
+Van-Tuning, Cor-RAIT, CorCer-RAIT (= CRaFT w/o Flow), CRaFT w/o Cer, CRaFT, R-Tuning, GRAIT,
+registered once in `rait.select.methods`. ``build_dataset`` turns a selector into TRL
+prompt-completion rows; ``run(BuildSettings(...), table, records, out)`` is `rait build`.
+
+Names are imported on first use, so that the registry (`rait.select.methods`) can be read
+without scikit-learn and pandas.
 """
 
 from __future__ import annotations
 
-from rait.select.base import Selector, SelectionWarning, resolve_sizes
-from rait.select.build import (
-    SELECTORS,
-    build_dataset,
-    make_selector,
-    preference_pairs,
-    run_build,
-    write_dataset,
-    xtuner_rows,
-)
-from rait.select.craft import CorCerRAIT, CorRAIT, CRaFT, CRaFTWithoutCer, VanTuning
-from rait.select.grait import GRAIT, RULES, gradient_examples
-from rait.select.crss import CRSS_THRESHOLDS, crss, question_features
-from rait.select.rtuning import FALSE_RESPONSES, RTuning
+import importlib
 
-__all__ = [
-    "GRAIT",
-    "RULES",
-    "gradient_examples",
-    "CRSS_THRESHOLDS",
-    "FALSE_RESPONSES",
-    "SELECTORS",
-    "CRaFT",
-    "CRaFTWithoutCer",
-    "CorCerRAIT",
-    "CorRAIT",
-    "RTuning",
-    "SelectionWarning",
-    "Selector",
-    "VanTuning",
-    "build_dataset",
-    "crss",
-    "make_selector",
-    "preference_pairs",
-    "question_features",
-    "resolve_sizes",
-    "run_build",
-    "write_dataset",
-    "xtuner_rows",
-]
+_EXPORTS = {
+    "Selector": "base", "SelectionWarning": "base", "resolve_sizes": "base", "split_by_correctness": "base",
+    "build_dataset": "build", "preference_pairs": "build", "write_dataset": "build", "xtuner_rows": "build",
+    "CorCerRAIT": "craft", "CorRAIT": "craft", "CRaFT": "craft", "CRaFTWithoutCer": "craft", "VanTuning": "craft",
+    "CRSS_THRESHOLDS": "static_conflicts", "crss": "static_conflicts", "question_features": "static_conflicts",
+    "GRAIT": "grait", "RULES": "grait",
+    "ALIASES": "methods", "DEFAULT_METHODS": "methods", "METHODS": "methods", "Method": "methods",
+    "make_selector": "methods", "method_of": "methods",
+    "FALSE_RESPONSES": "rtuning", "RTuning": "rtuning",
+    "BuildSettings": "stage", "run": "stage",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rait.select' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"rait.select.{_EXPORTS[name]}"), name)

@@ -30,8 +30,8 @@ from sklearn.base import BaseEstimator
 
 from rait.data.records import QARecord
 from rait.errors import DataError
-from rait.probe.table import validate_table
-from rait.prompts import refusal_text
+from rait.probe.table import single_task, validate_table
+from rait.prompts import answer_target, refusal_text
 
 Kind = str  # "vanilla" | "idk"
 
@@ -61,19 +61,16 @@ def resolve_sizes(n_total: int | None, n_vanilla: int | None, n_idk: int | None,
     return n_total - n_idk, n_idk
 
 
-def answer_target(record: QARecord) -> str:
-    """The kept answer of a vanilla item: the gold letter (MCQA) or the dataset's answer (open QA), as the release does."""
-    return record.gold if record.task == "mcqa" else record.answer
+def split_by_correctness(mu: pd.Series, tau: float, dead_band: float = 0.0) -> tuple[pd.Series, pd.Series]:
+    """The known/unknown split of every builder (docs/build.md): known μ ≥ τ, unknown μ < τ, as boolean masks.
 
-
-def single_task(table: pd.DataFrame) -> str:
-    """The table's task; rules and refusal strings differ by task, so a table must hold one."""
-    tasks = sorted(set(table["task"]))
-    if not tasks:
-        raise DataError("<knowledge table>", "has no rows")
-    if len(tasks) != 1:
-        raise DataError("<knowledge table>", f"holds tasks {tasks}; build each task's table separately", field="task")
-    return tasks[0]
+    ``dead_band`` > 0 leaves questions with |μ − τ| < dead_band on neither side. Only the
+    ``as_released`` modes differ, where a release's script did (CRaFT's open-QA 0.51 / 0.49,
+    GRAIT's strict μ > τ / μ < τ).
+    """
+    mu = mu.astype(float)
+    outside = (mu - tau).abs() >= dead_band if dead_band > 0 else pd.Series(True, index=mu.index)
+    return (mu >= tau) & outside, (mu < tau) & outside
 
 
 def rank(pool: pd.DataFrame, key: str, descending: bool) -> pd.DataFrame:
@@ -90,6 +87,8 @@ class Selector(BaseEstimator):
     """Base class: parameters in ``__init__``, selection in ``fit``; see the module docstring."""
 
     name: ClassVar[str] = ""
+    uses_flow: ClassVar[bool] = False  # needs the knowledge flow Δμ of `rait rehearse` in the table
+    uses_gradients: ClassVar[bool] = False  # needs the gradient store of `rait grads`
 
     @property
     def method(self) -> str:

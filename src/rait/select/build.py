@@ -1,4 +1,4 @@
-"""From a fitted selector to files: the training JSONL, the CRaFT/xtuner layout, DPO pairs, and `rait build`.
+"""From a fitted selector to files: the training JSONL, the CRaFT/xtuner layout, DPO pairs, CRSS of a build.
 
 Training rows are TRL conversational prompt-completion rows (what `rait.train` consumes)::
 
@@ -20,47 +20,20 @@ gets no pair, with a warning.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from rait.artifacts import atomic_path, write_json, write_jsonl, write_manifest
+from rait.artifacts import write_jsonl, write_manifest
 from rait.data.records import QARecord
-from rait.errors import DataError, RaitError, check_choice
+from rait.errors import DataError, RaitError
 from rait.prompts import enumerate_letters, prompt_library, subject_name, training_example
 from rait.select.base import Selector, SelectionWarning
-from rait.select.craft import MODES, CorCerRAIT, CorRAIT, CRaFT, CRaFTWithoutCer, VanTuning
-from rait.select.crss import CRSS_THRESHOLDS, POOLINGS, crss, question_features
-from rait.select.rtuning import RTuning
-
-SELECTORS: dict[str, Callable[..., Selector]] = {
-    "van_tuning": VanTuning,
-    "cor_rait": CorRAIT,
-    "corcer_rait": CorCerRAIT,
-    "craft_wo_cer": CRaFTWithoutCer,
-    "craft": CRaFT,
-    "rtuning_unknown": functools.partial(RTuning, variant="unknown"),
-    "rtuning_unsure": functools.partial(RTuning, variant="unsure"),
-}
-ALIASES = {"craft_wo_flow": "corcer_rait", "vanilla": "van_tuning"}
-NEEDS_FLOW = {"craft", "craft_wo_cer"}
-
-
-def make_selector(name: str, **params: Any) -> Selector:
-    """A selector by method name. Parameters the method does not take (e.g. ``mode`` for R-Tuning) are ignored."""
-    key = ALIASES.get(name, name)
-    if key not in SELECTORS:
-        raise RaitError(f"unknown method {name!r}; choose from {', '.join([*SELECTORS, *ALIASES])}")
-    factory = SELECTORS[key]
-    cls = factory.func if isinstance(factory, functools.partial) else factory
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    return factory(**{k: v for k, v in params.items() if k in accepted})
+from rait.select.static_conflicts import crss, question_features
 
 
 def records_by_id(records: Iterable[QARecord]) -> dict[str, QARecord]:
@@ -85,16 +58,6 @@ def selected(selector: Selector) -> list[tuple[str, str]]:
 
 
 ANSWERS = ("gold", "sampled")
-
-
-def check_build_choices(*, mode: str = "paper", answer: str = "gold", prompt: str = "refuse",
-                        crss_pooling: str = "last_token") -> None:
-    """The build's vocabulary, checked before any work by `run_build`, `rait build` and `rait run` alike."""
-    from rait.prompts.render import PROMPT_NAMES
-
-    for name, value, allowed in (("mode", mode, MODES), ("answer", answer, ANSWERS), ("prompt", prompt, PROMPT_NAMES),
-                                 ("crss_pooling", crss_pooling, POOLINGS)):
-        check_choice(name, value, allowed)
 
 
 def build_dataset(selector: Selector, table: pd.DataFrame, records: Sequence[QARecord], prompt: str = "refuse",
@@ -134,7 +97,7 @@ def _own_correct_answers(table: pd.DataFrame) -> dict[str, str]:
 
 
 def xtuner_rows(rows: Sequence[dict], records: Sequence[QARecord]) -> list[dict]:
-    """The CRaFT release's training-file layout (craft.md §4.2-4.3), for its xtuner configs.
+    """The CRaFT release's training-file layout (`triviaqa_RAI.py`, `mmlu_RAI.py`), for its xtuner configs.
 
     Open QA: ``{"qid", "question", "answer"}``, answer = gold answer or "I don't know".
     MCQA: the MMLU CSV columns (id, lang, question, one column per option letter, target) plus
@@ -214,7 +177,7 @@ def write_dataset(path: str | Path, rows: Sequence[dict], selector: Selector, *,
     write_manifest(
         path, stage=f"build.{kind}",
         inputs={"knowledge_table": table_path, "records": records_path},
-        settings={"method": selector.method, "params": _jsonable(selector.get_params()), "prompt": prompt,
+        settings={"method": selector.method, "params": jsonable(selector.get_params()), "prompt": prompt,
                   "rows": len(rows)},
         seed=getattr(selector, "seed", None),
         extra={"report": selector.report_},
@@ -222,97 +185,13 @@ def write_dataset(path: str | Path, rows: Sequence[dict], selector: Selector, *,
     return path
 
 
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+def jsonable(params: dict[str, Any]) -> dict[str, Any]:
     """Parameters as JSON values: tuples become lists, objects (e.g. loaded gradient features) their repr."""
-    plain = (str, int, float, bool, type(None), list)
+    plain = (str, int, float, bool, type(None), list, dict)
     return {k: list(v) if isinstance(v, tuple) else v if isinstance(v, plain) else repr(v) for k, v in params.items()}
 
 
-def run_build(
-    table_path: str | Path,
-    records_path: str | Path,
-    out_dir: str | Path,
-    methods: Sequence[str | Selector] | None = None,
-    *,
-    n_total: int | None = None,
-    n_vanilla: int | None = None,
-    n_idk: int | None = None,
-    idk_share: float = 0.2,
-    tau: float = 0.5,
-    mode: str = "paper",
-    dead_band: float = 0.0,
-    seed: int = 0,
-    refusal: str | None = None,
-    prompt: str = "refuse",
-    system: str | None = None,
-    answer: str = "gold",
-    exports: Sequence[str] = ("xtuner", "dpo"),
-    crss_model: str | None = None,
-    crss_pooling: str = "last_token",
-    crss_thresholds: Sequence[float] = CRSS_THRESHOLDS,
-    batch_size: int = 16,
-) -> dict[str, Any]:
-    """`rait build`: every method's training set from one knowledge table, in one call.
-
-    Writes ``<out_dir>/<method>.jsonl`` (+ manifest), ``xtuner/<method>.json`` and
-    ``dpo/<method>.jsonl`` (per `exports`), and ``summary.json`` / ``summary.md`` (pools, sizes,
-    warnings, and CRSS per method when `crss_model` names a model, "default" for SmolLM2).
-    `methods` are names of `SELECTORS` (or aliases) or ready selectors (e.g. GRAIT); None means
-    every method the table supports (CRaFT and CRaFT w/o Cer need ``delta_mu``; skipping them
-    is reported). Returns the summary.
-    """
-    from rait.data import read_records
-    from rait.probe.table import read_table
-
-    check_build_choices(mode=mode, answer=answer, prompt=prompt, crss_pooling=crss_pooling)
-
-    table_path, records_path, out_dir = Path(table_path), Path(records_path), Path(out_dir)
-    table = read_table(table_path)
-    records = read_records(records_path)
-    params = dict(n_total=n_total, n_vanilla=n_vanilla, n_idk=n_idk, idk_share=idk_share, tau=tau, mode=mode,
-                  dead_band=dead_band, seed=seed, refusal=refusal)
-    skipped = {}
-    if methods is None:
-        methods = [m for m in SELECTORS if "delta_mu" in table.columns or m not in NEEDS_FLOW]
-        skipped = {m: "the table has no delta_mu (run rehearsal)" for m in NEEDS_FLOW if m not in methods}
-    selectors = [make_selector(m, **params) if isinstance(m, str) else m for m in methods]
-
-    summary: dict[str, Any] = {"table": str(table_path), "records": str(records_path), "mode": mode,
-                               "skipped": skipped, "methods": {}}
-    built: dict[str, Selector] = {}
-    for selector in selectors:
-        try:
-            rows = build_dataset(selector, table, records, prompt=prompt, system=system, answer=answer)
-        except DataError as err:  # name the real file instead of "<knowledge table>" / "<records>"
-            path = {"<knowledge table>": table_path, "<records>": records_path}.get(err.path, err.path)
-            raise DataError(path, err.message, line=err.line, field=err.field) from err
-        name = selector.method
-        files = {"sft": str(write_dataset(out_dir / f"{name}.jsonl", rows, selector, table_path=table_path,
-                                          records_path=records_path, prompt=prompt))}
-        if "xtuner" in exports:
-            xt = out_dir / "xtuner" / f"{name}.json"
-            write_json(xt, xtuner_rows(rows, records))
-            files["xtuner"] = str(xt)
-        if "dpo" in exports and getattr(selector, "variant", None) != "unsure":
-            pairs = preference_pairs(rows, selector, table, records)
-            files["dpo"] = str(write_dataset(out_dir / "dpo" / f"{name}.jsonl", pairs, selector, table_path=table_path,
-                                             records_path=records_path, prompt=prompt, kind="dpo"))
-        summary["methods"][name] = {"report": selector.report_, "files": files}
-        built[name] = selector
-
-    if crss_model is not None:
-        summary["crss"] = _crss_of_builds(built, records, crss_model, crss_pooling, crss_thresholds, prompt, system,
-                                          batch_size)
-    write_json(out_dir / "summary.json", summary)
-    with atomic_path(out_dir / "summary.md") as tmp:
-        tmp.write_text(summary_markdown(summary), encoding="utf-8")
-    write_manifest(out_dir / "summary.json", stage="build", inputs={"knowledge_table": table_path,
-                   "records": records_path}, settings=_jsonable(params) | {"prompt": prompt, "answer": answer},
-                   seed=seed)
-    return summary
-
-
-def _crss_of_builds(built: dict[str, Selector], records: Sequence[QARecord], model_spec: str, pooling: str,
+def crss_of_builds(built: dict[str, Selector], records: Sequence[QARecord], model_spec: str, pooling: str,
                     thresholds: Sequence[float], prompt: str, system: str | None, batch_size: int) -> dict[str, Any]:
     """Features of every selected question, computed once, then CRSS per method."""
     from rait.models import load_model, model_fingerprint, resolve_model_path

@@ -1,6 +1,6 @@
 """CRaFT (Algorithm 1) and the baselines it is compared with, all from one knowledge table.
 
-The four RAIT rules differ in two switches only (craft.md §4, §5):
+The four RAIT rules differ in two switches only (CRaFT paper, AAAI'25; docs/build.md):
 
 | method            | IdK pool needs Δμ < 0 (flow) | take by certainty (else random) |
 | ----------------- | ---------------------------- | ------------------------------- |
@@ -17,7 +17,7 @@ Modes:
   certainty at full precision; vanilla ranked by σ descending, IdK by σ ascending; random draws
   without replacement. ``dead_band`` > 0 additionally drops questions with |μ − τ| < dead_band
   (none by default).
-- ``as_released`` (craft.md §4.2–4.3, §10), per task as the released scripts do:
+- ``as_released`` (`triviaqa_RAI.py`, `mmlu_RAI.py`; docs/build.md), per task as the released scripts do:
   OEQA: vanilla μ ≥ τ + 0.01, IdK μ ≤ τ − 0.01 (0.51 / 0.49), flow keeps Δμ < 0, σ rounded to
   2 decimals before ranking, draws without replacement (the release asserted the pools were big
   enough; we warn and take what exists). MCQA: vanilla μ ≥ τ, IdK μ < τ, flow keeps Δμ ≤ 0
@@ -36,7 +36,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from rait.select.base import Selector, rank, resolve_sizes
+from rait.select.base import Selector, rank, resolve_sizes, split_by_correctness
 
 MODES = ("paper", "as_released")
 RELEASED_OEQA_MARGIN = 0.01  # thresholds 0.51 / 0.49 around τ = 0.5
@@ -84,7 +84,6 @@ class VanTuning(Selector):
 class _RAITSelector(Selector):
     """Correctness split, optional flow filter on the IdK side, optional certainty ranking."""
 
-    uses_flow: ClassVar[bool] = False
     uses_certainty: ClassVar[bool] = False
 
     def __init__(
@@ -117,9 +116,7 @@ class _RAITSelector(Selector):
             known = mu >= round(self.tau + RELEASED_OEQA_MARGIN, 10)
             unknown = mu <= round(self.tau - RELEASED_OEQA_MARGIN, 10)
         else:
-            outside_band = (mu - self.tau).abs() >= self.dead_band if self.dead_band > 0 else pd.Series(True, index=mu.index)
-            known = (mu >= self.tau) & outside_band
-            unknown = (mu < self.tau) & outside_band
+            known, unknown = split_by_correctness(mu, self.tau, self.dead_band)
         if not self.uses_flow:
             return known, unknown, pd.Series(True, index=mu.index)
         delta = table["delta_mu"].astype(float)

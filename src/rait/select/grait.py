@@ -2,17 +2,18 @@
 
 Inputs: the knowledge table and the gradient store of `rait grads` (L2-normalised
 projected gradients of every pool question in its refusal form, uᴿ, and answer form, uᴬ).
-shared/spec/grait.md §2 is the reference; in short:
+The paper, its release (`construct_grait_data.py`) and docs/grait.md are the reference; in short:
 
-- split: ik = μ > τ, idk = μ < τ (strict on both sides, μ = τ is dropped, as GRAIT's
-  script does); the vanilla side is the top N_ik of ik by μ.
-- influence, from set means, never from an N×N matrix (grait.md §6):
+- split: ik = μ ≥ τ, idk = μ < τ, the split of every builder (`split_by_correctness`, with
+  its ``dead_band``); ``as_released`` is strict on both sides (μ = τ dropped), as GRAIT's
+  script is. The vanilla side is the top N_ik of ik by μ.
+- influence, from set means, never from an N×N matrix (docs/grait.md):
   I_O1(i) = ⟨uᴿ_i, mean uᴿ over idk⟩ and
   α_i = ⟨uᴿ_i, mean uᴿ over ik⟩ − ⟨uᴿ_i, mean uᴿ over idk⟩, over the *full* pools with
   each sample's similarity to itself included, as in the release.
 - IdK selection rule (``rule``):
   ``o1_topk`` (default): the top N_idk by I_O1, the paper's figure and observation O1;
-  ``greedy_then_bottom``: the released script bit for bit (grait.md §2.4): a greedy pass
+  ``greedy_then_bottom``: the released script bit for bit (`construct_grait_data.py`, lines 51-64): a greedy pass
   picks N_idk questions by score = Σ_{k∈vanilla} ⟨uᴿ_j, uᴬ_k⟩ + Σ_{m∈picked} ⟨uᴿ_j, uᴿ_m⟩,
   updated by one matrix-vector product per pick; the picks are discarded and the N_idk
   *lowest*-scoring remaining questions are kept (it needs an idk pool of 2·N_idk);
@@ -21,7 +22,7 @@ shared/spec/grait.md §2 is the reference; in short:
   number selected, so they sum to N/2 (the release's 500 for N = 1000); vanilla rows weigh 1.
   ``weight_sign`` defaults to −1: α is the pull towards refusing *known* questions minus the
   pull towards refusing unknown ones, so a high α drives over-refusal and should weigh less
-  (grait.md §2.5). The release uses +1, and then overwrites every weight with 1 before saving:
+  (docs/grait.md). The release uses +1, and then overwrites every weight with 1 before saving:
   ``as_released=True`` writes weight 1 the same way (combine with ``rule="greedy_then_bottom"``
   to reproduce the released training file).
 
@@ -37,12 +38,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from rait.data.records import QARecord
-from rait.errors import RaitError
-from rait.grads.features import GradExample
+from rait.errors import RaitError, check_choice, check_count, check_number
 from rait.grads.store import GradientFeatures
-from rait.prompts import refusal_text, training_example
-from rait.select.base import Selector, answer_target, rank, resolve_sizes
+from rait.select.base import Selector, rank, resolve_sizes, split_by_correctness
 
 RULES = ("o1_topk", "greedy_then_bottom", "random")
 TEMPERATURE = 0.05
@@ -95,6 +93,7 @@ class GRAIT(Selector):
     """
 
     name = "grait"
+    uses_gradients = True
 
     def __init__(
         self,
@@ -104,6 +103,7 @@ class GRAIT(Selector):
         n_idk: int | None = None,
         idk_share: float = 0.2,
         tau: float = 0.5,
+        dead_band: float = 0.0,
         rule: str = "o1_topk",
         weight_sign: int = -1,
         temperature: float = TEMPERATURE,
@@ -118,6 +118,7 @@ class GRAIT(Selector):
         self.n_idk = n_idk
         self.idk_share = idk_share
         self.tau = tau
+        self.dead_band = dead_band
         self.rule = rule
         self.weight_sign = weight_sign
         self.temperature = temperature
@@ -126,13 +127,18 @@ class GRAIT(Selector):
         self.seed = seed
         self.refusal = refusal
 
+    def validate(self) -> GRAIT:
+        """Check GRAIT's own parameters before any data is read (`BuildSettings` does, for `rait build` and
+        `rait run`)."""
+        check_choice("rule", self.rule, RULES)
+        check_choice("weight_sign", self.weight_sign, (-1, 1))
+        check_number("temperature", self.temperature, 0, low_open=True)
+        if self.d is not None:
+            check_count("d", self.d, 1)
+        return self
+
     def _check_params(self) -> GradientFeatures:
-        if self.rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
-        if self.weight_sign not in (1, -1):
-            raise ValueError(f"weight_sign must be +1 or -1, got {self.weight_sign!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        self.validate()
         if self.features is None:
             raise RaitError("GRAIT needs gradient features: pass the folder written by `rait grads`")
         if isinstance(self.features, GradientFeatures):
@@ -144,8 +150,12 @@ class GRAIT(Selector):
         table, task = self._check_table(table)
         n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, self.idk_share)
         mu = table["mu"].astype(float)
-        ik_pool = table[mu > self.tau].sort_values("id", kind="mergesort")
-        idk_pool = table[mu < self.tau].sort_values("id", kind="mergesort")
+        if self.as_released:
+            known, unknown = mu > self.tau, mu < self.tau
+        else:
+            known, unknown = split_by_correctness(mu, self.tau, self.dead_band)
+        ik_pool = table[known].sort_values("id", kind="mergesort")
+        idk_pool = table[unknown].sort_values("id", kind="mergesort")
         warn: list[str] = []
         vanilla, van_note = self._take(rank(ik_pool, "mu", descending=True), n_van, "vanilla", "top", self.seed, warn)
 
@@ -186,7 +196,7 @@ class GRAIT(Selector):
             "task": task, "rule": self.rule, "weight_sign": self.weight_sign, "temperature": self.temperature,
             "as_released": self.as_released, "features": features.source,
             "pool": {"table": len(table), "vanilla": len(ik_ids), "idk": len(idk_ids),
-                     "between_thresholds": int((mu == self.tau).sum())},
+                     "between_thresholds": int((~known & ~unknown).sum())},
             "asked": {"vanilla": n_van, "idk": n_idk},
             "how": {"vanilla": van_note, "idk": idk_note},
             "weights": _weight_summary(weights) | {"written": "1 (as released)" if self.as_released else "adaptive"},
@@ -201,20 +211,3 @@ def _weight_summary(weights: np.ndarray) -> dict:
         return {"sum": 0.0}
     return {"sum": float(weights.sum()), "min": float(weights.min()), "max": float(weights.max()),
             "effective_n": float(weights.sum() ** 2 / (weights**2).sum())}
-
-
-def gradient_examples(records: list[QARecord], prompt: str = "refuse", system: str | None = None,
-                      forms: tuple[str, ...] = ("answer", "refusal"), refusal: str | None = None) -> list[GradExample]:
-    """Both label forms of every pool question, rendered exactly as `build_dataset` renders training rows.
-
-    Answer form: the gold answer (letter for MCQA); refusal form: the task's "I don't know"
-    (or `refusal`). Use the same `prompt`/`system` as the final training set so that the
-    gradients are those of the samples that will be trained on.
-    """
-    examples = []
-    for record in records:
-        for form in forms:
-            target = answer_target(record) if form == "answer" else (refusal or refusal_text(record.task))
-            row = training_example(record, prompt, target, system=system)
-            examples.append(GradExample(record.id, form, row["prompt"], row["completion"]))
-    return examples

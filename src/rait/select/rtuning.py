@@ -32,7 +32,8 @@ import pandas as pd
 
 from rait.data.records import QARecord
 from rait.errors import DataError
-from rait.select.base import Selector, answer_target, resolve_sizes
+from rait.prompts import answer_target
+from rait.select.base import Selector, resolve_sizes, split_by_correctness
 
 FALSE_RESPONSES = (
     "The answer is unknown.",
@@ -101,7 +102,7 @@ class RTuning(Selector):
                             "add it or use known_by='mu'", field="greedy_correct")
         if self.known_by == "auto":
             warn.append(f"{self.method}: no greedy correctness in the table; known means mu >= {self.tau}")
-        return table["mu"].astype(float) >= self.tau, f"mu >= {self.tau}"
+        return split_by_correctness(table["mu"], self.tau)[0], f"mu >= {self.tau}"
 
     def fit(self, table: pd.DataFrame) -> "RTuning":
         if self.variant not in VARIANTS:

@@ -1,6 +1,6 @@
 """Fine-tune a model on training rows (LoRA, QLoRA or full), save it, and load it back.
 
-`train(data, out_dir, model, settings)` is what `rait train` runs. Training rows are TRL's
+`run(settings, data, out_dir, model=...)` is what `rait train` runs. Training rows are TRL's
 conversational prompt/completion rows with an optional ``weight`` (see `rait.train.weighted`),
 usually written by a selector; `read_training_rows` reads them from JSONL.
 
@@ -77,10 +77,10 @@ class LoraSettings:
 class TrainSettings:
     """Everything that shapes a fine-tuning run; recorded in the run's manifest.
 
-    Defaults follow the papers' LoRA recipe (craft.md §6: lr 2e-4, 3 epochs, linear warm-up over
+    Defaults follow the papers' LoRA recipe (docs/train.md: lr 2e-4, 3 epochs, linear warm-up over
     3 % of the steps then cosine to 0, AdamW without weight decay, clipping at 1) with a global
     batch of 16 = ``batch_size`` x ``grad_accum``. Packing is never used: it hid how few
-    optimiser steps the released rehearsal runs took (craft.md §3.2).
+    optimiser steps the released rehearsal runs took (docs/train.md, rehearsal).
     """
 
     method: str = "lora"
@@ -190,16 +190,16 @@ def read_training_rows(path: str | Path, weight_column: str = "weight") -> list[
     return rows
 
 
-def train(
+def run(
+    settings: TrainSettings,
     data: str | Path | list[dict[str, Any]] | Dataset,
     out_dir: str | Path,
-    model: str | Path | None = DEFAULT_SPEC,
-    settings: TrainSettings | None = None,
     *,
+    model: str | Path | None = DEFAULT_SPEC,
     progress: bool = True,
 ) -> TrainResult:
-    """Fine-tune `model` on `data` (a JSONL path, rows, or a Dataset) and save the result in `out_dir`."""
-    settings = settings or TrainSettings()
+    """The train stage (`rait train`, `rait run` per method; also the rehearsal's fine-tune): fine-tune `model`
+    on `data` (a built set's JSONL path, rows, or a Dataset) and save the result in `out_dir`."""
     out_dir = Path(out_dir)
     data_path = Path(data) if isinstance(data, (str, Path)) else None
     if data_path is not None:
@@ -318,7 +318,7 @@ def _load_base(model: str | Path | None, method: str):
 
 
 def _load_4bit(model: str | Path | None):
-    """QLoRA's base: 4-bit NF4, double quantisation, bf16 compute (craft.md §3.2)."""
+    """QLoRA's base: 4-bit NF4, double quantisation, bf16 compute (CRaFT's MCQA QLoRA recipe; docs/train.md)."""
     if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
         raise RaitError("QLoRA needs a CUDA GPU and the bitsandbytes package (pip install bitsandbytes); on CPU use method 'lora'")
     from peft import prepare_model_for_kbit_training

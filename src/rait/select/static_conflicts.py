@@ -1,4 +1,4 @@
-"""CRSS, the static-conflict rate of a built set (CRaFT paper, craft.md §7.5).
+"""CRSS, the static-conflict rate of a built set (CRaFT paper, AAAI'25; docs/build.md).
 
 CRSS = the share of IdK samples whose most similar vanilla sample (cosine of question
 features) is more similar than τ_sim: an IdK question that looks like a question the model is

@@ -1,0 +1,42 @@
+"""Named sets of records: a dataset spec (or records file) with an optional seeded, stratified sample.
+
+The pool of `rait probe` / `rait run`, every test set of `rait eval` / `rait run`, and the
+MCQA shot records are all loaded this way, so a sample means the same items everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rait.data.loaders import load_source
+from rait.data.records import QARecord
+from rait.data.split import split_records
+
+
+@dataclass
+class TestSet:
+    name: str
+    data: str
+    sample: int | None = None
+    stratify: str | None = None
+    domain: str = "ID"
+    max_chars: int | None = None  # keep questions whose text and options are at most this long
+
+
+def record_chars(record: QARecord) -> int:
+    """Length of what a prompt shows of a record: the question and its options."""
+    return len(record.question) + sum(len(c) for c in record.choices or ())
+
+
+def load_test_records(test_set: TestSet, seed: int) -> list[QARecord]:
+    """The test set's records: a dataset spec (or a records JSONL path), length-filtered and sampled by seed if asked.
+
+    `max_chars` is for small budgets: on a CPU one long MMLU passage in a batch pads every row to its length.
+    """
+    spec = test_set.data if ":" in test_set.data else f"jsonl:{test_set.data}"
+    records = load_source(spec)
+    if test_set.max_chars is not None:
+        records = [r for r in records if record_chars(r) <= test_set.max_chars]
+    if test_set.sample is not None and test_set.sample < len(records):
+        _, records = split_records(records, test_size=test_set.sample, seed=seed, stratify_by=test_set.stratify)
+    return records

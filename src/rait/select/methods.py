@@ -1,0 +1,85 @@
+"""The one registry of methods: config and CLI names, report labels, selector classes, what each needs.
+
+`rait build`, `rait run` (its config check, its stages and its report rows) and the CLI help all
+read `METHODS`; a method is added here and nowhere else. Whether a method needs the knowledge flow
+(rehearsal) or gradient features (`rait grads`) is a property of its selector class
+(`Selector.uses_flow`, `Selector.uses_gradients`), so the pipeline runs those stages only for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rait.errors import RaitError
+
+if TYPE_CHECKING:
+    from rait.select.base import Selector
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: `selector(**fixed, **parameters)` builds its selector; `label` names its report row.
+
+    The class is named by its module path and imported on first use, so that reading the registry
+    (`rait --help`, config checks) does not import the selectors' libraries.
+    """
+
+    name: str
+    label: str
+    path: str  # "<module>:<class>" of the selector
+    fixed: dict[str, Any] = field(default_factory=dict)
+    default: bool = True  # among the methods `rait run` trains when a config names none
+
+    @property
+    def selector(self) -> type[Selector]:
+        module, cls = self.path.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+    @property
+    def needs_flow(self) -> bool:
+        return self.selector.uses_flow
+
+    @property
+    def needs_gradients(self) -> bool:
+        return self.selector.uses_gradients
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The selector's parameters a user may set (those `fixed` by the registry excluded)."""
+        names = inspect.signature(self.selector.__init__).parameters
+        return tuple(name for name in names if name != "self" and name not in self.fixed)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("van_tuning", "Van-Tuning", "rait.select.craft:VanTuning"),
+    Method("cor_rait", "Cor-RAIT", "rait.select.craft:CorRAIT"),
+    Method("corcer_rait", "CorCer-RAIT", "rait.select.craft:CorCerRAIT"),
+    Method("craft_wo_cer", "CRaFT w/o Cer", "rait.select.craft:CRaFTWithoutCer"),
+    Method("craft", "CRaFT", "rait.select.craft:CRaFT"),
+    Method("rtuning_unknown", "R-Tuning", "rait.select.rtuning:RTuning", {"variant": "unknown"}),
+    Method("rtuning_unsure", "R-Tuning (unsure)", "rait.select.rtuning:RTuning", {"variant": "unsure"}, default=False),
+    Method("grait", "GRAIT", "rait.select.grait:GRAIT"),
+)}
+ALIASES = {"craft_wo_flow": "corcer_rait", "vanilla": "van_tuning"}
+DEFAULT_METHODS = tuple(name for name, method in METHODS.items() if method.default)
+
+
+def method_of(name: str) -> Method:
+    """The registered method called `name` (or one of its aliases)."""
+    key = ALIASES.get(name, name)
+    if key not in METHODS:
+        raise RaitError(f"unknown method {name!r} (known: {', '.join([*METHODS, *ALIASES])})")
+    return METHODS[key]
+
+
+def make_selector(name: str, **parameters: Any) -> Selector:
+    """The selector of method `name` with `parameters`; a parameter the method does not take is an error."""
+    method = method_of(name)
+    unknown = [key for key in parameters if key not in method.parameters]
+    if unknown:
+        raise RaitError(f"method {method.name!r} has no parameter {unknown[0]!r} (its parameters: "
+                        f"{', '.join(method.parameters)})")
+    return method.selector(**method.fixed, **parameters)

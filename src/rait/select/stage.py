@@ -1,0 +1,165 @@
+"""The build stage (`rait build`, and `rait run` once per track and seed): every method's training set from one table.
+
+`BuildSettings` is the one definition of the build's parameters: the CLI parses its options into
+it, a `rait run` config's `build:` section is it (the pipeline sets `methods` and `seed`), and
+`BuildSettings.selectors` hands each registered method (`rait.select.methods`) the parameters
+its selector takes. The known/unknown split is the same for every method: known μ ≥ τ, unknown
+μ < τ (`rait.select.base.split_by_correctness`; docs/build.md).
+
+Writes ``<out>/<method>.jsonl`` (+ manifest), ``xtuner/<method>.json`` and ``dpo/<method>.jsonl``
+(per `exports`), and ``summary.json`` / ``summary.md`` (pools, sizes, warnings, and CRSS per method
+when `crss_model` names a model, "default" for SmolLM2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from rait.artifacts import atomic_path, write_json, write_manifest
+from rait.errors import DataError, RaitError, SettingsError, check_choice, check_count, check_number
+from rait.prompts.render import PROMPT_NAMES
+from rait.select.base import Selector
+from rait.select.build import (
+    ANSWERS,
+    build_dataset,
+    crss_of_builds,
+    jsonable,
+    preference_pairs,
+    summary_markdown,
+    write_dataset,
+    xtuner_rows,
+)
+from rait.select.craft import MODES
+from rait.select.static_conflicts import CRSS_THRESHOLDS, POOLINGS
+from rait.select.methods import METHODS, make_selector, method_of
+
+EXPORTS = ("xtuner", "dpo")
+# GRAIT's own parameters (its `grait:` mapping), each with the name `rait build` gives its option; the rest of
+# its parameters are shared build settings.
+GRAIT_OWN = {"rule": "grait_rule", "weight_sign": "weight_sign", "temperature": "temperature", "d": "d"}
+
+
+@dataclass
+class BuildSettings:
+    """Sizes, threshold, mode and rendering of a build; `grait` holds GRAIT's own parameters (GRAIT_OWN)."""
+
+    methods: list[str] | None = None  # None: every registered method the inputs support
+    n_total: int | None = None
+    n_vanilla: int | None = None
+    n_idk: int | None = None
+    idk_share: float = 0.2
+    tau: float = 0.5
+    mode: str = "paper"
+    dead_band: float = 0.0
+    seed: int = 0
+    refusal: str | None = None
+    prompt: str = "refuse"
+    system: str | None = None
+    answer: str = "gold"  # or "sampled": vanilla open-QA targets are the model's own correct probe answer
+    grait: dict[str, Any] = field(default_factory=dict)
+    exports: Sequence[str] = EXPORTS
+    crss_model: str | None = None
+    crss_pooling: str = "last_token"
+    crss_thresholds: Sequence[float] = CRSS_THRESHOLDS
+    batch_size: int = 16  # CRSS feature batches
+
+    def __post_init__(self) -> None:
+        if self.methods is not None:
+            self.methods = [method_of(name).name for name in self.methods]
+        for name in ("n_total", "n_vanilla", "n_idk"):
+            if getattr(self, name) is not None:
+                check_count(name, getattr(self, name), 1 if name == "n_total" else 0)
+        if self.n_total is not None and (self.n_vanilla is not None or self.n_idk is not None):
+            raise SettingsError("n_total", "give either n_total (with idk_share) or n_vanilla/n_idk, not both")
+        for name in ("idk_share", "tau", "dead_band"):
+            check_number(name, getattr(self, name), 0, 1)
+        for name, allowed in (("mode", MODES), ("answer", ANSWERS), ("prompt", PROMPT_NAMES),
+                              ("crss_pooling", POOLINGS)):
+            check_choice(name, getattr(self, name), allowed)
+        for export in self.exports:
+            check_choice("exports", export, EXPORTS)
+        check_count("batch_size", self.batch_size, 1)
+        unknown = [key for key in self.grait if key not in GRAIT_OWN]
+        if unknown:
+            raise SettingsError("grait", f"unknown GRAIT parameter {unknown[0]!r} (GRAIT's own: {', '.join(GRAIT_OWN)}; "
+                                "sizes, tau, seed and refusal are shared build settings)")
+        try:
+            make_selector("grait", **self.grait).validate()
+        except SettingsError as err:
+            raise SettingsError(GRAIT_OWN[err.field], err.message) from None
+
+    def selectors(self, gradients: str | Path | None = None) -> list[Selector]:
+        """One selector per method, each given the settings its class takes (GRAIT also the gradient store)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = []
+        for name in self.methods or ():
+            method = METHODS[name]
+            params = {key: shared[key] for key in method.parameters if key in shared}
+            if method.needs_gradients:
+                if gradients is None:
+                    raise RaitError(f"method {name!r} needs the gradient store of `rait grads` (--grads)")
+                params |= {"features": str(gradients), "as_released": self.mode == "as_released", **self.grait}
+            out.append(make_selector(name, **params))
+        return out
+
+
+def run(settings: BuildSettings, table_path: str | Path, records_path: str | Path, out_dir: str | Path, *,
+        gradients: str | Path | None = None) -> dict[str, Any]:
+    """Every method's training set from one knowledge (or flow) table; returns the summary.
+
+    With ``settings.methods`` None, every registered method the inputs support is built: the
+    flow methods need the table's ``delta_mu`` (`rait rehearse`), GRAIT needs `gradients`; the
+    others are reported as skipped.
+    """
+    from rait.data import read_records
+    from rait.probe.table import read_table
+
+    table_path, records_path, out_dir = Path(table_path), Path(records_path), Path(out_dir)
+    table = read_table(table_path)
+    records = read_records(records_path)
+    skipped = {}
+    if settings.methods is None:
+        why = {name: "the table has no delta_mu (run rehearsal)" if m.needs_flow and "delta_mu" not in table.columns
+               else "no gradient store (run `rait grads`)" if m.needs_gradients and gradients is None else None
+               for name, m in METHODS.items()}
+        skipped = {name: reason for name, reason in why.items() if reason}
+        settings = replace(settings, methods=[name for name, reason in why.items() if not reason])
+    selectors = settings.selectors(gradients)
+
+    summary: dict[str, Any] = {"table": str(table_path), "records": str(records_path), "mode": settings.mode,
+                               "skipped": skipped, "methods": {}}
+    built: dict[str, Selector] = {}
+    for selector in selectors:
+        try:
+            rows = build_dataset(selector, table, records, prompt=settings.prompt, system=settings.system,
+                                 answer=settings.answer)
+        except DataError as err:  # name the real file instead of "<knowledge table>" / "<records>"
+            path = {"<knowledge table>": table_path, "<records>": records_path}.get(err.path, err.path)
+            raise DataError(path, err.message, line=err.line, field=err.field) from err
+        name = selector.method
+        files = {"sft": str(write_dataset(out_dir / f"{name}.jsonl", rows, selector, table_path=table_path,
+                                          records_path=records_path, prompt=settings.prompt))}
+        if "xtuner" in settings.exports:
+            xt = out_dir / "xtuner" / f"{name}.json"
+            write_json(xt, xtuner_rows(rows, records))
+            files["xtuner"] = str(xt)
+        if "dpo" in settings.exports and getattr(selector, "variant", None) != "unsure":
+            pairs = preference_pairs(rows, selector, table, records)
+            files["dpo"] = str(write_dataset(out_dir / "dpo" / f"{name}.jsonl", pairs, selector, table_path=table_path,
+                                             records_path=records_path, prompt=settings.prompt, kind="dpo"))
+        summary["methods"][name] = {"report": selector.report_, "files": files}
+        built[name] = selector
+
+    if settings.crss_model is not None:
+        summary["crss"] = crss_of_builds(built, records, settings.crss_model, settings.crss_pooling,
+                                          settings.crss_thresholds, settings.prompt, settings.system,
+                                          settings.batch_size)
+    write_json(out_dir / "summary.json", summary)
+    with atomic_path(out_dir / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(summary), encoding="utf-8")
+    write_manifest(out_dir / "summary.json", stage="build", inputs={"knowledge_table": table_path,
+                   "records": records_path}, settings=jsonable(asdict(settings)), seed=settings.seed)
+    return summary
+
