@@ -162,7 +162,7 @@ def test_mcqa_letter_probe_equals_a_manual_forward(backend, tiny_model, tmp_path
     model, tokenizer = tiny_model
     record = mcqa(0, gold="C")
     table = probe_mcqa(backend, [record], tmp_path / "k.jsonl", exemplars=EXEMPLARS, progress=False)
-    prompt = render(record, "query_kshot_mcqa", tokenizer, shots=EXEMPLARS, k=5, chat=False)
+    prompt = render(record, "query_kshot_mcqa", tokenizer, shots=EXEMPLARS, n_shots=5, chat=False)
     with torch.no_grad():
         probs = torch.softmax(model(**tokenizer(prompt, return_tensors="pt")).logits[0, -1], -1)
     expected = [float(probs[ids].sum()) for ids in letter_token_ids(tokenizer, "ABCD").values()]

@@ -85,7 +85,7 @@ def test_kshot_mcqa_layout():
     shots = [mcqa(id="s1", question="S1?", choices=("p", "q", "r", "s"), gold="C"),
              mcqa(id="s2", question="S2?", choices=("t", "u", "v", "w"), gold="A"),
              mcqa(id="s3", question="never shown", gold="D")]
-    text = render(mcqa(), "query_kshot_mcqa", shots=shots, k=2)
+    text = render(mcqa(), "query_kshot_mcqa", shots=shots, n_shots=2)
     expected = ("There is a single choice question about high school biology. Answer the question by replying A, B, C or D."
                 "Question: S1?\nA. p\nB. q\nC. r\nD. s\nAnswer: C\n"
                 "Question: S2?\nA. t\nB. u\nC. v\nD. w\nAnswer: A\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, precision_recall_fscore_support, roc_auc_score
@@ -280,75 +281,55 @@ def _outcome_array(outcomes) -> np.ndarray:
     return np.asarray(_NAMES)[_codes(outcomes)]
 
 
-def bootstrap_ci(
-    outcomes,
-    statistic: Callable[..., float],
-    *,
-    reference=None,
-    groups=None,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> Interval:
+def bootstrap_ci(outcomes, statistic: Callable[..., float], **options: Any) -> Interval:
     """Percentile bootstrap interval of statistic(outcomes[, reference][, groups]).
 
     Items are resampled with replacement; `reference` (outcomes of a reference model on the
     same items, as THS needs) and `groups` are resampled with the same indices and passed
     on in that order. With `groups`, resampling is stratified within groups. Resamples on
     which the statistic is NaN (undefined) are left out. Example:
-    bootstrap_ci(o, lambda o: rates(o)["pc"]).
+    bootstrap_ci(o, lambda o: rates(o)["pc"]). `options` are `seed_bootstrap_ci`'s: `reference`, `groups`,
+    `n_boot` (1000), `alpha` (0.05) and `seed` (0); this is its one-seed form.
     """
-    return seed_bootstrap_ci([outcomes], statistic, reference=reference, groups=groups, n_boot=n_boot, alpha=alpha,
-                             seed=seed)
+    return seed_bootstrap_ci([outcomes], statistic, **options)
 
 
-def ths_ci(
-    outcomes, reference_outcomes, *, groups=None, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
-) -> Interval:
+def ths_ci(outcomes, reference_outcomes, **options: Any) -> Interval:
     """Bootstrap interval of THS, resampling the evaluated and the reference model jointly by item.
 
     The reference's Pc0/Pw0 are estimates on the same items, so their noise belongs in the
     interval; holding them fixed would make it too narrow.
     """
-    return bootstrap_ci(
-        outcomes, ths_of, reference=reference_outcomes, groups=groups, n_boot=n_boot, alpha=alpha, seed=seed
-    )
+    return bootstrap_ci(outcomes, ths_of, reference=reference_outcomes, **options)
 
 
-def paired_bootstrap(
-    a,
-    b,
-    statistic: Callable[..., float],
-    *,
-    reference=None,
-    groups=None,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> PairedComparison:
+def paired_bootstrap(a, b, statistic: Callable[..., float], **options: Any) -> PairedComparison:
     """Compare two methods evaluated on the same items: statistic(a) − statistic(b).
 
     Each resample draws one set of item indices for a, b, `reference` and `groups` alike,
     so item difficulty cancels. The p-value is two-sided, from where 0 falls in the
     bootstrap distribution of the difference: 2·min(P(d* ≤ 0), P(d* ≥ 0)), each with the
-    +1 correction so it is never 0, capped at 1. The statistic is called as in `bootstrap_ci`.
+    +1 correction so it is never 0, capped at 1. The statistic is called as in `bootstrap_ci`;
+    `options` are `seed_paired_bootstrap`'s, of which this is the one-seed form.
     """
-    return seed_paired_bootstrap([a], [b], statistic, reference=reference, groups=groups, n_boot=n_boot, alpha=alpha,
-                                 seed=seed)
+    return seed_paired_bootstrap([a], [b], statistic, **options)
 
 
 def _seed_bootstrap(
-    by_seed: Sequence[Sequence[np.ndarray]], statistic: Callable[..., float], extra: Sequence[np.ndarray],
-    groups, n_boot: int, seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per method: the mean over its seeds of statistic(outcomes, *extra[, groups]), as run and on n_boot resamples.
+    by_seed: Sequence[Sequence], statistic: Callable[..., float], *, reference=None, groups=None, n_boot: int = 1000,
+    alpha: float = 0.05, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per method: the mean over its seeds of statistic(outcomes[, reference][, groups]), as run and on n_boot
+    resamples; and `alpha`, for the caller's interval. The one list of the bootstrap's options.
 
-    `by_seed[m]` holds method m's outcome arrays, one per training seed, all on the same items.
-    A resample draws one set of item indices, shared by every method, seed and `extra` array
+    `by_seed[m]` holds method m's outcomes, one per training seed, all on the same items.
+    A resample draws one set of item indices, shared by every method, seed and the reference
     (the same items were answered by all), and, for each method, its seeds with replacement:
     the two-stage bootstrap of a nested design (Davison & Hinkley 1997, section 3.8), so the
     interval covers both which items were tested and which seeds were trained.
     """
+    by_seed = [[_outcome_array(o) for o in arrays] for arrays in by_seed]
+    extra = [] if reference is None else [_outcome_array(reference)]
     sizes = {array.size for arrays in by_seed for array in arrays} | {array.size for array in extra}
     if len(sizes) != 1:
         raise ValueError("outcomes compared on the same items must have the same length")
@@ -364,27 +345,17 @@ def _seed_bootstrap(
     for b, idx in enumerate(_resample(everything.size, groups, n_boot, seed)):
         for m, arrays in enumerate(by_seed):
             values[b, m] = mean_over(arrays, idx, rng.integers(len(arrays), size=len(arrays)))
-    return observed, values
+    return observed, values, alpha
 
 
-def seed_bootstrap_ci(
-    outcomes_by_seed,
-    statistic: Callable[..., float],
-    *,
-    reference=None,
-    groups=None,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> Interval:
+def seed_bootstrap_ci(outcomes_by_seed, statistic: Callable[..., float], **options: Any) -> Interval:
     """Interval of a method's mean over training seeds of statistic(outcomes[, reference][, groups]).
 
     Items and seeds are both resampled (`_seed_bootstrap`); with one seed this is
-    `bootstrap_ci`. Resamples where the statistic is undefined (NaN) are left out.
+    `bootstrap_ci`. Resamples where the statistic is undefined (NaN) are left out. `options`:
+    `reference`, `groups`, `n_boot` (1000), `alpha` (0.05, a 95 % interval), `seed` (0).
     """
-    arrays = [_outcome_array(o) for o in outcomes_by_seed]
-    extra = [] if reference is None else [_outcome_array(reference)]
-    observed, values = _seed_bootstrap([arrays], statistic, extra, groups, n_boot, seed)
+    observed, values, alpha = _seed_bootstrap([outcomes_by_seed], statistic, **options)
     values = values[:, 0][~np.isnan(values[:, 0])]
     if values.size == 0:
         return Interval(float(observed[0]), float("nan"), float("nan"))
@@ -392,26 +363,15 @@ def seed_bootstrap_ci(
     return Interval(float(observed[0]), float(low), float(high))
 
 
-def seed_paired_bootstrap(
-    a_by_seed,
-    b_by_seed,
-    statistic: Callable[..., float],
-    *,
-    reference=None,
-    groups=None,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> PairedComparison:
+def seed_paired_bootstrap(a_by_seed, b_by_seed, statistic: Callable[..., float], **options: Any) -> PairedComparison:
     """Method a's seed-mean of the statistic minus method b's, on the same items; interval and p-value.
 
     Items are resampled once for both (paired: item difficulty cancels), each method's seeds on
     their own (a seed of one method is not matched to a seed of the other). With one seed each
-    this is `paired_bootstrap`'s comparison. The p-value is as in `paired_bootstrap`.
+    this is `paired_bootstrap`'s comparison. The p-value is as in `paired_bootstrap`; `options` as
+    in `seed_bootstrap_ci`.
     """
-    by_seed = [[_outcome_array(o) for o in a_by_seed], [_outcome_array(o) for o in b_by_seed]]
-    extra = [] if reference is None else [_outcome_array(reference)]
-    observed, values = _seed_bootstrap(by_seed, statistic, extra, groups, n_boot, seed)
+    observed, values, alpha = _seed_bootstrap([a_by_seed, b_by_seed], statistic, **options)
     differences = values[:, 0] - values[:, 1]
     differences = differences[~np.isnan(differences)]
     if differences.size == 0:  # undefined on every resample (THS where the reference made no wrong answer)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -130,7 +130,7 @@ class MCQAProbe:
         """The rendered query for `record` (letters: the papers' k-shot prompt; cloze: ours)."""
         s, tokenizer = self.settings, self.backend.tokenizer
         if s.scoring == "letter":
-            return render(record, KSHOT_PROMPT, tokenizer, system=s.system, shots=self.shots_for(record), k=s.shots,
+            return render(record, KSHOT_PROMPT, tokenizer, system=s.system, shots=self.shots_for(record), n_shots=s.shots,
                           chat=s.chat)
         messages = [] if s.system is None else [{"role": "system", "content": s.system}]
         messages.append({"role": "user", "content": cloze_text(record, self.shots_for(record))})
@@ -185,15 +185,13 @@ def probe_mcqa(
     exemplars: Sequence[QARecord] = (),
     settings: MCQASettings = MCQASettings(),
     model_info: dict | None = None,
-    work_dir: str | Path | None = None,
-    keep_work: bool = False,
-    progress: bool = True,
-    inputs: dict[str, str | Path] | None = None,
+    **run_options: Any,
 ) -> pd.DataFrame:
     """Probe MCQA `records` and write the knowledge table `out` (.parquet or .jsonl) with its manifest.
 
     `exemplars`: shot questions, grouped by subject (for MMLU: `load_source("mmlu:val")`).
-    Resumable through `work_dir` (default `<out>.work/`). Returns the table.
+    `run_options` are `rait.probe.shards.probe_pool`'s (`work_dir`, default `<out>.work/`, which makes
+    the run resumable; `keep_work`, `progress`, `inputs`). Returns the table.
     """
     probe = MCQAProbe(backend, settings, exemplars)
     model_info = model_info if model_info is not None else backend.model_info
@@ -209,6 +207,5 @@ def probe_mcqa(
                                    "example": example},
                         "exemplars": {"count": len(shots_used),
                                       "sha256": records_sha256([r for r in exemplars if r.id in used])}},
-        work_dir=work_dir, keep_work=keep_work, progress=progress, inputs=inputs,
-        description=f"MCQA {settings.scoring}",
+        description=f"MCQA {settings.scoring}", **run_options,
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence, get_args
+from typing import Any, Callable, Sequence, get_args
 
 import numpy as np
 import pandas as pd
@@ -131,15 +131,12 @@ def probe_open(
     embedder: Embedder | None = None,
     settings: OpenSettings = OpenSettings(),
     model_info: dict | None = None,
-    work_dir: str | Path | None = None,
-    keep_work: bool = False,
-    progress: bool = True,
-    inputs: dict[str, str | Path] | None = None,
+    **run_options: Any,
 ) -> pd.DataFrame:
     """Probe open-QA `records` and write the knowledge table `out` (.parquet or .jsonl) with its manifest.
 
     `embedder` maps texts to vectors (default: `SentenceEmbedder()`, all-MiniLM-L6-v2 on
-    the backend's device). Resumable through `work_dir` (default `<out>.work/`).
+    the backend's device). `run_options` are `rait.probe.shards.probe_pool`'s, as for `probe_mcqa`.
     """
     if embedder is None:
         from rait.probe.measures import SentenceEmbedder
@@ -155,6 +152,5 @@ def probe_open(
         identity_extra={"embedder_sha256": embedder_info.get("sha256")},
         manifest_extra={"prompt": {"name": settings.prompt, "example": probe.prompt(records[0]) if records else ""},
                         "embedder": embedder_info},
-        work_dir=work_dir, keep_work=keep_work, progress=progress, inputs=inputs,
-        description=f"open QA, k={settings.k}",
+        description=f"open QA, k={settings.k}", **run_options,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -24,15 +24,13 @@ def run(
     backend: str = "hf",
     device: str | None = None,
     dtype: str | None = None,
-    work_dir: str | Path | None = None,
-    keep_work: bool = False,
-    progress: bool = True,
-    inputs: dict[str, str | Path] | None = None,
+    **run_options: Any,
 ) -> pd.DataFrame:
     """Probe a pool (all MCQA or all open QA) with the model folder `model` and write the knowledge table.
 
     `settings` are the task's (None: its defaults); `exemplars` are MCQA shot questions (e.g.
-    MMLU val). `inputs` are files to hash into the manifest (e.g. {"records": path}).
+    MMLU val). `run_options` are `rait.probe.shards.probe_pool`'s, e.g. `inputs`, files to hash into the
+    manifest ({"records": path}), and `work_dir`, where finished shards are kept for a resume.
     """
     tasks = {r.task for r in records}
     if len(tasks) != 1:
@@ -43,7 +41,6 @@ def run(
     if not isinstance(settings, expected):
         raise RaitError(f"{task} questions need {expected.__name__}, got {type(settings).__name__}")
     engine = load_backend(backend, model, device=device, dtype=dtype)
-    common = dict(work_dir=work_dir, keep_work=keep_work, progress=progress, inputs=inputs)
     if task == "mcqa":
-        return probe_mcqa(engine, records, out, exemplars=exemplars, settings=settings, **common)
-    return probe_open(engine, records, out, settings=settings, **common)
+        return probe_mcqa(engine, records, out, exemplars=exemplars, settings=settings, **run_options)
+    return probe_open(engine, records, out, settings=settings, **run_options)

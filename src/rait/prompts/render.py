@@ -86,15 +86,15 @@ def mcqa_question_text(record: QARecord, hint: str = "basic") -> str:
                                 options=mcqa_options(record, entry["option"]))
 
 
-def mcqa_query_text(record: QARecord, shots: Sequence[QARecord], k: int | None = None) -> str:
-    """The k-shot knowledge-query text: BASIC hint, the first k shots, the target ending "Answer:"."""
+def mcqa_query_text(record: QARecord, shots: Sequence[QARecord], n_shots: int | None = None) -> str:
+    """The k-shot knowledge-query text: BASIC hint, the first `n_shots` shots, the target ending "Answer:"."""
     entry = prompt_library()["mcqa_query"]
-    k = entry["shots"] if k is None else k
-    if len(shots) < k:
-        raise ValueError(f"the {k}-shot MCQA query needs {k} exemplars, got {len(shots)}")
+    n_shots = entry["shots"] if n_shots is None else n_shots
+    if len(shots) < n_shots:
+        raise ValueError(f"the {n_shots}-shot MCQA query needs {n_shots} exemplars, got {len(shots)}")
     shot_text = "".join(
         entry["shot"].format(question=s.question, options=mcqa_options(s, entry["option"]), gold=s.gold)
-        for s in shots[:k]
+        for s in shots[:n_shots]
     )
     return entry["text"].format(hint=mcqa_hint(record, "basic"), shots=shot_text, question=record.question,
                                 options=mcqa_options(record, entry["option"]))
@@ -132,11 +132,11 @@ def build_messages(
     *,
     system: str | None = None,
     shots: Sequence[Any] | None = None,
-    k: int | None = None,
+    n_shots: int | None = None,
 ) -> list[Message]:
     """Chat messages for `record` under `prompt`, ending with the user turn to answer.
 
-    `shots`: for ``query_kshot_mcqa`` the exemplar records (the first `k` are used; the
+    `shots`: for ``query_kshot_mcqa`` the exemplar records (the first `n_shots` are used; the
     caller passes MMLU val rows of the same subject); for ``query_3shot`` a list of
     (question, answer) pairs, by default the exemplars of prompts.yaml.
     """
@@ -150,7 +150,7 @@ def build_messages(
         if prompt == "query_kshot_mcqa":
             if shots is None:
                 raise ValueError("the k-shot MCQA query needs exemplar records (shots=...)")
-            content = mcqa_query_text(record, shots, k)
+            content = mcqa_query_text(record, shots, n_shots)
         else:
             content = mcqa_question_text(record, hint=prompt)
         return messages + [{"role": "user", "content": content}]
@@ -190,11 +190,11 @@ def render(
     *,
     system: str | None = None,
     shots: Sequence[Any] | None = None,
-    k: int | None = None,
+    n_shots: int | None = None,
     chat: bool | None = None,
 ) -> str:
     """`build_messages` then `render_messages`: the text to feed the model for `record`."""
-    messages = build_messages(record, prompt, system=system, shots=shots, k=k)
+    messages = build_messages(record, prompt, system=system, shots=shots, n_shots=n_shots)
     return render_messages(messages, tokenizer, chat=chat)
 
 
