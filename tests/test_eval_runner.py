@@ -54,8 +54,12 @@ def test_summarize_reports_the_abstention_metrics_against_what_init_basic_knew()
     assert more["effective_reliability"] == pytest.approx(100 * (3 - 2) / 10)
     assert more["quadrant_ik_idk"] == pytest.approx(40) and more["quadrant_idk_ik"] == pytest.approx(10)
     assert more["quadrant_truthful"] == pytest.approx(30 + 40)
+    # TruthRL's triple: 3 correct, 5 refused, 2 wrong of 10; truthfulness = accuracy - hallucination
+    assert (more["accuracy"], more["abstention"], more["hallucination"]) == pytest.approx((30, 50, 20))
+    assert more["truthfulness"] == pytest.approx(10)
     alone = summarize(evaluated, n_boot=20)["abstention"]  # without a reference: only what needs none
-    assert set(alone) == {"reliable_accuracy", "effective_reliability"}
+    assert set(alone) == {"reliable_accuracy", "effective_reliability", "accuracy", "abstention", "hallucination",
+                          "truthfulness"}
 
 
 def test_summarize_macro_averages_mmlu_over_subjects():

@@ -301,7 +301,7 @@ def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparison
     diagnosis = json.loads((out / "diagnosis.json").read_text())
     assert [row["test_set"] for row in diagnosis] == ["validation", "facts-id", "facts-ood", "nq"]
     assert all(row["n"] == (6 if row["test_set"] == "validation" else 3) for row in diagnosis)
-    assert (out / "facts" / "diagnose" / "facts-ood" / "table.parquet").is_file()
+    assert (out / "facts" / "probe_items" / "facts-ood" / "table.parquet").is_file()
 
 
 def test_a_recipe_search_may_have_no_test_set_only_a_validation_split(tmp_path):
@@ -311,3 +311,52 @@ def test_a_recipe_search_may_have_no_test_set_only_a_validation_split(tmp_path):
     (tmp_path / "bad.yaml").write_text(text % "")
     with pytest.raises(DataError, match="non-empty"):
         PipelineConfig.from_yaml(tmp_path / "bad.yaml")
+
+
+def test_abstention_without_training_runs_beside_a_tuned_method(tmp_path, tiny_model_dir, monkeypatch):
+    """Issue 18: self-consistency and P(IK) rows in the report, thresholds from validation, risk-coverage curves."""
+    import numpy as np
+
+    import rait.evaluate.abstain as abstain
+
+    fit = abstain.fit_p_ik  # the tiny random model knows nothing: give P(IK) two classes to learn
+    monkeypatch.setattr(abstain, "fit_p_ik", lambda features, known, seed=0: fit(features, np.arange(len(known)) % 2 == 0,
+                                                                                 seed))
+    config = tmp_path / "abstain.yaml"
+    config.write_text(f"""
+model: {tiny_model_dir}
+methods: [cor_rait, self_consistency, p_ik]
+train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
+eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 3}}}}
+tracks:
+  - name: facts
+    pool: {{data: "facts:train", sample: 8, validation: 6}}
+    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot}}
+    build: {{n_total: 4}}
+    test_sets:
+      - {{name: facts-id, data: "facts:test_id", sample: 4, domain: ID}}
+""")
+    out = tmp_path / "out"
+    assert run(["run", str(config), "--out", str(out)]) == 0
+    import pandas as pd
+
+    results = pd.read_csv(out / "results.csv")
+    rules = results[results["method"].isin(["Self-consistency (σ)", "P(IK)"])]
+    assert len(rules) == 4 and rules["threshold"].notna().all() and rules["aurc"].notna().all()
+    for _, same_rule in rules.groupby("method"):  # one threshold per rule, from validation
+        assert same_rule["threshold"].nunique() == 1
+    assert "Cor-RAIT" in set(results["method"])
+    curves = pd.read_csv(out / "risk_coverage.csv")
+    assert set(curves["confidence"]) == {"Self-consistency (σ)", "P(IK)"}
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert {("P(IK)", "Init-Basic"), ("Self-consistency (σ)", "Cor-RAIT")} <= set(zip(comparisons["a"], comparisons["b"]))
+
+
+def test_abstention_without_training_needs_a_validation_split(tmp_path, tiny_model_dir, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"model: {tiny_model_dir}\nmethods: [p_ik]\ntracks:\n  - name: a\n"
+                      "    pool: {data: 'facts:train', sample: 4}\n    test_sets: [{name: t, data: 'facts:test_id'}]\n")
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:5" in err and "validation" in err
+    assert not (tmp_path / "out" / "a" / "probe").exists()

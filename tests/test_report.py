@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from rait.errors import RaitError
-from rait.report import markdown_table, order_methods, order_test_sets, pc_pw_plot, ths_bars, write_report
+from rait.report import ReportSettings, markdown_table, order_methods, order_test_sets, pc_pw_plot, ths_bars
+from rait.report import run as write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -45,7 +46,7 @@ def rows():
 @pytest.fixture(scope="module")
 def report(rows, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    paths = write_report(rows, out, title="Demo <run>", notes={"model": "tiny", "wall time": "12 s"})
+    paths = write_report(ReportSettings(title="Demo <run>", notes={"model": "tiny", "wall time": "12 s"}), rows, out)
     return out, paths
 
 
@@ -159,6 +160,6 @@ def test_the_plane_without_a_reference_run_still_draws(rows, tmp_path):
 ])
 def test_bad_rows_are_refused_before_anything_is_written(change, message, rows, tmp_path):
     with pytest.raises(RaitError, match=message):
-        write_report(change(list(rows)), tmp_path / "out")
+        write_report(ReportSettings(), change(list(rows)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -141,7 +141,7 @@ def stage_times() -> list[str]:
         group = verb if seed is None else f"{verb} (seed {seed})"
         if verb == "eval" and seed is None:
             group = "eval (Init-Basic, Init-Refuse)"
-        if verb == "diagnose":
+        if verb == "diagnose" or (verb == "probe" and name != "probe"):  # the test items' probe and its AUROC
             group = "diagnose (probe of the test items)"
         groups[group] = groups.get(group, 0.0) + (entry["seconds"] or 0.0)
     lines = ["", "| stage | minutes |", "| --- | ---: |"]

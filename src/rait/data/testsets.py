@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rait.data.loaders import load_source
+from rait.errors import check_count
 from rait.data.records import QARecord
 from rait.data.split import split_records
 
@@ -21,6 +22,11 @@ class TestSet:
     stratify: str | None = None
     domain: str = "ID"
     max_chars: int | None = None  # keep questions whose text and options are at most this long
+
+    def __post_init__(self) -> None:
+        for name in ("sample", "max_chars"):
+            if getattr(self, name) is not None:
+                check_count(name, getattr(self, name), 1)
 
 
 def record_chars(record: QARecord) -> int:

@@ -167,6 +167,21 @@ def abstain_scores(outcomes, should_abstain) -> dict[str, float]:
     return {key: 100.0 * float(value) for key, value in scores.items()}
 
 
+def truthfulness(outcomes, weights: tuple[float, float, float] = (1.0, 0.0, 1.0)) -> dict[str, float]:
+    """TruthRL's triple (Wei et al. 2025, arXiv 2509.25760) and its score w1·accuracy + w2·abstention − w3·hallucination.
+
+    Accuracy is Pc, abstention Pr, hallucination every answer that is not correct (wrong or unparsed), in
+    percent. The weights here, (1, 0, 1), score accuracy minus hallucination: a refusal counts 0, a wrong
+    answer −1, as in TruthRL's ternary reward; other weights are a parameter.
+    """
+    codes = _codes(outcomes)
+    accuracy, abstention = _percent(codes == _CORRECT), _percent(codes == _REFUSED)
+    hallucination = _percent((codes == _WRONG) | (codes == _UNPARSED))
+    w1, w2, w3 = weights
+    return {"accuracy": accuracy, "abstention": abstention, "hallucination": hallucination,
+            "truthfulness": w1 * accuracy + w2 * abstention - w3 * hallucination}
+
+
 def reliable_accuracy(outcomes) -> float:
     """Share correct among the answered (not refused) items (AbstainQA metrics.py, R-Acc).
 

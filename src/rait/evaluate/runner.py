@@ -16,6 +16,7 @@ from rait.data.records import QARecord
 from rait.errors import check_choice, check_count
 from rait.evaluate.metrics import (
     abstain_scores,
+    truthfulness,
     effective_reliability,
     honesty_score,
     knowledge_quadrants,
@@ -151,9 +152,11 @@ def abstention_metrics(outcomes: Sequence[str], reference: Sequence[str] | None 
     when the untouched model answered it correctly, as Alignment for Honesty decides it before tuning.
     Then: over-refusal (known items refused), prudence (unknown items refused), the honesty score,
     abstention as detection of the unknown items (precision, recall, F1, accuracy) and Say-I-Dont-Know's
-    knowledge quadrants. A part with no item to count is NaN.
+    knowledge quadrants. A part with no item to count is NaN. The truthfulness triple (`truthfulness`)
+    needs only the outcomes.
     """
-    result = {"reliable_accuracy": reliable_accuracy(outcomes), "effective_reliability": effective_reliability(outcomes)}
+    result = {"reliable_accuracy": reliable_accuracy(outcomes), "effective_reliability": effective_reliability(outcomes),
+              **truthfulness(outcomes)}
     if reference is None:
         return result
     known = [outcome == "correct" for outcome in reference]

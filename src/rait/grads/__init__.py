@@ -1,13 +1,14 @@
 """GRAIT's gradient stage: per-sample LoRA gradient features, their projection and their store.
 
-The warm-up run lives in `rait.grads.warmup` and the `rait grads` stage in `rait.grads.stage`
-(not imported here: they import `rait.train`, which imports `rait.select`, which imports this package).
+`run(GradsSettings(...), records, out, model=..., table_path=...)` is the stage (`rait.grads.stage`: the
+warm-up of `rait.grads.warmup`, then the store).
 """
 
 from rait.grads.adam import GRADIENT_TYPES, AdamMoments, GradientTransform
 from rait.grads.features import LABEL_FORMS, FeatureExtractor, GradExample, GradsSettings, build_store, gradient_examples
 from rait.grads.persample import Batch, EncodedExample, PerSampleGradients, collate, encode_example, per_sample_grads, per_sample_losses
 from rait.grads.projection import PROJECTORS, CountSketchProjector, DenseProjector, make_projector
+from rait.grads.stage import run
 from rait.grads.store import FeatureStore, GradientFeatures, load_features
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "make_projector",
     "per_sample_grads",
     "per_sample_losses",
+    "run",
 ]

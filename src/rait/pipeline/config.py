@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import yaml
 
-from rait.errors import DataError, RaitError, SettingsError
+from rait.errors import DataError, RaitError, SettingsError, check_count
 from rait.data.testsets import TestSet
 from rait.grads.features import GradsSettings
 from rait.rehearse import RehearseSettings
@@ -53,6 +53,11 @@ class PoolConfig:
     # set: evaluated like a test set and named "validation", for choosing recipes without test items.
     validation: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("sample", "max_chars", "validation"):
+            if getattr(self, name) is not None:
+                check_count(name, getattr(self, name), 1)
+
 
 @dataclass
 class EvalConfig:
@@ -64,6 +69,10 @@ class EvalConfig:
     n_boot: int = 1000
     max_new_tokens: dict[str, int] = field(default_factory=dict)  # per task: {"oeqa": 50, "mcqa": 32}
     refusal_mode: str = "paper"  # or "keywords": also "I'm not sure" and the like (R-Tuning's refusals)
+
+    def __post_init__(self) -> None:
+        check_count("batch_size", self.batch_size, 1)
+        check_count("n_boot", self.n_boot, 1)
 
 
 @dataclass
@@ -214,25 +223,6 @@ def _line_of(root, keys: tuple) -> int | None:
     return line
 
 
-# Sizes and shares are checked where the config is read, so that a bad one fails at its line before any
-# model is loaded (issue 17: `n_total: -4` once failed at build, after probe and rehearsal; `n_boot: 0`
-# wrote NaN into metrics.json). Setting name -> smallest allowed count; shares lie in [0, 1].
-_COUNTS = {"sample": 1, "max_chars": 1, "validation": 1, "n": 1, "n_rehearsal": 1, "n_total": 1, "n_vanilla": 0,
-           "n_idk": 0, "batch_size": 1, "n_boot": 1}
-_SHARES = ("mu_min", "sigma_min", "gold_prob_min", "idk_share", "tau", "dead_band")
-
-
-def _range_problem(name: str, value: Any) -> str | None:
-    if value is None or (name not in _COUNTS and name not in _SHARES):
-        return None
-    if name in _COUNTS:
-        if isinstance(value, bool) or not isinstance(value, int) or value < _COUNTS[name]:
-            return f"{name} must be a whole number >= {_COUNTS[name]}, got {value!r}"
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        return f"{name} must be a number between 0 and 1, got {value!r}"
-    return None
-
-
 def _build(cls, raw: Any, path: Path, root, keys: tuple):
     where = ".".join(str(k) for k in keys) or "top level"
     if not isinstance(raw, dict):
@@ -250,8 +240,6 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
                         field=".".join(map(str, (*keys, missing[0]))))
     values = {}
     for name, value in raw.items():
-        if problem := _range_problem(name, value):
-            raise DataError(path, problem, line=_line_of(root, (*keys, name)), field=".".join(map(str, (*keys, name))))
         nested = _NESTED.get(name)
         if nested is not None and name in ("tracks", "test_sets"):
             # test_sets may be empty when the pool holds out a validation set (a recipe search)

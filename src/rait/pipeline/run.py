@@ -46,7 +46,9 @@ from rait.select.methods import METHODS
 COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "CorCer-RAIT", "CRaFT w/o Cer", "CRaFT",
                                                      "R-Tuning", "GRAIT")] + [
     ("CRaFT", "CorCer-RAIT"), ("GRAIT", "CorCer-RAIT"), ("CorCer-RAIT", "Cor-RAIT"), ("Cor-RAIT", "Van-Tuning"),
-    ("CRaFT", "Cor-RAIT"), ("GRAIT", "Cor-RAIT"), ("CRaFT", "GRAIT")]
+    ("CRaFT", "Cor-RAIT"), ("GRAIT", "Cor-RAIT"), ("CRaFT", "GRAIT")] + [
+    # abstention without training (rait.evaluate.abstain) against the untouched model and against tuning
+    (METHODS[rule].label, other) for rule in ("self_consistency", "p_ik") for other in ("Init-Basic", "Cor-RAIT", "CRaFT")]
 REFERENCE = "Init-Basic"
 BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
@@ -160,22 +162,14 @@ class TrackRun:
         correct, with an item-bootstrap interval. A low AUROC means the model's own knowledge signal,
         which every RAIT method selects by, does not tell what it will get right on these items.
         """
-        import pandas as pd
-
-        from rait.data import write_records
         from rait.evaluate.metrics import auroc_ci, average_precision
-        from rait.probe.stage import run as probe
 
-        settings, shots = self._probe_settings(records[0].task)
+        probe_key, table = self.probe_items(test, records)
         folder = self.dir / "diagnose" / test.name
-        parts = {"items": identity_key([r.id for r in records]), "model": self.model_sha, "settings": asdict(settings),
-                 "reference": identity_key([row["outcome"] for row in reference])}
+        parts = {"probe": probe_key, "reference": identity_key([row["outcome"] for row in reference])}
 
         def compute(folder: Path) -> dict:
-            write_records(folder / "items.jsonl", records)
-            table = probe(settings, records, folder / "table.parquet", model=self.model_path,
-                              exemplars=shots, inputs={"records": folder / "items.jsonl"})
-            mu = pd.Series(table["mu"].to_numpy(), index=table["id"]).loc[[row["id"] for row in reference]]
+            mu = table["mu"].loc[[row["id"] for row in reference]]
             outcomes = [row["outcome"] for row in reference]
             correct = [m for m, o in zip(mu, outcomes) if o == "correct"]
             other = [m for m, o in zip(mu, outcomes) if o != "correct"]
@@ -190,6 +184,80 @@ class TrackRun:
 
         _, result = self.stages.run(f"{self.track.name}: diagnose {test.name}", folder, parts, compute)
         return {"track": self.track.name, "test_set": test.name, "domain": test.domain, **result}
+
+    def probe_items(self, test: TestSet, records: list):
+        """(key, table by id): the test set's items probed with the track's probe settings (μ, σ per item)."""
+        from rait.data import write_records
+        from rait.probe.stage import run as probe
+        from rait.probe.table import read_table
+
+        settings, shots = self._probe_settings(records[0].task)
+        folder = self.dir / "probe_items" / test.name
+        parts = {"items": identity_key([r.id for r in records]), "model": self.model_sha, "settings": asdict(settings),
+                 "exemplars": [r.id for r in shots]}
+
+        def compute(folder: Path) -> dict:
+            write_records(folder / "items.jsonl", records)
+            probe(settings, records, folder / "table.parquet", model=self.model_path, exemplars=shots,
+                  inputs={"records": folder / "items.jsonl"})
+            return {}
+
+        key, _ = self.stages.run(f"{self.track.name}: probe {test.name}", folder, parts, compute)
+        return key, read_table(folder / "table.parquet").set_index("id")
+
+    def p_ik(self, probe_key: str, table_path: Path, records: list) -> tuple[str, dict[str, dict[str, float]]]:
+        """P(IK) scores of every validation and test item: a logistic regression on the question's last hidden
+        state, trained on the pool's knowledge table (known = μ ≥ τ, the build's split)."""
+        from rait.evaluate.abstain import fit_p_ik
+        from rait.models import load_model
+        from rait.probe.table import read_table
+        from rait.select import split_by_correctness
+        from rait.select.static_conflicts import question_features
+
+        tau = self.track.build.tau
+        folder = self.dir / "p_ik"
+        parts = {"probe": probe_key, "model": self.model_sha, "tau": tau, "seed": self.config.seed,
+                 "items": {test.name: identity_key([r.id for r in items]) for test, items in self.tests}}
+
+        def compute(folder: Path) -> dict:
+            table = read_table(table_path).assign(id=lambda t: t["id"].astype(str)).set_index("id")
+            known, _ = split_by_correctness(table.loc[[r.id for r in records], "mu"], tau)
+            model, tokenizer = load_model(self.model_path)
+            model.eval()
+            features = question_features(model, tokenizer, records, prompt=REFERENCE_PROMPT)
+            probe = fit_p_ik(features, known.to_numpy(), seed=self.config.seed)
+            scores = {}
+            for test, items in self.tests:
+                probabilities = probe.predict_proba(question_features(model, tokenizer, items,
+                                                                      prompt=REFERENCE_PROMPT))[:, 1]
+                scores[test.name] = {r.id: float(p) for r, p in zip(items, probabilities)}
+            return {"scores": scores, "pool": len(records), "known": int(known.sum())}
+
+        key, result = self.stages.run(f"{self.track.name}: p_ik", folder, parts, compute)
+        return key, result["scores"]
+
+    def no_training(self, method: str, confidence: dict[str, dict[str, float]], references: dict) -> list[dict]:
+        """Rows of an abstention rule on Init-Basic's answers: refuse below a threshold chosen on validation."""
+        from rait.evaluate.abstain import abstained_rows, choose_threshold, risk_coverage
+        from rait.evaluate.runner import summarize
+
+        validation = references["validation"][1]
+        threshold = choose_threshold([row["outcome"] for row in validation],
+                                     [confidence["validation"][row["id"]] for row in validation],
+                                     [row["outcome"] for row in validation])
+        rows = []
+        for test, _ in self.tests:
+            reference = references[test.name][1]
+            scores = [confidence[test.name][row["id"]] for row in reference]
+            outcomes = abstained_rows(reference, scores, threshold)
+            summary = summarize(outcomes, reference, n_boot=self.config.eval.n_boot, seed=self.config.seed)
+            coverage, risk, aurc = risk_coverage([row["outcome"] for row in reference], scores)
+            self.curves += [{"track": self.track.name, "test_set": test.name, "confidence": METHODS[method].label,
+                             "coverage": c, "risk": r} for c, r in zip(coverage, risk)]
+            rows.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
+                         "method": METHODS[method].label, **summary, "threshold": threshold, "aurc": aurc,
+                         "outcome_rows": outcomes})
+        return rows
 
     def rehearse(self, probe_key: str, table_path: Path, records: list, shots: list) -> tuple[str, Path]:
         from rait.rehearse import flow_summary
@@ -324,6 +392,10 @@ class TrackRun:
 
     def prepare(self) -> None:
         """Load the pool and the test sets and check the methods: cheap, so a bad config fails before any work."""
+        untrained = [m for m in self.config.methods_of(self.track) if not METHODS[m].trains]
+        if untrained and not self.track.pool.validation:
+            raise self.config.error((*self.keys, "pool"), f"method {untrained[0]!r} chooses its threshold on a "
+                                    "validation split: set pool.validation (questions held out of the pool)")
         self.validation: list | None = None
         self.pool_data = self.pool()
         self.tests = []
@@ -358,7 +430,16 @@ class TrackRun:
                              references)
         self.diagnosis = [self.diagnose(test, records, references[test.name][1]) for test, records in self.tests
                           ] if self.track.diagnose else []
-        seeds = self.config.seeds or [self.config.seed]
+        self.curves: list[dict] = []
+        for method in (m for m in methods if not METHODS[m].trains):
+            if method == "self_consistency":
+                confidence = {test.name: self.probe_items(test, items)[1]["sigma"].to_dict()
+                              for test, items in self.tests}
+            else:
+                confidence = self.p_ik(probe_key, table_path, records)[1]
+            rows += self.no_training(method, confidence, references)
+        methods = [m for m in methods if METHODS[m].trains]
+        seeds = (self.config.seeds or [self.config.seed]) if methods else []
         by_seed: list[list[dict]] = []
         for seed in seeds:
             runs = self.dir / f"seed-{seed}" if self.config.seeds else self.dir
@@ -372,8 +453,9 @@ class TrackRun:
                 models.append((METHODS[method].label, key, str(folder), self.config.eval.method_prompts))
             evaluated = self.evaluate(models, runs / "eval", references)
             by_seed.append([row | {"seed": seed} for row in evaluated] if self.config.seeds else evaluated)
-        if len(seeds) == 1:
-            trained = by_seed[0]
+        if len(seeds) <= 1:
+            trained = by_seed[0] if by_seed else []
+            self.by_seed = [_without_outcomes(row) for row in trained]
         else:
             trained = self._over_seeds(by_seed, references)
         rows += trained
@@ -426,7 +508,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     """Run every track of `config` into `out_dir` (resumable) and write the report; returns the result rows."""
     from rait.models import DEFAULT_SPEC, model_fingerprint, resolve_model_path
     from rait.models.default import GGUF_PACKAGE, GGUF_PACKAGE_VERSION
-    from rait.report import write_report
+    from rait.report import ReportSettings
+    from rait.report import run as report
 
     console = console or Console(stderr=True)
     out_dir = Path(out_dir)
@@ -453,13 +536,18 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
         "wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
     if config.seeds:
         notes["seeds"] = f"{', '.join(map(str, config.seeds))}: trained rows are means over them, intervals over items and seeds"
-    write_report(rows, out_dir, title=config.title, notes=notes)
+    report(ReportSettings(title=config.title, notes=notes), rows, out_dir)
     write_comparisons(comparisons, out_dir)
     diagnosis = [row for track in tracks for row in track.diagnosis]
     if diagnosis:
         write_diagnosis(diagnosis, out_dir)
     if config.seeds:
         write_by_seed([row for track in tracks for row in track.by_seed], out_dir / "results_by_seed.csv")
+    curves = [point for track in tracks for point in track.curves]
+    if curves:  # risk-coverage of Init-Basic's answers ranked by each rule's confidence (AURC in results.csv)
+        import pandas as pd
+
+        pd.DataFrame(curves).to_csv(out_dir / "risk_coverage.csv", index=False)
     write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
                                           "computed_seconds": round(computed, 1), "stages": stages.log})
     return rows

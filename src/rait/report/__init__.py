@@ -1,13 +1,13 @@
 """The report: the papers' Table 2 with intervals, the Pc–Pw plane, THS bars, one HTML page.
 
-`write_report(rows, out_dir, title=..., notes=...)` writes everything; `pc_pw_plot` and
+`run(ReportSettings(title=..., notes=...), rows, out_dir)` writes everything (the report stage); `pc_pw_plot` and
 `ths_bars` draw one figure each; `results_frame` and `markdown_table` give the table alone.
 Rows are one (method, test set) evaluation each (see `rait.report.results`).
 """
 
 from __future__ import annotations
 
-from rait.report.page import report_html, report_markdown, write_report
+from rait.report.page import ReportSettings, report_html, report_markdown, run
 from rait.report.plots import pc_pw_plot, ths_bars
 from rait.report.results import (
     REFERENCE,
@@ -22,6 +22,7 @@ from rait.report.results import (
 )
 
 __all__ = [
+    "ReportSettings",
     "REFERENCE",
     "ColumnGroup",
     "format_interval",
@@ -34,6 +35,6 @@ __all__ = [
     "report_html",
     "report_markdown",
     "results_frame",
+    "run",
     "ths_bars",
-    "write_report",
 ]

@@ -1,4 +1,4 @@
-"""`write_report`: results.csv, results.md, the two PNG figures and a self-contained report.html.
+"""The report stage (`run`): results.csv, results.md, the two PNG figures and a self-contained report.html.
 
 The HTML page carries everything inline (figures as base64 data URIs, CSS in a <style>
 element) so it can be mailed, committed or opened offline as one file.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -102,15 +103,24 @@ other THS values (labelled); lower right is better.</p>
 """
 
 
-def write_report(rows: Sequence[dict], out_dir: str | Path, title: str = "rait results", notes: Notes = None,
-                 reference: str = REFERENCE) -> dict[str, Path]:
-    """Write results.csv, results.md, pc_pw.png, ths.png and report.html into `out_dir`; return their paths.
+@dataclass
+class ReportSettings:
+    """The report's settings: its title, the notes under it (text, or a mapping such as a config summary and the
+    wall time), and the reference row of THS (Init-Basic)."""
+
+    title: str = "rait results"
+    notes: Notes = None
+    reference: str = REFERENCE
+
+
+def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> dict[str, Path]:
+    """The report stage: results.csv, results.md, pc_pw.png, ths.png and report.html in `out_dir`; returns their paths.
 
     Rows that carry the abstention metrics (every `rait run` evaluation) also give abstention.csv.
 
-    `rows` are result rows as described in `rait.report.results`; `notes` (text, or a mapping
-    such as a config summary and the wall time) go under the title of results.md and report.html.
+    `rows` are result rows as described in `rait.report.results`.
     """
+    title, notes, reference = settings.title, settings.notes, settings.reference
     rows = check_rows(rows)
     out_dir = Path(out_dir)
     paths = {name: out_dir / file for name, file in [("csv", "results.csv"), ("md", "results.md"),

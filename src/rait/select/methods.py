@@ -29,22 +29,30 @@ class Method:
 
     name: str
     label: str
-    path: str  # "<module>:<class>" of the selector
+    path: str | None  # "<module>:<class>" of the selector; None for a method that trains nothing
     fixed: dict[str, Any] = field(default_factory=dict)
     default: bool = True  # among the methods `rait run` trains when a config names none
 
     @property
+    def trains(self) -> bool:
+        """False for the abstention rules applied to the untouched model (`rait.evaluate.abstain`)."""
+        return self.path is not None
+
+    @property
     def selector(self) -> type[Selector]:
+        if self.path is None:
+            raise RaitError(f"method {self.name!r} builds no training set: it is a rule applied to the untouched "
+                            "model's answers at test time (`rait run`, docs/baselines.md)")
         module, cls = self.path.split(":")
         return getattr(importlib.import_module(module), cls)
 
     @property
     def needs_flow(self) -> bool:
-        return self.selector.uses_flow
+        return self.trains and self.selector.uses_flow
 
     @property
     def needs_gradients(self) -> bool:
-        return self.selector.uses_gradients
+        return self.trains and self.selector.uses_gradients
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -62,6 +70,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("rtuning_unknown", "R-Tuning", "rait.select.rtuning:RTuning", {"variant": "unknown"}),
     Method("rtuning_unsure", "R-Tuning (unsure)", "rait.select.rtuning:RTuning", {"variant": "unsure"}, default=False),
     Method("grait", "GRAIT", "rait.select.grait:GRAIT"),
+    # No training: the untouched model refuses below a confidence threshold chosen on validation.
+    Method("self_consistency", "Self-consistency (σ)", None, default=False),
+    Method("p_ik", "P(IK)", None, default=False),
 )}
 ALIASES = {"craft_wo_flow": "corcer_rait", "vanilla": "van_tuning"}
 DEFAULT_METHODS = tuple(name for name, method in METHODS.items() if method.default)

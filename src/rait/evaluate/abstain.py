@@ -1,0 +1,83 @@
+"""Abstention without training: answer as the untouched model does when a confidence is high, else refuse.
+
+Two confidences, both free of the gold answer at test time:
+
+- *self-consistency* (`self_consistency`): the certainty σ of k sampled answers to the question, the
+  probe's own measure (`rait.probe.measures`; all-MiniLM-L6-v2 cosine agreement of the samples);
+- *P(IK)* (`p_ik`; Kadavath et al. 2022, "Language Models (Mostly) Know What They Know"): a logistic
+  regression (scikit-learn) on the model's last hidden state of the question, trained on the training
+  pool's knowledge table (known = μ ≥ τ, the build's split), one forward pass per question at test time.
+
+The answer kept is Init-Basic's (the untouched model under the BASIC prompt, the THS reference); below the
+threshold the answer becomes a refusal. The threshold is chosen on the validation split only
+(`choose_threshold`: the highest THS against Init-Basic there), never on test items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rait.evaluate.metrics import ths_of
+
+NO_TRAINING = {"self_consistency": "Self-consistency (σ)", "p_ik": "P(IK)"}
+REFUSAL_OUTPUT = "I don't know"
+
+
+def abstained(outcomes: Sequence[str], confidence: Sequence[float], threshold: float) -> list[str]:
+    """The outcomes with every item whose confidence is below `threshold` turned into a refusal."""
+    return [outcome if score >= threshold else "refused" for outcome, score in zip(outcomes, confidence, strict=True)]
+
+
+def choose_threshold(outcomes: Sequence[str], confidence: Sequence[float], reference: Sequence[str]) -> float:
+    """The threshold with the highest THS against `reference` on these (validation) items.
+
+    Candidates are the items' own confidences and +inf (refuse everything); a tie goes to the
+    lowest threshold, which answers most. `outcomes` are the answers kept above the threshold
+    (Init-Basic's, so at the lowest candidate THS is 0 by definition).
+    """
+    candidates = sorted({float(c) for c in confidence}) + [float("inf")]
+    best, best_ths = candidates[0], -np.inf
+    for threshold in candidates:
+        try:
+            value = ths_of(abstained(outcomes, confidence, threshold), reference)
+        except ValueError:  # undefined: the reference made no wrong answer
+            continue
+        if value > best_ths + 1e-12:
+            best, best_ths = threshold, value
+    return best
+
+
+def abstained_rows(rows: Sequence[dict], confidence: Sequence[float], threshold: float) -> list[dict]:
+    """Outcome rows (`rait.evaluate.runner.evaluate_records`) with the rule applied and the confidence kept."""
+    kept = abstained([row["outcome"] for row in rows], confidence, threshold)
+    return [{**row, "confidence": float(score),
+             **({} if outcome == row["outcome"] else {"output": REFUSAL_OUTPUT, "outcome": outcome})}
+            for row, score, outcome in zip(rows, confidence, kept, strict=True)]
+
+
+def fit_p_ik(features: np.ndarray, known: Sequence[bool], seed: int = 0):
+    """P(IK): standardised features, then a logistic regression (scikit-learn) of known vs unknown."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(known, dtype=bool)
+    if labels.all() or not labels.any():
+        raise ValueError("P(IK) needs known and unknown questions in the training pool (both sides of τ)")
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(features, labels)
+
+
+def risk_coverage(outcomes: Sequence[str], confidence: Sequence[float]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Coverage, risk and AURC of answering the most confident items first (LM-Polygraph's rejection curve).
+
+    At coverage i/n the n·coverage most confident items are answered; risk is the share of them that
+    is not correct (wrong, unparsed or a refusal counts as not correct). AURC is the mean risk over the
+    n coverage levels (lower is better); ties in confidence keep the items' order.
+    """
+    order = np.argsort(-np.asarray(confidence, dtype=float), kind="stable")
+    wrong = np.array([outcomes[i] != "correct" for i in order], dtype=float)
+    answered = np.arange(1, len(order) + 1)
+    risk = np.cumsum(wrong) / answered
+    return answered / len(order), risk, float(risk.mean())
