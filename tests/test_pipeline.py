@@ -10,6 +10,7 @@ import pytest
 from rait.cli import main
 from rait.errors import DataError
 from rait.pipeline import ALL_METHODS, PipelineConfig, run_pipeline
+from rait.select.methods import METHODS
 
 REPORT_FILES = ("results.csv", "results.md", "report.html", "pc_pw.png", "ths.png", "pipeline.json")
 
@@ -166,6 +167,9 @@ _TRACK = "tracks:\n  - name: a\n    pool: {data: 'nq:dev'}\n    test_sets: [{nam
     (_TRACK + "    build: {idk_share: 1.5}\n", 5, "tracks.0.build.idk_share", "between 0 and 1"),
     (_TRACK + "    build: {tau: 2}\n", 5, "tracks.0.build.tau", "between 0 and 1"),
     (_TRACK + "    rehearsal: {n: two}\n", 5, "tracks.0.rehearsal.n", "got 'two'"),
+    ("dpo: {beta: 0}\n" + _TRACK, 1, "dpo.beta", "> 0, got 0"),
+    ("dpo:\n  pairs_from: craft2\n" + _TRACK, 2, "dpo.pairs_from", "unknown method 'craft2'"),
+    ("dpo:\n  pairs_from: p_ik\n" + _TRACK, 2, "dpo.pairs_from", "builds no training set"),
     ("tracks:\n  - name: a\n    pool: {data: 'nq:dev', sample: 0}\n    test_sets: [{name: t, data: 'nq:dev'}]\n", 3,
      "tracks.0.pool.sample", ">= 1"),
 ])
@@ -200,7 +204,7 @@ def test_the_shipped_configs_parse():
     for path in sorted(root.glob("*.yaml")):
         config = PipelineConfig.from_yaml(path)
         assert config.tracks, path
-        assert all(m in ALL_METHODS for m in config.methods), path
+        assert all(m in METHODS for m in config.methods), path
 
 
 def test_run_pipeline_returns_report_rows_with_ths(pipeline_run):
@@ -314,7 +318,8 @@ def test_a_recipe_search_may_have_no_test_set_only_a_validation_split(tmp_path):
 
 
 def test_abstention_without_training_runs_beside_a_tuned_method(tmp_path, tiny_model_dir, monkeypatch):
-    """Issue 18: self-consistency and P(IK) rows in the report, thresholds from validation, risk-coverage curves."""
+    """Issue 18: self-consistency and P(IK) rows in the report, thresholds from validation, risk-coverage curves;
+    DPO-RAIT trained on Cor-RAIT's pairs."""
     import numpy as np
 
     import rait.evaluate.abstain as abstain
@@ -325,8 +330,9 @@ def test_abstention_without_training_runs_beside_a_tuned_method(tmp_path, tiny_m
     config = tmp_path / "abstain.yaml"
     config.write_text(f"""
 model: {tiny_model_dir}
-methods: [cor_rait, self_consistency, p_ik]
+methods: [cor_rait, self_consistency, p_ik, dpo_rait]
 train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
+dpo: {{pairs_from: cor_rait, beta: 0.1, train: {{batch_size: 2}}}}
 eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 3}}}}
 tracks:
   - name: facts
@@ -345,7 +351,10 @@ tracks:
     assert len(rules) == 4 and rules["threshold"].notna().all() and rules["aurc"].notna().all()
     for _, same_rule in rules.groupby("method"):  # one threshold per rule, from validation
         assert same_rule["threshold"].nunique() == 1
-    assert "Cor-RAIT" in set(results["method"])
+    assert {"Cor-RAIT", "DPO-RAIT"} <= set(results["method"])
+    dpo = json.loads((out / "facts" / "train" / "dpo_rait" / "train.json").read_text())
+    assert (dpo["objective"], dpo["pairs_from"], dpo["samples"]) == ("dpo", "cor_rait", len(
+        (out / "facts" / "build" / "dpo" / "cor_rait.jsonl").read_text().splitlines()))
     curves = pd.read_csv(out / "risk_coverage.csv")
     assert set(curves["confidence"]) == {"Self-consistency (σ)", "P(IK)"}
     comparisons = pd.read_csv(out / "comparisons.csv")

@@ -297,7 +297,7 @@ def build(
     table: Path = typer.Option(..., help="Knowledge table (Parquet/JSONL) from `rait probe`, or the flow table from `rait rehearse`."),
     records: Path = typer.Option(..., help="QA-record JSONL of the pool the table was probed on."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <method>.jsonl, xtuner/, dpo/ and summary.{json,md}."),
-    method: Optional[list[str]] = typer.Option(None, help=f"Method(s): {', '.join(name for name, m in METHODS.items() if m.trains)}. Default: every method the inputs support (the flow methods need --table from `rait rehearse`, grait needs --grads)."),
+    method: Optional[list[str]] = typer.Option(None, help=f"Method(s): {', '.join(name for name, m in METHODS.items() if m.kind == 'sft')}. Default: every method the inputs support (the flow methods need --table from `rait rehearse`, grait needs --grads)."),
     n_total: Optional[int] = typer.Option(None, min=1, help="Total samples (split by --idk-share)."),
     n_vanilla: Optional[int] = typer.Option(None, min=0, help="Vanilla samples (with --n-idk, instead of --n-total)."),
     n_idk: Optional[int] = typer.Option(None, min=0, help="IdK samples."),

@@ -35,7 +35,8 @@ from rait.errors import DataError, RaitError, SettingsError, check_count
 from rait.data.testsets import TestSet
 from rait.grads.features import GradsSettings
 from rait.rehearse import RehearseSettings
-from rait.select.methods import DEFAULT_METHODS, method_of
+from rait.train.preference import DPOSettings
+from rait.select.methods import DEFAULT_METHODS, METHODS, method_of
 from rait.select.stage import BuildSettings
 
 ALL_METHODS = DEFAULT_METHODS  # what a config that names no method trains
@@ -103,6 +104,7 @@ class PipelineConfig:
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
     train: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    dpo: DPOSettings = field(default_factory=DPOSettings)  # the recipe of `dpo_rait` (rait.train.preference)
     title: str = "rait results"
     source: tuple[Path, Any] | None = field(default=None, repr=False, compare=False,
                                                     metadata={"yaml": False})  # file and YAML tree, for errors
@@ -185,6 +187,10 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
     if not isinstance(train, dict):
         return
     checked(("train",), {"seed": seed, **train})
+    dpo = raw.get("dpo") or {}
+    if isinstance(dpo, dict) and isinstance(dpo.get("train") or {}, dict):  # DPO-RAIT: the global recipe, then its own
+        merged = {"seed": seed, **merge_settings(train, dpo.get("train") or {})}
+        raw["dpo"] = {**dpo, "train": checked(("dpo", "train") if "train" in dpo else ("train",), merged)}
     for i, track in enumerate(raw["tracks"]):
         if not isinstance(track, dict) or not isinstance(track.get("train") or {}, dict):
             continue
@@ -200,7 +206,7 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
 
 _NESTED = {
     "tracks": TrackConfig, "pool": PoolConfig, "rehearsal": RehearseSettings, "grads": GradsSettings,
-    "build": BuildSettings, "eval": EvalConfig, "test_sets": TestSet,
+    "build": BuildSettings, "eval": EvalConfig, "test_sets": TestSet, "dpo": DPOSettings,
 }
 # Settings the pipeline sets itself: the methods (top level or per track) and the seed (`seed`, `seeds`).
 _SET_BY_PIPELINE = {BuildSettings: ("methods", "seed"), GradsSettings: ("prompt", "system", "refusal")}
@@ -280,6 +286,11 @@ def _check(config: PipelineConfig) -> None:
     if not config.methods:
         raise err(("methods",), "names no method; list at least one (e.g. [cor_rait])")
     config.methods = _known_methods(config, ("methods",), config.methods)
+    pairs_from = _known_methods(config, ("dpo", "pairs_from"), [config.dpo.pairs_from])[0]
+    if METHODS[pairs_from].kind != "sft":
+        raise err(("dpo", "pairs_from"), f"{pairs_from!r} builds no training set; name a method that selects one "
+                  "(e.g. craft, cor_rait)")
+    config.dpo.pairs_from = pairs_from
     if config.seeds is not None:
         if (not config.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in config.seeds)
                 or len(set(config.seeds)) != len(config.seeds)):
@@ -328,5 +339,5 @@ def _known_methods(config: PipelineConfig, keys: tuple, methods: list[str]) -> l
         try:
             names.append(method_of(name).name)
         except RaitError as err:
-            raise config.error((*keys, i), str(err)) from err
+            raise config.error((*keys, i) if keys[-1] == "methods" else keys, str(err)) from err
     return names

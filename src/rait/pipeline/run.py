@@ -308,16 +308,23 @@ class TrackRun:
         return {name: folder / f"{name}.jsonl" for name in result if sum(result[name]["taken"].values())}
 
     def train(self, method: str, data: Path, seed: int, runs: Path) -> tuple[str, Path]:
-        from rait.train import TrainSettings
-        from rait.train import run as train
+        """A method's model: weighted SFT on its training set, or DPO on its pairs (`rait.train.preference`)."""
+        if METHODS[method].kind == "preference":
+            from rait.train.preference import run as fit
 
-        values = {"seed": seed, **self.config.merged_train(self.track)}
-        settings = self.config.settings((*self.keys, "train"), TrainSettings, values)
+            settings = replace(self.config.dpo, train=replace(self.config.dpo.train, seed=seed))
+            recipe: dict = asdict(settings)
+        else:
+            from rait.train import TrainSettings
+            from rait.train import run as fit
+
+            recipe = {"seed": seed, **self.config.merged_train(self.track)}
+            settings = self.config.settings((*self.keys, "train"), TrainSettings, recipe)
         folder = runs / "train" / method
-        parts = {"data": sha256_file(data), "model": self.model_sha, "train": values}
+        parts = {"data": sha256_file(data), "model": self.model_sha, "train": recipe}
 
         def compute(folder: Path) -> dict:
-            result = train(settings, data, folder, model=self.model_path)
+            result = fit(settings, data, folder, model=self.model_path)
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
                     "train_loss": result.train_loss}
 
@@ -421,9 +428,14 @@ class TrackRun:
             write_records(self.dir / "validation.jsonl", self.validation)
         probe_key, table_path, shots = self.probe(pool_key, records)
         table_key, build_table = probe_key, table_path
-        if any(METHODS[m].needs_flow for m in methods):
+        trained = [m for m in methods if METHODS[m].trains]
+        # what the build selects: every SFT method, and the method whose pairs DPO-RAIT trains on
+        built = [m for m in trained if METHODS[m].kind == "sft"]
+        if any(METHODS[m].kind == "preference" for m in trained) and self.config.dpo.pairs_from not in built:
+            built.append(self.config.dpo.pairs_from)
+        if any(METHODS[m].needs_flow for m in built):
             table_key, build_table = self.rehearse(probe_key, table_path, records, shots)
-        grads = self.grads(probe_key, table_path, pool_path) if any(METHODS[m].needs_gradients for m in methods) else None
+        grads = self.grads(probe_key, table_path, pool_path) if any(METHODS[m].needs_gradients for m in built) else None
         base_prompts = [REFERENCE_PROMPT] + [p for p in self.config.eval.prompts if p != REFERENCE_PROMPT]
         references: dict = {}
         rows = self.evaluate([(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)], self.dir / "eval",
@@ -438,27 +450,29 @@ class TrackRun:
             else:
                 confidence = self.p_ik(probe_key, table_path, records)[1]
             rows += self.no_training(method, confidence, references)
-        methods = [m for m in methods if METHODS[m].trains]
-        seeds = (self.config.seeds or [self.config.seed]) if methods else []
+        seeds = (self.config.seeds or [self.config.seed]) if trained else []
         by_seed: list[list[dict]] = []
         for seed in seeds:
             runs = self.dir / f"seed-{seed}" if self.config.seeds else self.dir
-            datasets = self.build(table_key, build_table, pool_path, methods, grads, seed, runs)
+            datasets = self.build(table_key, build_table, pool_path, built, grads, seed, runs)
             models = []
-            for method in methods:
-                if method not in datasets:
+            for method in trained:
+                preference = METHODS[method].kind == "preference"
+                data = (runs / "build" / "dpo" / f"{self.config.dpo.pairs_from}.jsonl" if preference
+                        else datasets.get(method))
+                if data is None or not data.is_file() or not data.stat().st_size:
                     self.stages.console.print(f"[yellow]skip[/]    {self.track.name}: {method} selected no samples")
                     continue
-                key, folder = self.train(method, datasets[method], seed, runs)
+                key, folder = self.train(method, data, seed, runs)
                 models.append((METHODS[method].label, key, str(folder), self.config.eval.method_prompts))
             evaluated = self.evaluate(models, runs / "eval", references)
             by_seed.append([row | {"seed": seed} for row in evaluated] if self.config.seeds else evaluated)
         if len(seeds) <= 1:
-            trained = by_seed[0] if by_seed else []
-            self.by_seed = [_without_outcomes(row) for row in trained]
+            model_rows = by_seed[0] if by_seed else []
+            self.by_seed = [_without_outcomes(row) for row in model_rows]
         else:
-            trained = self._over_seeds(by_seed, references)
-        rows += trained
+            model_rows = self._over_seeds(by_seed, references)
+        rows += model_rows
         return [_without_outcomes(row) for row in rows], self._comparisons(rows, references)
 
     def _over_seeds(self, by_seed: list[list[dict]], references: dict) -> list[dict]:

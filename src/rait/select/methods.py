@@ -29,30 +29,35 @@ class Method:
 
     name: str
     label: str
-    path: str | None  # "<module>:<class>" of the selector; None for a method that trains nothing
+    path: str | None  # "<module>:<class>" of the selector; None for a method with no selector of its own
     fixed: dict[str, Any] = field(default_factory=dict)
     default: bool = True  # among the methods `rait run` trains when a config names none
+    # "sft": a selector's training set, weighted SFT; "preference": DPO on another method's selection
+    # (`rait.train.preference`); "none": a rule on the untouched model's answers (`rait.evaluate.abstain`).
+    kind: str = "sft"
 
     @property
     def trains(self) -> bool:
-        """False for the abstention rules applied to the untouched model (`rait.evaluate.abstain`)."""
-        return self.path is not None
+        return self.kind != "none"
 
     @property
     def selector(self) -> type[Selector]:
-        if self.path is None:
-            raise RaitError(f"method {self.name!r} builds no training set: it is a rule applied to the untouched "
-                            "model's answers at test time (`rait run`, docs/baselines.md)")
+        if self.kind != "sft":
+            raise RaitError(f"method {self.name!r} builds no training set of its own: "
+                            + ("it trains with DPO on the pairs of another method's selection (`dpo.pairs_from`)"
+                               if self.kind == "preference" else
+                               "it is a rule applied to the untouched model's answers at test time")
+                            + " (`rait run`, docs/baselines.md)")
         module, cls = self.path.split(":")
         return getattr(importlib.import_module(module), cls)
 
     @property
     def needs_flow(self) -> bool:
-        return self.trains and self.selector.uses_flow
+        return self.kind == "sft" and self.selector.uses_flow
 
     @property
     def needs_gradients(self) -> bool:
-        return self.trains and self.selector.uses_gradients
+        return self.kind == "sft" and self.selector.uses_gradients
 
     @property
     def parameters(self) -> tuple[str, ...]:
@@ -71,8 +76,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("rtuning_unsure", "R-Tuning (unsure)", "rait.select.rtuning:RTuning", {"variant": "unsure"}, default=False),
     Method("grait", "GRAIT", "rait.select.grait:GRAIT"),
     # No training: the untouched model refuses below a confidence threshold chosen on validation.
-    Method("self_consistency", "Self-consistency (σ)", None, default=False),
-    Method("p_ik", "P(IK)", None, default=False),
+    Method("self_consistency", "Self-consistency (σ)", None, default=False, kind="none"),
+    Method("p_ik", "P(IK)", None, default=False, kind="none"),
+    # Preference tuning on a builder's answer-vs-refusal pairs.
+    Method("dpo_rait", "DPO-RAIT", None, default=False, kind="preference"),
 )}
 ALIASES = {"craft_wo_flow": "corcer_rait", "vanilla": "van_tuning"}
 DEFAULT_METHODS = tuple(name for name, method in METHODS.items() if method.default)

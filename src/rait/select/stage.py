@@ -124,9 +124,9 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
         why = {name: "the table has no delta_mu (run rehearsal)" if m.needs_flow and "delta_mu" not in table.columns
                else "no gradient store (run `rait grads`)" if m.needs_gradients and gradients is None else None
                for name, m in METHODS.items()}
-        skipped = {name: reason for name, reason in why.items() if reason and METHODS[name].trains}
+        skipped = {name: reason for name, reason in why.items() if reason and METHODS[name].kind == "sft"}
         settings = replace(settings, methods=[name for name, reason in why.items()
-                                              if not reason and METHODS[name].trains])
+                                              if not reason and METHODS[name].kind == "sft"])
     selectors = settings.selectors(gradients)
 
     summary: dict[str, Any] = {"table": str(table_path), "records": str(records_path), "mode": settings.mode,

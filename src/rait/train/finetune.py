@@ -116,7 +116,11 @@ class TrainSettings:
             raise RaitError("merge applies to LoRA adapters only (load a QLoRA adapter with load_trained instead)")
 
     def sft_config(self, output_dir: str | Path, progress: bool = True) -> WeightedSFTConfig:
-        return WeightedSFTConfig(
+        return self.trainer_config(WeightedSFTConfig, output_dir, progress)
+
+    def trainer_config(self, config_class, output_dir: str | Path, progress: bool = True, **extra: Any):
+        """These settings as a TRL trainer config (`WeightedSFTConfig`, `DPOConfig`, …) plus `extra` fields."""
+        return config_class(
             output_dir=str(output_dir),
             num_train_epochs=self.epochs,
             max_steps=self.max_steps,
@@ -134,6 +138,7 @@ class TrainSettings:
             save_strategy="no",
             report_to="none",
             disable_tqdm=not progress,
+            **extra,
         )
 
 
@@ -221,6 +226,19 @@ def run(
         peft_config=settings.lora.peft_config() if settings.method != "full" else None,
         callbacks=[counter],
     )
+    weights = trainer.train_dataset[trainer.args.weight_column]
+    return train_and_save(trainer, settings, out_dir, model=model, data_path=data_path, counter=counter,
+                          extra={"weight_column": trainer.args.weight_column,
+                                 "samples_with_weight_not_1": int(sum(w != 1.0 for w in weights))})
+
+
+def train_and_save(trainer, settings: TrainSettings, out_dir: Path, *, model: str | Path | None,
+                   data_path: Path | None, counter: UpdateCounter, extra: dict[str, Any]) -> TrainResult:
+    """Train with a ready TRL trainer and save the adapter (or model) with `train.json`, as `load_trained` reads it.
+
+    Shared by the SFT stage (`run`) and preference tuning (`rait.train.preference`); `extra` joins the summary.
+    """
+    tokenizer = trainer.processing_class
     without_log_lines(trainer)
     start = time.perf_counter()
     output = trainer.train()
@@ -244,9 +262,8 @@ def run(
             "method": settings.method,
             "saved": saved.name,
             "merged": merged.name if merged else None,
-            "samples": len(dataset),
-            "weight_column": trainer.args.weight_column,
-            "samples_with_weight_not_1": int(sum(w != 1.0 for w in trainer.train_dataset[trainer.args.weight_column])),
+            "samples": len(trainer.train_dataset),
+            **extra,
             "optimizer_steps": int(trainer.state.global_step),
             "updates_at_nonzero_lr": counter.updates,
             "epochs": float(trainer.state.epoch or 0.0),
@@ -260,7 +277,8 @@ def run(
         _commit_output(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return TrainResult(out_dir, len(dataset), summary["optimizer_steps"], counter.updates, summary["train_loss"], losses)
+    return TrainResult(out_dir, summary["samples"], summary["optimizer_steps"], counter.updates, summary["train_loss"],
+                       losses)
 
 
 def _commit_output(staging: Path, out_dir: Path) -> None:
