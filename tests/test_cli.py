@@ -235,6 +235,36 @@ def test_grads_then_build_grait(tmp_path, tiny_model_dir):
     assert all(row["weight"] == 1 for row in rows if row["kind"] == "vanilla")
 
 
+def test_eval_applies_abstention_by_confidence_choosing_or_taking_the_threshold(tmp_path, tiny_model_dir):
+    records = [QARecord(id=f"q{i}", question=f"What is item {i}?", source="facts", split="test", answer=f"thing {i}")
+               for i in range(4)]
+    write_records(tmp_path / "items.jsonl", records)
+    (tmp_path / "conf.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "confidence": i / 4}) + "\n"
+                                                 for i in range(4)))
+    common = ["eval", "--data", str(tmp_path / "items.jsonl"), "--model", str(tiny_model_dir), "--prompt", "basic",
+              "--max-new-tokens", "3", "--n-boot", "20", "--confidence", str(tmp_path / "conf.jsonl")]
+    assert run(common + ["--out", str(tmp_path / "val")]) == 0
+    chosen = json.loads((tmp_path / "val" / "abstain" / "metrics.json").read_text())
+    assert chosen["threshold_chosen_on_these_items"] and "aurc" in chosen
+    assert run(common + ["--threshold", "0.5", "--out", str(tmp_path / "test")]) == 0
+    applied = json.loads((tmp_path / "test" / "abstain" / "metrics.json").read_text())
+    outcomes = [json.loads(line) for line in (tmp_path / "test" / "abstain" / "outcomes.jsonl").read_text().splitlines()]
+    assert applied["threshold"] == 0.5 and not applied["threshold_chosen_on_these_items"]
+    assert [row["outcome"] for row in outcomes][:2] == ["refused", "refused"]  # confidence 0 and 0.25
+
+
+def test_train_with_the_dpo_objective_writes_a_loadable_adapter(tmp_path, tiny_model_dir, capsys):
+    pair = {"prompt": [{"role": "user", "content": "What is it?"}], "chosen": [{"role": "assistant", "content": "it"}],
+            "rejected": [{"role": "assistant", "content": "I don't know"}]}
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(pair) + "\n" + json.dumps(pair) + "\n")
+    common = ["train", "--data", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_model_dir), "--objective", "dpo",
+              "--lora-r", "4", "--lora-alpha", "8", "--epochs", "1", "--batch-size", "2", "--grad-accum", "1"]
+    assert run(common + ["--beta", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "--beta" in capsys.readouterr().err and not (tmp_path / "bad" / "train.json").exists()
+    assert run(common + ["--out", str(tmp_path / "dpo")]) == 0
+    assert json.loads((tmp_path / "dpo" / "train.json").read_text())["objective"] == "dpo"
+
+
 def test_rehearse_takes_the_same_training_options_as_train(tmp_path, monkeypatch):
     """Issue 16: `rait rehearse` hard-coded LoRA r 64 / alpha 16 / dropout 0.1 on all linear layers; its
     training options are now `rait train`'s, defined once."""

@@ -163,3 +163,17 @@ def test_bad_rows_are_refused_before_anything_is_written(change, message, rows, 
         write_report(ReportSettings(), change(list(rows)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
+
+
+def test_the_truthfulness_and_abstention_table_appears_only_with_its_metrics(rows, tmp_path):
+    more = {"accuracy": 40.0, "abstention": 35.0, "hallucination": 25.0, "truthfulness": 15.0, "over_refusal": 12.5,
+            "prudence": float("nan")}
+    with_metrics = [dict(row, abstention=more, **({"aurc": 0.25} if row["method"] == "CRaFT" else {})) for row in rows]
+    paths = write_report(ReportSettings(), with_metrics, tmp_path / "with")
+    text = paths["md"].read_text()
+    assert "## Truthfulness and abstention" in text and "truthfulness (acc − hall)" in text
+    assert "| facts (ID) | CRaFT | 40.0 | 35.0 | 25.0 | 15.0 | 12.5 | – | 0.250 |" in text  # NaN prudence: –
+    assert "Truthfulness and abstention" in paths["html"].read_text()
+    assert len(paths["abstention"].read_text().splitlines()) == len(rows) + 1
+    plain = write_report(ReportSettings(), rows, tmp_path / "without")
+    assert "Truthfulness" not in plain["md"].read_text() and "abstention" not in plain

@@ -384,22 +384,32 @@ def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: flo
 @app.command("train")
 @with_train_options
 def train_command(
-    data: Path = typer.Option(..., help="Training JSONL from `rait build` (prompt/completion chat rows, optional weight)."),
+    data: Path = typer.Option(..., help="Training JSONL from `rait build`: <method>.jsonl (prompt/completion rows, optional weight), or dpo/<method>.jsonl with --objective dpo."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: adapter/ (or model/), train.json, manifest."),
     model: str = typer.Option("default", help="Base model folder, or 'default'."),
     seed: int = typer.Option(0, help="Training seed."),
     merge: bool = typer.Option(False, help="Also save the LoRA adapter merged into the base model."),
+    objective: str = typer.Option("sft", help="sft (weighted SFT, the papers') or dpo (DPO-RAIT on a build's answer-vs-refusal pairs)."),
+    beta: float = typer.Option(0.1, help="DPO: beta, the strength of the pull towards the reference (the base model)."),
     train=None,
 ) -> None:
-    """Weighted LoRA/full SFT on a built RAIT set (per-sample weights, same objective for any batching)."""
-    from rait.artifacts import manifest_path
+    """Weighted LoRA/full SFT on a built RAIT set (per-sample weights, same objective for any batching), or DPO."""
+    from rait.artifacts import manifest_path, read_manifest
     from rait.train import run
     from rait.train.finetune import OUTPUT_FOLDERS, SUMMARY_FILE
 
     _check_output("--out", out, folder=True)
+    check_choice("objective", objective, ("sft", "dpo"))
     _spare_inputs({"data": data, "model": model if model != "default" else None},
                   [*(out / name for name in OUTPUT_FOLDERS), out / SUMMARY_FILE, manifest_path(out / SUMMARY_FILE)])
-    result = run(train, data, out, model=model)
+    if objective == "dpo":
+        from rait.train.preference import DPOSettings
+        from rait.train.preference import run as dpo
+
+        source = read_manifest(data).get("settings", {}).get("method", "") if manifest_path(data).is_file() else ""
+        result = dpo(DPOSettings(pairs_from=source, beta=beta, train=train), data, out, model=model)
+    else:
+        result = run(train, data, out, model=model)
     typer.echo(f"{result.samples} samples, {result.optimizer_steps} optimiser steps, final train loss "
                f"{result.train_loss:.4f} -> {result.out_dir}")
 
@@ -454,6 +464,8 @@ def evaluate(
     match_mode: Optional[str] = typer.Option(None, help="contains (papers), exact or word; default: the record's own or contains."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the intervals."),
     seed: int = typer.Option(0, help="Sampling and bootstrap seed."),
+    confidence: Optional[Path] = typer.Option(None, help="Abstention without training: refuse where an item's confidence is below --threshold; a `rait probe` table of these items (its certainty sigma) or JSONL {id, confidence}. Written to <out>/abstain/."),
+    threshold: Optional[float] = typer.Option(None, help="With --confidence: the threshold; leave it out to choose it on these items (a validation split) and print it."),
 ) -> None:
     """Greedy-decode a model on a test set, score every item, and report Pc/Pw/Pr (and THS) with CIs."""
     import json
@@ -465,8 +477,10 @@ def evaluate(
     from rait.evaluate.suite import load_for_eval, run
 
     _check_output("--out", out, folder=True)
+    if threshold is not None and confidence is None:
+        raise RaitError("--threshold needs --confidence (the per-item confidences it applies to)")
     _spare_inputs({"data": data, "model": model if model != "default" else None,
-                   "reference": reference / "outcomes.jsonl" if reference else None},
+                   "reference": reference / "outcomes.jsonl" if reference else None, "confidence": confidence},
                   [out / "outcomes.jsonl", out / "metrics.json"])
     settings = EvalSettings(prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
                             refusal_mode=refusal_mode, match_mode=match_mode, n_boot=n_boot, seed=seed)
@@ -479,8 +493,14 @@ def evaluate(
     loaded = load_for_eval(model)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"eval {data} / {prompt}", total=len(records))
-        _, summary = run(settings, records, out, model=loaded, reference_rows=reference_rows,
-                         on_batch=lambda n: progress.advance(task, n))
+        rows, summary = run(settings, records, out, model=loaded, reference_rows=reference_rows,
+                            on_batch=lambda n: progress.advance(task, n))
+    if confidence is not None:
+        from rait.evaluate.abstain import apply_rule, read_confidence
+
+        scores = read_confidence(confidence, [row["id"] for row in rows])
+        summary = apply_rule(rows, scores, out, threshold=threshold, reference=reference_rows, n_boot=n_boot,
+                             seed=seed)
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -16,12 +16,12 @@ threshold the answer becomes a refusal. The threshold is chosen on the validatio
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from rait.evaluate.metrics import ths_of
 
-NO_TRAINING = {"self_consistency": "Self-consistency (σ)", "p_ik": "P(IK)"}
 REFUSAL_OUTPUT = "I don't know"
 
 
@@ -81,3 +81,48 @@ def risk_coverage(outcomes: Sequence[str], confidence: Sequence[float]) -> tuple
     answered = np.arange(1, len(order) + 1)
     risk = np.cumsum(wrong) / answered
     return answered / len(order), risk, float(risk.mean())
+
+
+def read_confidence(path: str | Path, ids: Sequence[str]) -> list[float]:
+    """Each item's confidence from a file: a knowledge table of these items (`rait probe`; its certainty σ) or a
+    JSONL of {"id", "confidence"} rows (e.g. P(IK) scores). Every item must have one."""
+    from rait.artifacts import read_jsonl
+    from rait.errors import DataError
+    from rait.probe.table import read_table
+
+    path = Path(path)
+    rows = read_jsonl(path) if path.suffix == ".jsonl" else []
+    if rows and "confidence" in rows[0]:
+        scores = {str(row["id"]): float(row["confidence"]) for row in rows}
+    else:
+        table = read_table(path)
+        scores = dict(zip(table["id"].astype(str), table["sigma"].astype(float)))
+    missing = [i for i in ids if i not in scores]
+    if missing:
+        raise DataError(path, f"has no confidence for item {missing[0]!r} ({len(missing)} of {len(ids)} missing)",
+                        field="id")
+    return [scores[i] for i in ids]
+
+
+def apply_rule(rows: Sequence[dict], confidence: Sequence[float], out_dir: str | Path, *, threshold: float | None,
+               reference: Sequence[dict] | None, n_boot: int, seed: int) -> dict:
+    """`rait eval --confidence`: the rule on an evaluation's outcome rows, written to `<out>/abstain/`.
+
+    Without `threshold` it is chosen on these items (give a validation split, then apply the printed
+    threshold to the test items); THS is against `reference` (Init-Basic), else against `rows` themselves.
+    """
+    from rait.artifacts import write_json, write_jsonl
+    from rait.evaluate.runner import summarize
+
+    baseline = [row["outcome"] for row in (reference or rows)]
+    chosen = threshold is None
+    if chosen:
+        threshold = choose_threshold([row["outcome"] for row in rows], confidence, baseline)
+    kept = abstained_rows(rows, confidence, threshold)
+    summary = summarize(kept, reference or rows, n_boot=n_boot, seed=seed)
+    summary |= {"threshold": threshold, "threshold_chosen_on_these_items": chosen,
+                "aurc": risk_coverage([row["outcome"] for row in rows], confidence)[2]}
+    folder = Path(out_dir) / "abstain"
+    write_jsonl(folder / "outcomes.jsonl", kept)
+    write_json(folder / "metrics.json", summary)
+    return summary

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from rait import __version__
 from rait.artifacts import atomic_path
 from rait.report.plots import pc_pw_plot, ths_bars
-from rait.report.results import REFERENCE, abstention_frame, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
+from rait.report.results import REFERENCE, abstention_frame, abstention_markdown, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
 
 Notes = str | Mapping[str, Any] | None
 
@@ -54,7 +54,30 @@ def report_markdown(rows: Sequence[dict], title: str, notes: Notes = None, refer
     parts.append(markdown_table(rows, reference))
     parts.append("Test sets:\n" + "\n".join(f"- {line}" for line in test_set_lines(rows)))
     parts.append(legend(reference))
+    if (abstention := abstention_markdown(rows)) is not None:
+        parts += ["## Truthfulness and abstention", abstention, ABSTENTION_LEGEND]
     return "\n\n".join(parts) + "\n"
+
+
+ABSTENTION_LEGEND = (
+    "Percent of all items (point estimates; means over seeds where there are seeds). Accuracy, abstention and "
+    "hallucination (any answer that is not correct) are TruthRL's triple and truthfulness its score with weights "
+    "(1, 0, 1); over-refusal is the share of the items Init-Basic answered correctly that are refused, prudence the "
+    "share of the others refused (Alignment for Honesty). AURC (lower is better): the area under the risk-coverage "
+    "curve of Init-Basic's answers ranked by the row's confidence (risk_coverage.csv); every item's metric is in "
+    "abstention.csv.")
+
+
+def _abstention_html(rows: Sequence[dict]) -> str:
+    """The truthfulness and abstention table as HTML (empty without those metrics)."""
+    text = abstention_markdown(rows)
+    if text is None:
+        return ""
+    head, _, *body = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()]
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    return (f'<h2>Truthfulness and abstention</h2><div class="scroll"><table><thead><tr>{header}</tr></thead>'
+            f'<tbody>{cells}</tbody></table></div><p class="legend">{html.escape(ABSTENTION_LEGEND)}</p>')
 
 
 def _notes_html(notes: Notes) -> str:
@@ -98,6 +121,7 @@ other THS values (labelled); lower right is better.</p>
 {_image(figures["pc_pw"], "Pc against Pw per method and test set")}
 <h2>THS</h2>
 {_image(figures["ths"], "THS per method and test set with 95 % intervals")}
+{_abstention_html(rows)}
 </body>
 </html>
 """

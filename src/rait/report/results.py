@@ -177,6 +177,34 @@ def abstention_frame(rows: Sequence[dict]) -> pd.DataFrame | None:
     return pd.DataFrame(flat)
 
 
+# The columns of the report's second table: TruthRL's triple and score, and what over- and under-refusal cost.
+ABSTENTION_COLUMNS = {"accuracy": "accuracy", "abstention": "abstention", "hallucination": "hallucination",
+                      "truthfulness": "truthfulness (acc − hall)", "over_refusal": "over-refusal",
+                      "prudence": "prudence"}
+
+
+def abstention_markdown(rows: Sequence[dict]) -> str | None:
+    """A Markdown table of `ABSTENTION_COLUMNS` (and AURC where a row has a confidence), or None without them."""
+    frame = abstention_frame(rows)
+    if frame is None:
+        return None
+    aurc = {(row["test_set"], row["method"]): row.get("aurc") for row in rows}
+    show_aurc = any(value is not None for value in aurc.values())
+    head = ["test set", "method", *ABSTENTION_COLUMNS.values(), *(["AURC"] if show_aurc else [])]
+    lines = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
+    for entry in frame.to_dict("records"):
+        cells = [_percent_cell(entry.get(key)) for key in ABSTENTION_COLUMNS]
+        if show_aurc:
+            value = aurc.get((entry["test_set"], entry["method"]))
+            cells.append("–" if value is None else f"{value:.3f}")
+        lines.append(f"| {entry['test_set']} ({entry['domain']}) | {entry['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _percent_cell(value: Any) -> str:
+    return "–" if value is None or value != value else f"{value:.1f}"
+
+
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
