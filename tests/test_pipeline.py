@@ -361,6 +361,17 @@ tracks:
     assert {("P(IK)", "Init-Basic"), ("Self-consistency (σ)", "Cor-RAIT")} <= set(zip(comparisons["a"], comparisons["b"]))
 
 
+def test_a_validation_split_that_overlaps_a_test_set_is_refused_before_any_work(tmp_path, tiny_model_dir, capsys):
+    config = tmp_path / "overlap.yaml"
+    config.write_text(f"model: {tiny_model_dir}\nmethods: [cor_rait]\ntracks:\n  - name: a\n"
+                      "    pool: {data: 'facts:train', sample: 4, validation: 40}\n"
+                      "    test_sets: [{name: t, data: 'facts:train'}]\n")
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:6" in err and "shares" in err and "validation" in err
+    assert not (tmp_path / "out" / "a" / "probe").exists()
+
+
 def test_abstention_without_training_needs_a_validation_split(tmp_path, tiny_model_dir, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(f"model: {tiny_model_dir}\nmethods: [p_ik]\ntracks:\n  - name: a\n"

@@ -416,6 +416,10 @@ class TrackRun:
                 raise self.config.error((*self.keys, "test_sets", i), str(err)) from err
             if not records:
                 raise self.config.error((*self.keys, "test_sets", i), f"test set {test.name!r} is empty")
+            if self.validation and (shared := {r.id for r in records} & {r.id for r in self.validation}):
+                raise self.config.error((*self.keys, "test_sets", i), f"test set {test.name!r} shares {len(shared)} "
+                                        f"question(s) with the validation split (e.g. {min(shared)!r}): choices made "
+                                        "on validation would see test items")
             self.tests.append((test, records))
 
     def run(self) -> tuple[list[dict], list[dict]]:
