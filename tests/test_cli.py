@@ -160,6 +160,13 @@ def test_eval_rerun_reuses_the_cached_run(tmp_path, tiny_model_dir):
     first = (tmp_path / "run" / "metrics.json").read_text()
     assert run(argv) == 0
     assert (tmp_path / "run" / "metrics.json").read_text() == first  # same seconds: reused, not recomputed
+    # the answers are cached, the metrics follow the reference: THS appears once a reference is named
+    outcomes = (tmp_path / "run" / "outcomes.jsonl").read_text()
+    assert run(argv[:-1] + [str(tmp_path / "ref")]) == 0
+    assert run(argv + ["--reference", str(tmp_path / "ref")]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "ths" in metrics and "ths" not in json.loads(first) and metrics["seconds"] == json.loads(first)["seconds"]
+    assert (tmp_path / "run" / "outcomes.jsonl").read_text() == outcomes
 
 
 def test_probe_command_writes_a_knowledge_table(tmp_path, tiny_model_dir):

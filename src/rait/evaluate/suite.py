@@ -94,16 +94,21 @@ def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Pa
     `model` is a model folder, 'default', a `rait train` output, or a loaded (model, tokenizer,
     fingerprint) triple (`EvalModels.use`); `reference_rows` are Init-Basic's outcomes on the
     same items, for THS. Returns the per-item outcomes and the metrics.
+
+    The answers are what is cached: a rerun with the same identity (model, settings, items) reads them
+    back and only recomputes the metrics, which also depend on the reference and are cheap.
     """
     out_dir = Path(out_dir)
     fingerprint = model[2] if isinstance(model, tuple) else fingerprint_of(model)
     outcomes_path, metrics_path = out_dir / "outcomes.jsonl", out_dir / "metrics.json"
     identity = {"model": fingerprint, "settings": settings.as_dict(), "items": [r.id for r in records]}
-    if outcomes_path.exists() and metrics_path.exists():
-        manifest = read_manifest(outcomes_path)
-        if changed_field(manifest.get("identity"), identity) is None:
-            rows = read_jsonl(outcomes_path)
-            return rows, json.loads(metrics_path.read_text(encoding="utf-8"))
+    if outcomes_path.exists() and changed_field(read_manifest(outcomes_path).get("identity"), identity) is None:
+        rows = read_jsonl(outcomes_path)
+        previous = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+        summary = summarize(rows, reference_rows, n_boot=settings.n_boot, seed=settings.seed)
+        summary["seconds"] = previous.get("seconds")
+        write_json(metrics_path, summary)
+        return rows, summary
     loaded, tokenizer, _ = model if isinstance(model, tuple) else load_for_eval(str(model))
     start = time.perf_counter()
     rows = evaluate_records(loaded, tokenizer, records, settings, on_batch=on_batch)
