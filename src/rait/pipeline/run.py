@@ -47,8 +47,9 @@ COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "
                                                      "R-Tuning", "GRAIT")] + [
     ("CRaFT", "CorCer-RAIT"), ("GRAIT", "CorCer-RAIT"), ("CorCer-RAIT", "Cor-RAIT"), ("Cor-RAIT", "Van-Tuning"),
     ("CRaFT", "Cor-RAIT"), ("GRAIT", "Cor-RAIT"), ("CRaFT", "GRAIT")] + [
-    # abstention without training (rait.evaluate.abstain) against the untouched model and against tuning
-    (METHODS[rule].label, other) for rule in ("self_consistency", "p_ik") for other in ("Init-Basic", "Cor-RAIT", "CRaFT")]
+    # abstention without training and DPO-RAIT against the untouched model and against SFT tuning
+    (METHODS[rule].label, other) for rule in ("self_consistency", "p_ik", "dpo_rait")
+    for other in ("Init-Basic", "Cor-RAIT", "CRaFT")]
 REFERENCE = "Init-Basic"
 BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
