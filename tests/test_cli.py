@@ -260,6 +260,29 @@ def test_eval_applies_abstention_by_confidence_choosing_or_taking_the_threshold(
     assert [row["outcome"] for row in outcomes][:2] == ["refused", "refused"]  # confidence 0 and 0.25
 
 
+def test_pik_scores_items_for_eval(tmp_path, tiny_model_dir, capsys):
+    import pandas as pd
+
+    from rait.probe.table import write_table
+
+    pool = [QARecord(id=f"p{i}", question=f"What is item {i}?", source="facts", split="train", answer=f"thing {i}")
+            for i in range(8)]
+    write_records(tmp_path / "pool.jsonl", pool)
+    write_table(pd.DataFrame({"id": [r.id for r in pool], "task": "oeqa", "mu": [1.0, 0.0] * 4, "sigma": 0.5}),
+                tmp_path / "table.jsonl")
+    write_records(tmp_path / "items.jsonl", pool[:3])
+    common = ["pik", "--table", str(tmp_path / "table.jsonl"), "--records", str(tmp_path / "pool.jsonl"),
+              "--items", str(tmp_path / "items.jsonl"), "--model", str(tiny_model_dir)]
+    assert run(common + ["--out", str(tmp_path / "pik.jsonl")]) == 0
+    scores = [json.loads(line) for line in (tmp_path / "pik.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in scores] == ["p0", "p1", "p2"] and all(0 <= row["confidence"] <= 1 for row in scores)
+    assert run(common + ["--tau", "0.0", "--out", str(tmp_path / "one.jsonl")]) == 2  # every question known
+    assert "both sides" in capsys.readouterr().err and not (tmp_path / "one.jsonl").exists()
+    assert run(["eval", "--data", str(tmp_path / "items.jsonl"), "--model", str(tiny_model_dir), "--confidence",
+                str(tmp_path / "pik.jsonl"), "--threshold", "1.5", "--out", str(tmp_path / "e")]) == 2
+    assert "--threshold" in capsys.readouterr().err
+
+
 def test_train_with_the_dpo_objective_writes_a_loadable_adapter(tmp_path, tiny_model_dir, capsys):
     pair = {"prompt": [{"role": "user", "content": "What is it?"}], "chosen": [{"role": "assistant", "content": "it"}],
             "rejected": [{"role": "assistant", "content": "I don't know"}]}

@@ -355,6 +355,8 @@ tracks:
     dpo = json.loads((out / "facts" / "train" / "dpo_rait" / "train.json").read_text())
     assert (dpo["objective"], dpo["pairs_from"], dpo["samples"]) == ("dpo", "cor_rait", len(
         (out / "facts" / "build" / "dpo" / "cor_rait.jsonl").read_text().splitlines()))
+    assert (out / "risk_coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Risk and coverage" in (out / "report.html").read_text()
     curves = pd.read_csv(out / "risk_coverage.csv")
     assert set(curves["confidence"]) == {"Self-consistency (σ)", "P(IK)"}
     comparisons = pd.read_csv(out / "comparisons.csv")

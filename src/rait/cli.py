@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rait.errors import RaitError, SettingsError, check_choice
+from rait.errors import RaitError, SettingsError, check_choice, check_number
 from rait.select.methods import METHODS
 
 app = typer.Typer(
@@ -479,6 +479,8 @@ def evaluate(
     _check_output("--out", out, folder=True)
     if threshold is not None and confidence is None:
         raise RaitError("--threshold needs --confidence (the per-item confidences it applies to)")
+    if threshold is not None:
+        check_number("threshold", threshold, 0, 1)  # sigma (a mean cosine) and P(IK) both lie in [0, 1]
     _spare_inputs({"data": data, "model": model if model != "default" else None,
                    "reference": reference / "outcomes.jsonl" if reference else None, "confidence": confidence},
                   [out / "outcomes.jsonl", out / "metrics.json"])
@@ -502,6 +504,39 @@ def evaluate(
         summary = apply_rule(rows, scores, out, threshold=threshold, reference=reference_rows, n_boot=n_boot,
                              seed=seed)
     typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("pik")
+def pik_command(
+    table: Path = typer.Option(..., help="Knowledge table of the training pool (`rait probe`): its mu gives the labels."),
+    records: Path = typer.Option(..., help="QA-record JSONL of that pool."),
+    items: str = typer.Option(..., help="The questions to score: a QA-record JSONL file or a dataset spec (validation and test items)."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL of {id, confidence}: each item's P(IK), for `rait eval --confidence`."),
+    model: str = typer.Option("default", help="The model the table was probed with, or 'default'."),
+    tau: float = typer.Option(0.5, min=0.0, max=1.0, help="Known = mu >= tau (the build's split)."),
+    seed: int = typer.Option(0, help="Seed of the logistic regression."),
+) -> None:
+    """P(IK) (Kadavath et al. 2022): a logistic regression on the question's hidden state, fitted on the pool's
+    known/unknown labels, scoring other questions for abstention without training."""
+    from rait.artifacts import write_jsonl
+    from rait.data import TestSet, load_test_records, read_records
+    from rait.evaluate.abstain import p_ik_scores
+    from rait.probe.table import read_table
+
+    _check_output("--out", out, folder=False)
+    _spare_inputs({"table": table, "records": records, "items": items}, [out])
+    pool = read_records(records)
+    mu = read_table(table).assign(id=lambda t: t["id"].astype(str)).set_index("id")["mu"]
+    missing = [r.id for r in pool if r.id not in mu.index]
+    if missing:
+        raise RaitError(f"--table {table}: no row for pool question {missing[0]!r} (was it probed on --records?)")
+    scored = load_test_records(TestSet(name="items", data=items), seed)
+    try:
+        scores = p_ik_scores(model, pool, mu.loc[[r.id for r in pool]].tolist(), tau, {"items": scored}, seed=seed)
+    except ValueError as err:
+        raise RaitError(f"--tau {tau}: {err}") from None
+    write_jsonl(out, [{"id": qid, "confidence": score} for qid, score in scores["items"].items()])
+    typer.echo(f"P(IK) of {len(scored)} questions -> {out}")
 
 
 # ---------------------------------------------------------------- the whole pipeline

@@ -69,6 +69,27 @@ def fit_p_ik(features: np.ndarray, known: Sequence[bool], seed: int = 0):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(features, labels)
 
 
+def p_ik_scores(model: str | Path, pool: Sequence, pool_mu: Sequence[float], tau: float,
+                item_sets: dict[str, Sequence], seed: int = 0) -> dict[str, dict[str, float]]:
+    """P(IK) of every item of every set: the probe is fitted on the pool's questions (known = μ ≥ τ, the build's
+    split) and applied to each set; features are the last hidden state under the BASIC prompt."""
+    import pandas as pd
+
+    from rait.models import load_model
+    from rait.select.base import split_by_correctness
+    from rait.select.static_conflicts import question_features
+
+    known, _ = split_by_correctness(pd.Series(list(pool_mu), dtype=float), tau)
+    loaded, tokenizer = load_model(model)
+    loaded.eval()
+    probe = fit_p_ik(question_features(loaded, tokenizer, list(pool), prompt="basic"), known.to_numpy(), seed=seed)
+    scores = {}
+    for name, items in item_sets.items():
+        probabilities = probe.predict_proba(question_features(loaded, tokenizer, list(items), prompt="basic"))[:, 1]
+        scores[name] = {record.id: float(p) for record, p in zip(items, probabilities)}
+    return scores
+
+
 def risk_coverage(outcomes: Sequence[str], confidence: Sequence[float]) -> tuple[np.ndarray, np.ndarray, float]:
     """Coverage, risk and AURC of answering the most confident items first (LM-Polygraph's rejection curve).
 

@@ -209,11 +209,8 @@ class TrackRun:
     def p_ik(self, probe_key: str, table_path: Path, records: list) -> tuple[str, dict[str, dict[str, float]]]:
         """P(IK) scores of every validation and test item: a logistic regression on the question's last hidden
         state, trained on the pool's knowledge table (known = μ ≥ τ, the build's split)."""
-        from rait.evaluate.abstain import fit_p_ik
-        from rait.models import load_model
+        from rait.evaluate.abstain import p_ik_scores
         from rait.probe.table import read_table
-        from rait.select import split_by_correctness
-        from rait.select.static_conflicts import question_features
 
         tau = self.track.build.tau
         folder = self.dir / "p_ik"
@@ -221,18 +218,11 @@ class TrackRun:
                  "items": {test.name: identity_key([r.id for r in items]) for test, items in self.tests}}
 
         def compute(folder: Path) -> dict:
-            table = read_table(table_path).assign(id=lambda t: t["id"].astype(str)).set_index("id")
-            known, _ = split_by_correctness(table.loc[[r.id for r in records], "mu"], tau)
-            model, tokenizer = load_model(self.model_path)
-            model.eval()
-            features = question_features(model, tokenizer, records, prompt=REFERENCE_PROMPT)
-            probe = fit_p_ik(features, known.to_numpy(), seed=self.config.seed)
-            scores = {}
-            for test, items in self.tests:
-                probabilities = probe.predict_proba(question_features(model, tokenizer, items,
-                                                                      prompt=REFERENCE_PROMPT))[:, 1]
-                scores[test.name] = {r.id: float(p) for r, p in zip(items, probabilities)}
-            return {"scores": scores, "pool": len(records), "known": int(known.sum())}
+            mu = read_table(table_path).assign(id=lambda t: t["id"].astype(str)).set_index("id")["mu"]
+            pool_mu = mu.loc[[r.id for r in records]].tolist()
+            scores = p_ik_scores(self.model_path, records, pool_mu, tau, {test.name: items for test, items in self.tests},
+                                 seed=self.config.seed)
+            return {"scores": scores, "pool": len(records), "known": sum(m >= tau for m in pool_mu)}
 
         key, result = self.stages.run(f"{self.track.name}: p_ik", folder, parts, compute)
         return key, result["scores"]
@@ -555,18 +545,14 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
         "wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
     if config.seeds:
         notes["seeds"] = f"{', '.join(map(str, config.seeds))}: trained rows are means over them, intervals over items and seeds"
-    report(ReportSettings(title=config.title, notes=notes), rows, out_dir)
+    curves = [point for track in tracks for point in track.curves]
+    report(ReportSettings(title=config.title, notes=notes, curves=curves), rows, out_dir)
     write_comparisons(comparisons, out_dir)
     diagnosis = [row for track in tracks for row in track.diagnosis]
     if diagnosis:
         write_diagnosis(diagnosis, out_dir)
     if config.seeds:
         write_by_seed([row for track in tracks for row in track.by_seed], out_dir / "results_by_seed.csv")
-    curves = [point for track in tracks for point in track.curves]
-    if curves:  # risk-coverage of Init-Basic's answers ranked by each rule's confidence (AURC in results.csv)
-        import pandas as pd
-
-        pd.DataFrame(curves).to_csv(out_dir / "risk_coverage.csv", index=False)
     write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
                                           "computed_seconds": round(computed, 1), "stages": stages.log})
     return rows

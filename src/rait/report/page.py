@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from rait import __version__
 from rait.artifacts import atomic_path
-from rait.report.plots import pc_pw_plot, ths_bars
+from rait.report.plots import pc_pw_plot, risk_coverage_plot, ths_bars
 from rait.report.results import REFERENCE, abstention_frame, abstention_markdown, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
 
 Notes = str | Mapping[str, Any] | None
@@ -80,6 +80,15 @@ def _abstention_html(rows: Sequence[dict]) -> str:
             f'<tbody>{cells}</tbody></table></div><p class="legend">{html.escape(ABSTENTION_LEGEND)}</p>')
 
 
+def _risk_coverage_html(figures: Mapping[str, Path]) -> str:
+    if "risk_coverage" not in figures:
+        return ""
+    return ('<h2>Risk and coverage</h2><p class="legend">Init-Basic\'s answers ranked by each rule\'s confidence: '
+            "answering the most confident share (coverage), the share of those not correct (risk). The dotted line is "
+            "the error rate, what a random ranking gives; AURC in the table above is the area under each curve.</p>"
+            + _image(figures["risk_coverage"], "risk against coverage per confidence and test set"))
+
+
 def _notes_html(notes: Notes) -> str:
     if isinstance(notes, str):
         return "".join(f"<p>{html.escape(p.strip())}</p>" for p in notes.split("\n\n") if p.strip())
@@ -122,6 +131,7 @@ other THS values (labelled); lower right is better.</p>
 <h2>THS</h2>
 {_image(figures["ths"], "THS per method and test set with 95 % intervals")}
 {_abstention_html(rows)}
+{_risk_coverage_html(figures)}
 </body>
 </html>
 """
@@ -135,12 +145,15 @@ class ReportSettings:
     title: str = "rait results"
     notes: Notes = None
     reference: str = REFERENCE
+    # risk-coverage points of the rows that carry a confidence (`rait.evaluate.abstain.risk_coverage`)
+    curves: Sequence[dict] = ()
 
 
 def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> dict[str, Path]:
     """The report stage: results.csv, results.md, pc_pw.png, ths.png and report.html in `out_dir`; returns their paths.
 
-    Rows that carry the abstention metrics (every `rait run` evaluation) also give abstention.csv.
+    Rows that carry the abstention metrics (every `rait run` evaluation) also give abstention.csv;
+    `settings.curves` give risk_coverage.png (in the page) and risk_coverage.csv.
 
     `rows` are result rows as described in `rait.report.results`.
     """
@@ -156,6 +169,13 @@ def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> 
         tmp.write_text(report_markdown(rows, title, notes, reference), encoding="utf-8")
     pc_pw_plot(rows, paths["pc_pw"], reference)
     ths_bars(rows, paths["ths"], reference)
+    if settings.curves:
+        import pandas as pd
+
+        paths["risk_coverage"] = risk_coverage_plot(settings.curves, out_dir / "risk_coverage.png")
+        paths["risk_coverage_csv"] = out_dir / "risk_coverage.csv"
+        with atomic_path(paths["risk_coverage_csv"]) as tmp:
+            pd.DataFrame(list(settings.curves)).to_csv(tmp, index=False)
     with atomic_path(paths["html"]) as tmp:
         tmp.write_text(report_html(rows, title, notes, paths, reference), encoding="utf-8")
     abstention = abstention_frame(rows)

@@ -152,3 +152,25 @@ def ths_bars(rows: Sequence[dict], path: str | Path, reference: str = REFERENCE)
         ax.grid(axis="x", alpha=0.25)
     axes[0].set(yticks=range(len(methods)), yticklabels=methods, ylim=(len(methods) - 0.5, -0.5))
     return _save(fig, path)
+
+
+def risk_coverage_plot(curves: Sequence[dict], path: str | Path) -> Path:
+    """Risk against coverage of Init-Basic's answers ranked by each confidence, one panel per test set.
+
+    `curves` are points {test_set, confidence, coverage, risk} (`rait.evaluate.abstain.risk_coverage`); the
+    dotted line is the error rate, what a random ranking gives at every coverage.
+    """
+    test_sets = list(dict.fromkeys(point["test_set"] for point in curves))
+    fig, axes = _panels(len(test_sets), width=4.2, height=3.4)
+    for ax, test_set in zip(axes, test_sets):
+        points = [point for point in curves if point["test_set"] == test_set]
+        for name in dict.fromkeys(point["confidence"] for point in points):
+            line = [point for point in points if point["confidence"] == name]
+            ax.plot([p["coverage"] for p in line], [p["risk"] for p in line], label=name, linewidth=1.2)
+        full = next(point["risk"] for point in points if point["coverage"] == 1.0)
+        ax.axhline(full, color="0.4", linestyle=":", linewidth=0.9, label="random ranking")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="coverage (share answered)", ylabel="risk (share not correct)",
+               title=test_set)
+        ax.grid(alpha=0.25)
+    axes[0].legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
