@@ -168,8 +168,9 @@ def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
 def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
     """What a track's stages take from the top level, written into the raw mapping before it is read: the
     rehearsal's fine-tune is the global `train`, then the track's, then `rehearsal.train` (`lora` merged key by
-    key); the rehearsal draw, its fine-tune and the gradient projection are seeded by `seed` unless the track
-    sets their own. The training settings are checked here, each at its own line."""
+    key), and DPO-RAIT's is the global `train`, then `dpo.train`; the rehearsal draw, the fine-tunes and the
+    gradient projection are seeded by `seed` unless the config sets their own. The training settings are
+    checked here, each at its own line."""
     from rait.train import TrainSettings
 
     if not isinstance(raw, dict) or not isinstance(raw.get("tracks"), list):
