@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rait.errors import RaitError, SettingsError, check_choice, check_number
+from rait.errors import DataError, RaitError, SettingsError, check_choice, check_number
 from rait.select.methods import METHODS
 
 app = typer.Typer(
@@ -525,14 +525,11 @@ def pik_command(
 
     _check_output("--out", out, folder=False)
     _spare_inputs({"table": table, "records": records, "items": items}, [out])
-    pool = read_records(records)
-    mu = read_table(table).assign(id=lambda t: t["id"].astype(str)).set_index("id")["mu"]
-    missing = [r.id for r in pool if r.id not in mu.index]
-    if missing:
-        raise RaitError(f"--table {table}: no row for pool question {missing[0]!r} (was it probed on --records?)")
     scored = load_test_records(TestSet(name="items", data=items), seed)
     try:
-        scores = p_ik_scores(model, pool, mu.loc[[r.id for r in pool]].tolist(), tau, {"items": scored}, seed=seed)
+        scores, _ = p_ik_scores(model, read_records(records), read_table(table), tau, {"items": scored}, seed=seed)
+    except DataError as err:
+        raise DataError(table, err.message, field=err.field) from None
     except ValueError as err:
         raise RaitError(f"--tau {tau}: {err}") from None
     write_jsonl(out, [{"id": qid, "confidence": score} for qid, score in scores["items"].items()])

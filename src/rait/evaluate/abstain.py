@@ -69,17 +69,22 @@ def fit_p_ik(features: np.ndarray, known: Sequence[bool], seed: int = 0):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(features, labels)
 
 
-def p_ik_scores(model: str | Path, pool: Sequence, pool_mu: Sequence[float], tau: float,
-                item_sets: dict[str, Sequence], seed: int = 0) -> dict[str, dict[str, float]]:
-    """P(IK) of every item of every set: the probe is fitted on the pool's questions (known = μ ≥ τ, the build's
-    split) and applied to each set; features are the last hidden state under the BASIC prompt."""
-    import pandas as pd
-
+def p_ik_scores(model: str | Path, pool: Sequence, table, tau: float, item_sets: dict[str, Sequence],
+                seed: int = 0) -> tuple[dict[str, dict[str, float]], int]:
+    """P(IK) of every item of every set, and how many pool questions were known: the probe is fitted on the pool's
+    questions, labelled by their knowledge table (`table`; known = μ ≥ τ, the build's split), and applied to each
+    set; features are the last hidden state under the BASIC prompt."""
+    from rait.errors import DataError
     from rait.models import load_model
     from rait.select.base import split_by_correctness
     from rait.select.static_conflicts import question_features
 
-    known, _ = split_by_correctness(pd.Series(list(pool_mu), dtype=float), tau)
+    mu = table.assign(id=table["id"].astype(str)).set_index("id")["mu"]
+    missing = [record.id for record in pool if record.id not in mu.index]
+    if missing:
+        raise DataError("<knowledge table>", f"has no row for pool question {missing[0]!r} (probed on another pool?)",
+                        field="id")
+    known, _ = split_by_correctness(mu.loc[[record.id for record in pool]], tau)
     loaded, tokenizer = load_model(model)
     loaded.eval()
     probe = fit_p_ik(question_features(loaded, tokenizer, list(pool), prompt="basic"), known.to_numpy(), seed=seed)
@@ -87,7 +92,7 @@ def p_ik_scores(model: str | Path, pool: Sequence, pool_mu: Sequence[float], tau
     for name, items in item_sets.items():
         probabilities = probe.predict_proba(question_features(loaded, tokenizer, list(items), prompt="basic"))[:, 1]
         scores[name] = {record.id: float(p) for record, p in zip(items, probabilities)}
-    return scores
+    return scores, int(known.sum())
 
 
 def risk_coverage(outcomes: Sequence[str], confidence: Sequence[float]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -125,6 +130,18 @@ def read_confidence(path: str | Path, ids: Sequence[str]) -> list[float]:
     return [scores[i] for i in ids]
 
 
+def rule_result(rows: Sequence[dict], confidence: Sequence[float], threshold: float, reference: Sequence[dict],
+                n_boot: int, seed: int) -> tuple[list[dict], dict, tuple[np.ndarray, np.ndarray]]:
+    """The rule at `threshold` on outcome rows: the rows it keeps, their metrics against `reference` (with the
+    threshold and the AURC of `confidence`), and the risk-coverage curve. `rait run` and `rait eval` both use it."""
+    from rait.evaluate.runner import summarize
+
+    kept = abstained_rows(rows, confidence, threshold)
+    coverage, risk, aurc = risk_coverage([row["outcome"] for row in rows], confidence)
+    summary = summarize(kept, reference, n_boot=n_boot, seed=seed) | {"threshold": threshold, "aurc": aurc}
+    return kept, summary, (coverage, risk)
+
+
 def apply_rule(rows: Sequence[dict], confidence: Sequence[float], out_dir: str | Path, *, threshold: float | None,
                reference: Sequence[dict] | None, n_boot: int, seed: int) -> dict:
     """`rait eval --confidence`: the rule on an evaluation's outcome rows, written to `<out>/abstain/`.
@@ -133,16 +150,13 @@ def apply_rule(rows: Sequence[dict], confidence: Sequence[float], out_dir: str |
     threshold to the test items); THS is against `reference` (Init-Basic), else against `rows` themselves.
     """
     from rait.artifacts import write_json, write_jsonl
-    from rait.evaluate.runner import summarize
 
-    baseline = [row["outcome"] for row in (reference or rows)]
     chosen = threshold is None
     if chosen:
-        threshold = choose_threshold([row["outcome"] for row in rows], confidence, baseline)
-    kept = abstained_rows(rows, confidence, threshold)
-    summary = summarize(kept, reference or rows, n_boot=n_boot, seed=seed)
-    summary |= {"threshold": threshold, "threshold_chosen_on_these_items": chosen,
-                "aurc": risk_coverage([row["outcome"] for row in rows], confidence)[2]}
+        threshold = choose_threshold([row["outcome"] for row in rows], confidence,
+                                     [row["outcome"] for row in (reference or rows)])
+    kept, summary, _ = rule_result(rows, confidence, threshold, reference or rows, n_boot, seed)
+    summary["threshold_chosen_on_these_items"] = chosen
     folder = Path(out_dir) / "abstain"
     write_jsonl(folder / "outcomes.jsonl", kept)
     write_json(folder / "metrics.json", summary)

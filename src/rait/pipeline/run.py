@@ -187,7 +187,10 @@ class TrackRun:
         return {"track": self.track.name, "test_set": test.name, "domain": test.domain, **result}
 
     def probe_items(self, test: TestSet, records: list):
-        """(key, table by id): the test set's items probed with the track's probe settings (μ, σ per item)."""
+        """(key, table by id): the test set's items probed with the track's probe settings (μ, σ per item); once
+        per run, for the diagnosis and self-consistency alike."""
+        if test.name in self.item_probes:
+            return self.item_probes[test.name]
         from rait.data import write_records
         from rait.probe.stage import run as probe
         from rait.probe.table import read_table
@@ -204,7 +207,8 @@ class TrackRun:
             return {}
 
         key, _ = self.stages.run(f"{self.track.name}: probe {test.name}", folder, parts, compute)
-        return key, read_table(folder / "table.parquet").set_index("id")
+        self.item_probes[test.name] = key, read_table(folder / "table.parquet").set_index("id")
+        return self.item_probes[test.name]
 
     def p_ik(self, probe_key: str, table_path: Path, records: list) -> tuple[str, dict[str, dict[str, float]]]:
         """P(IK) scores of every validation and test item: a logistic regression on the question's last hidden
@@ -218,19 +222,16 @@ class TrackRun:
                  "items": {test.name: identity_key([r.id for r in items]) for test, items in self.tests}}
 
         def compute(folder: Path) -> dict:
-            mu = read_table(table_path).assign(id=lambda t: t["id"].astype(str)).set_index("id")["mu"]
-            pool_mu = mu.loc[[r.id for r in records]].tolist()
-            scores = p_ik_scores(self.model_path, records, pool_mu, tau, {test.name: items for test, items in self.tests},
-                                 seed=self.config.seed)
-            return {"scores": scores, "pool": len(records), "known": sum(m >= tau for m in pool_mu)}
+            scores, known = p_ik_scores(self.model_path, records, read_table(table_path), tau,
+                                        {test.name: items for test, items in self.tests}, seed=self.config.seed)
+            return {"scores": scores, "pool": len(records), "known": known}
 
         key, result = self.stages.run(f"{self.track.name}: p_ik", folder, parts, compute)
         return key, result["scores"]
 
     def no_training(self, method: str, confidence: dict[str, dict[str, float]], references: dict) -> list[dict]:
         """Rows of an abstention rule on Init-Basic's answers: refuse below a threshold chosen on validation."""
-        from rait.evaluate.abstain import abstained_rows, choose_threshold, risk_coverage
-        from rait.evaluate.runner import summarize
+        from rait.evaluate.abstain import choose_threshold, rule_result
 
         validation = references["validation"][1]
         threshold = choose_threshold([row["outcome"] for row in validation],
@@ -240,14 +241,12 @@ class TrackRun:
         for test, _ in self.tests:
             reference = references[test.name][1]
             scores = [confidence[test.name][row["id"]] for row in reference]
-            outcomes = abstained_rows(reference, scores, threshold)
-            summary = summarize(outcomes, reference, n_boot=self.config.eval.n_boot, seed=self.config.seed)
-            coverage, risk, aurc = risk_coverage([row["outcome"] for row in reference], scores)
+            outcomes, summary, (coverage, risk) = rule_result(reference, scores, threshold, reference,
+                                                              self.config.eval.n_boot, self.config.seed)
             self.curves += [{"track": self.track.name, "test_set": test.name, "confidence": METHODS[method].label,
                              "coverage": c, "risk": r} for c, r in zip(coverage, risk)]
             rows.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
-                         "method": METHODS[method].label, **summary, "threshold": threshold, "aurc": aurc,
-                         "outcome_rows": outcomes})
+                         "method": METHODS[method].label, **summary, "outcome_rows": outcomes})
         return rows
 
     def rehearse(self, probe_key: str, table_path: Path, records: list, shots: list) -> tuple[str, Path]:
@@ -395,6 +394,7 @@ class TrackRun:
             raise self.config.error((*self.keys, "pool"), f"method {untrained[0]!r} chooses its threshold on a "
                                     "validation split: set pool.validation (questions held out of the pool)")
         self.validation: list | None = None
+        self.item_probes: dict[str, tuple] = {}
         self.pool_data = self.pool()
         self.tests = []
         if self.validation:
