@@ -23,6 +23,7 @@ BASIC and REFUSE, the papers' 50 new tokens; every output string of the two ways
     python benchmarks/eval.py                       # CPU, SmolLM2, 96 facts-ID items, 16 and 50 tokens
     python benchmarks/eval.py --equality            # -> benchmarks/results/eval_equality_cpu.json
     python benchmarks/eval.py --device cuda --items 296 --batch-size 64
+    python benchmarks/eval.py --device cuda --equality --dtype float32
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="model folder, or 'default' (SmolLM2-135M-Instruct)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="default: the device's (fp32 on CPU, bf16 on CUDA)")
     parser.add_argument("--data", default="facts:test_id")
     parser.add_argument("--items", type=int, default=96, help="a seeded sample of the data, stratified by subject")
     parser.add_argument("--prompts", nargs="+", default=["refuse", "basic"])
@@ -163,7 +165,7 @@ def main() -> None:
 
     from rait.models import load_model, resolve_model_path
 
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.equality:
         result = equality(model, tokenizer, args.batch_size) | {
             "model": str(resolve_model_path(args.model)), "device": args.device, "dtype": str(model.dtype)}

@@ -55,6 +55,16 @@ def test_explicit_dtype_and_defaults_per_device(tiny_model_dir):
         load_model(tiny_model_dir, dtype="float33")
 
 
+def test_dtype_env_overrides_the_device_default(monkeypatch):
+    monkeypatch.setenv("RAIT_DTYPE", "float32")
+    assert default_dtype("cuda") == torch.float32
+    monkeypatch.setenv("RAIT_DTYPE", "half")
+    assert default_dtype("cpu") == torch.float16
+    monkeypatch.setenv("RAIT_DTYPE", "float33")
+    with pytest.raises(ModelError, match=r"\$RAIT_DTYPE: unknown dtype 'float33'"):
+        default_dtype("cpu")
+
+
 def test_missing_folder_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_model(tmp_path / "no-such-model")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from rait.errors import ModelError
 from rait.models.default import install_default_model
 
 DEFAULT_SPEC = "default"
+DTYPE_ENV = "RAIT_DTYPE"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 CAUSAL_LM_CLASSES = {name for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
                      for name in ((names,) if isinstance(names, str) else names)}
@@ -48,7 +50,13 @@ def default_device() -> str:
 
 
 def default_dtype(device: str | torch.device) -> torch.dtype:
-    """bfloat16 on CUDA, float32 elsewhere (bf16 on a CPU is ~170x slower than fp32)."""
+    """`$RAIT_DTYPE` when set, else bfloat16 on CUDA and float32 elsewhere (bf16 on a CPU is ~170x slower).
+
+    One switch for every stage: greedy answers are token-identical between machines only in fp32
+    (docs/eval.md, On a GPU), so `RAIT_DTYPE=float32` makes a GPU run answer as the CPU does.
+    """
+    if env := os.environ.get(DTYPE_ENV):
+        return _as_dtype(env, source=f"${DTYPE_ENV}")
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
@@ -121,12 +129,12 @@ def _check_causal_lm(folder: Path) -> None:
         raise ModelError(f"{folder} holds a {kind}, not a causal language model")
 
 
-def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+def _as_dtype(dtype: torch.dtype | str, source: str = "dtype") -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     value = getattr(torch, str(dtype), None)
     if not isinstance(value, torch.dtype):
-        raise ModelError(f"unknown dtype {dtype!r} (use e.g. float32, bfloat16, float16)")
+        raise ModelError(f"{source}: unknown dtype {dtype!r} (use e.g. float32, bfloat16, float16)")
     return value
 
 
