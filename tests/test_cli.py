@@ -40,7 +40,7 @@ def test_data_load_writes_records_and_manifest(tmp_path):
     records = read_records(out)
     assert len(records) == 7 and all(r.task == "mcqa" for r in records)
     manifest = json.loads((tmp_path / "mmlu_dev.jsonl.manifest.json").read_text())
-    assert manifest["settings"]["source"] == "mmlu:dev"
+    assert manifest["settings"]["data"] == "mmlu:dev"
 
 
 @pytest.mark.parametrize(

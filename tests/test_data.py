@@ -396,3 +396,33 @@ def test_facts_source_equals_the_written_splits(tmp_path):
             r.to_dict() for r in read_records(tmp_path / f"{name}.jsonl")]
     with pytest.raises(RaitError, match="facts split"):
         load_source("facts:dev")
+
+
+def test_the_data_stage_holds_validation_out_before_sampling_and_writes_both_with_manifests(tmp_path):
+    from rait.data import DataSettings, TestSet, load_test_records, run
+
+    settings = DataSettings(data="facts:train", sample=30, validation=20, stratify="subject", seed=3)
+    pool = run(settings, tmp_path / "pool.jsonl")
+    assert len(pool.records) == 30 and len(pool.validation) == 20
+    assert not {r.id for r in pool.records} & {r.id for r in pool.validation}
+    assert pool.validation_path == tmp_path / "pool.validation.jsonl"
+    assert [r.id for r in read_records(pool.validation_path)] == [r.id for r in pool.validation]
+    manifest = json.loads((tmp_path / "pool.jsonl.manifest.json").read_text())
+    assert manifest["stage"] == "data" and manifest["settings"]["validation"] == 20
+    # without a validation split the pool is the test sets' sample: one sampling everywhere
+    plain = run(DataSettings(data="facts:train", sample=30, stratify="subject", seed=3), tmp_path / "plain.jsonl")
+    same = load_test_records(TestSet(name="t", data="facts:train", sample=30, stratify="subject"), seed=3)
+    assert [r.id for r in plain.records] == [r.id for r in same] and plain.validation_path is None
+
+
+def test_the_data_stage_refuses_an_empty_pool_and_bad_settings_before_writing(tmp_path):
+    from rait.data import DataSettings, run
+    from rait.errors import SettingsError
+
+    with pytest.raises(RaitError, match="the pool is empty"):
+        run(DataSettings(data="mmlu:dev", max_chars=1), tmp_path / "pool.jsonl")
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(SettingsError, match="validation"):
+        DataSettings(data="mmlu:dev", validation=0)
+    with pytest.raises(SettingsError, match="arc_mode"):
+        DataSettings(data="arc-c:test", arc_mode="sloppy")

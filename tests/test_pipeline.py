@@ -290,6 +290,12 @@ def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparison
     pool = [json.loads(line)["id"] for line in (out / "facts" / "pool.jsonl").read_text().splitlines()]
     validation = [json.loads(line)["id"] for line in (out / "facts" / "validation.jsonl").read_text().splitlines()]
     assert len(pool) == 8 and len(validation) == 6 and not set(pool) & set(validation)
+    # one data stage: `rait data load` with the track's pool settings writes the same bytes
+    alone = tmp_path / "alone.jsonl"
+    assert run(["data", "load", "facts:train", "--out", str(alone), "--validation", "6", "--sample", "8",
+                "--stratify", "subject"]) == 0
+    assert alone.read_bytes() == (out / "facts" / "pool.jsonl").read_bytes()
+    assert (tmp_path / "alone.validation.jsonl").read_bytes() == (out / "facts" / "validation.jsonl").read_bytes()
     for seed in (0, 1):
         assert (out / "facts" / f"seed-{seed}" / "train" / "cor_rait" / "train.json").is_file()
     results = (out / "results.csv").read_text()

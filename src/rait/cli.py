@@ -85,27 +85,28 @@ def _check_device(device: str | None) -> None:
 
 @data_app.command("load")
 def data_load(
-    source: str = typer.Argument(..., help="Dataset spec, e.g. mmlu:test, mmlu:val, arc-c:test, nq:dev, triviaqa:FILE, jsonl:FILE."),
+    source: str = typer.Argument(..., help="Dataset spec, e.g. mmlu:test, mmlu:val, arc-c:test, nq:dev, facts:train, triviaqa:FILE, jsonl:FILE."),
     out: Path = typer.Option(..., "--out", "-o", help="Output QA-record JSONL file."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Keep only the first N records."),
+    limit: Optional[int] = typer.Option(None, help="Keep only the first N records as loaded."),
+    sample: Optional[int] = typer.Option(None, help="A seeded sample of N records (after --validation is held out)."),
+    validation: Optional[int] = typer.Option(None, help="Hold N records out first as the validation split "
+                                             "(written to <out stem>.validation.jsonl)."),
+    stratify: Optional[str] = typer.Option(None, help="Stratify the sample and the split by this record field (e.g. subject)."),
+    max_chars: Optional[int] = typer.Option(None, help="Drop questions whose text and options are longer."),
+    seed: int = typer.Option(0, help="Seed of the sample and the split."),
     arc_mode: str = typer.Option("sane", help="ARC choice handling: 'sane' (all choices, numeric keys mapped) or 'as_released' (CRaFT's quirks)."),
 ) -> None:
-    """Load a shipped or user dataset into QA-record JSONL (with a manifest)."""
-    from rait.artifacts import manifest_path, write_manifest
-    from rait.data import load_source, write_records
+    """Load a shipped or user dataset into QA-record JSONL (with a manifest): the pool of `rait run`, on its own."""
+    from rait.artifacts import manifest_path
+    from rait.data import DataSettings, run
 
-    from rait.data.loaders import ARC_MODES
-
+    settings = DataSettings(data=source, sample=sample, stratify=stratify, max_chars=max_chars, validation=validation,
+                            limit=limit, arc_mode=arc_mode, seed=seed)
     _check_output("--out", out, folder=False)
     _spare_inputs({"source": source if source.startswith("jsonl:") else None}, [out, manifest_path(out)])
-    check_choice("arc_mode", arc_mode, ARC_MODES)
-    kwargs = {"mode": arc_mode} if source.startswith("arc") else {}
-    records = load_source(source, **kwargs)
-    if limit is not None:
-        records = records[:limit]
-    write_records(out, records)
-    write_manifest(out, stage="data.load", settings={"source": source, "limit": limit, **kwargs})
-    console.print(f"wrote {len(records)} records to {out}")
+    pool = run(settings, out)
+    held = f" and {len(pool.validation)} validation records to {pool.validation_path}" if pool.validation else ""
+    console.print(f"wrote {len(pool.records)} records to {out}{held}")
 
 
 @data_app.command("validate")

@@ -34,15 +34,20 @@ def record_chars(record: QARecord) -> int:
     return len(record.question) + sum(len(c) for c in record.choices or ())
 
 
+def select_records(records: list[QARecord], sample: int | None, stratify: str | None, max_chars: int | None,
+                   seed: int) -> list[QARecord]:
+    """The records of at most `max_chars`, then a seeded sample of `sample` (stratified by `stratify`) if fewer."""
+    if max_chars is not None:
+        records = [r for r in records if record_chars(r) <= max_chars]
+    if sample is not None and sample < len(records):
+        _, records = split_records(records, test_size=sample, seed=seed, stratify_by=stratify)
+    return records
+
+
 def load_test_records(test_set: TestSet, seed: int) -> list[QARecord]:
     """The test set's records: a dataset spec (or a records JSONL path), length-filtered and sampled by seed if asked.
 
     `max_chars` is for small budgets: on a CPU one long MMLU passage in a batch pads every row to its length.
     """
     spec = test_set.data if ":" in test_set.data else f"jsonl:{test_set.data}"
-    records = load_source(spec)
-    if test_set.max_chars is not None:
-        records = [r for r in records if record_chars(r) <= test_set.max_chars]
-    if test_set.sample is not None and test_set.sample < len(records):
-        _, records = split_records(records, test_size=test_set.sample, seed=seed, stratify_by=test_set.stratify)
-    return records
+    return select_records(load_source(spec), test_set.sample, test_set.stratify, test_set.max_chars, seed)

@@ -8,7 +8,7 @@
     eval: {prompts: [basic, refuse], method_prompts: [refuse], n_boot: 1000}
     tracks:
       - name: facts
-        pool: {data: "facts:train", sample: 80, validation: 40}   # validation: held out, for recipe choice
+        pool: {data: "facts:train", sample: 80, validation: 40}   # rait.data.DataSettings; validation: held out
         probe: {k: 10}                  # rait.probe OpenSettings / MCQASettings fields
         rehearsal: {n: 40, mu_min: 0.7, sigma_min: 0.7}
         grads: {n_rehearsal: 40, warmup: {epochs: 4}, dims: [8192]}   # rait.grads.GradsSettings
@@ -32,6 +32,7 @@ from typing import Any, Callable
 import yaml
 
 from rait.errors import DataError, RaitError, SettingsError, check_count
+from rait.data.stage import DataSettings
 from rait.data.testsets import TestSet
 from rait.grads.features import GradsSettings
 from rait.rehearse import RehearseSettings
@@ -40,24 +41,6 @@ from rait.select.methods import DEFAULT_METHODS, METHODS, method_of
 from rait.select.stage import BuildSettings
 
 ALL_METHODS = DEFAULT_METHODS  # what a config that names no method trains
-
-
-@dataclass
-class PoolConfig:
-    """The training pool: a dataset spec or a QA-record JSONL file, optionally a seeded sample."""
-
-    data: str
-    sample: int | None = None
-    stratify: str | None = None
-    max_chars: int | None = None  # drop questions whose text and options are longer (before sampling)
-    # Questions held out first (stratified like the sample, seeded by `seed`) as the track's validation
-    # set: evaluated like a test set and named "validation", for choosing recipes without test items.
-    validation: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("sample", "max_chars", "validation"):
-            if getattr(self, name) is not None:
-                check_count(name, getattr(self, name), 1)
 
 
 @dataclass
@@ -81,7 +64,7 @@ class TrackConfig:
     """One pool with its in- and out-of-domain test sets, e.g. MMLU -> ARC-Challenge."""
 
     name: str
-    pool: PoolConfig
+    pool: DataSettings
     test_sets: list[TestSet]
     probe: dict[str, Any] = field(default_factory=dict)
     exemplars: str = "mmlu:val"
@@ -206,11 +189,11 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
             track["grads"] = {"seed": seed, **grads}
 
 _NESTED = {
-    "tracks": TrackConfig, "pool": PoolConfig, "rehearsal": RehearseSettings, "grads": GradsSettings,
+    "tracks": TrackConfig, "pool": DataSettings, "rehearsal": RehearseSettings, "grads": GradsSettings,
     "build": BuildSettings, "eval": EvalConfig, "test_sets": TestSet, "dpo": DPOSettings,
 }
 # Settings the pipeline sets itself: the methods (top level or per track) and the seed (`seed`, `seeds`).
-_SET_BY_PIPELINE = {BuildSettings: ("methods", "seed"), GradsSettings: ("prompt", "system", "refusal")}
+_SET_BY_PIPELINE = {DataSettings: ("seed",), BuildSettings: ("methods", "seed"), GradsSettings: ("prompt", "system", "refusal")}
 
 
 def _line_of(root, keys: tuple) -> int | None:

@@ -105,27 +105,17 @@ class TrackRun:
         return f" (seed {seed})" if self.config.seeds else ""
 
     def pool(self) -> tuple[str, Path, list]:
-        """The pool's records; with `pool.validation`, that many are first held out as the track's validation set."""
-        from rait.data import split_records, write_records
+        """The data stage: the pool's records and, with `pool.validation`, the validation split held out first."""
+        from rait.data import run as load_pool
 
-        pool = self.track.pool
-        sample = None if pool.validation else pool.sample
+        settings = replace(self.track.pool, seed=self.config.seed)
         try:
-            records = load_test_records(TestSet(name="pool", data=pool.data, sample=sample, stratify=pool.stratify,
-                                                max_chars=pool.max_chars), self.config.seed)
-            if pool.validation:
-                records, self.validation = split_records(records, test_size=pool.validation, seed=self.config.seed,
-                                                         stratify_by=pool.stratify)
-                if pool.sample is not None and pool.sample < len(records):
-                    _, records = split_records(records, test_size=pool.sample, seed=self.config.seed,
-                                               stratify_by=pool.stratify)
+            pool = load_pool(settings, self.dir / "pool.jsonl", validation_out=self.dir / "validation.jsonl")
         except RaitError as err:
             raise self.config.error((*self.keys, "pool"), str(err)) from err
-        if not records:
-            raise self.config.error((*self.keys, "pool"), "the pool is empty")
-        path = self.dir / "pool.jsonl"
-        write_records(path, records)  # same records, same bytes: downstream keys use the content hash
-        return sha256_file(path), path, records
+        self.validation = pool.validation or None
+        # same records, same bytes: downstream keys use the content hash
+        return sha256_file(pool.path), pool.path, pool.records
 
     def _probe_settings(self, task: str) -> tuple[Any, list]:
         """The track's probe settings for `task` and, for MCQA, its shots."""
@@ -417,10 +407,6 @@ class TrackRun:
         """The track's report rows and its paired comparisons (`comparisons`)."""
         methods = self.config.methods_of(self.track)
         pool_key, pool_path, records = self.pool_data
-        if self.validation:
-            from rait.data import write_records
-
-            write_records(self.dir / "validation.jsonl", self.validation)
         probe_key, table_path, shots = self.probe(pool_key, records)
         table_key, build_table = probe_key, table_path
         trained = [m for m in methods if METHODS[m].trains]
