@@ -185,6 +185,8 @@ def test_a_size_or_share_out_of_range_is_reported_at_its_line(tmp_path, text, li
 @pytest.mark.parametrize("track, line, words", [
     ("    pool: {data: 'mmlu:dev', sample: 4}\n    probe: {shotz: 1}\n"
      "    test_sets: [{name: t, data: 'mmlu:val', sample: 2}]\n", 6, ["shotz"]),
+    ("    pool: {data: 'mmlu:dev', sample: 4}\n    probe: {k: 4}\n"
+     "    test_sets: [{name: t, data: 'mmlu:val', sample: 2}]\n", 6, ["tracks.0.probe.k", "open-QA setting"]),
     ("    pool: {data: 'nq:dev', sample: 4}\n    test_sets:\n"
      "      - {name: t, data: 'mmlu:val', sample: 4, stratify: subject}\n", 7, ["tracks.0.test_sets.0"]),
 ])

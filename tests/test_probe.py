@@ -256,3 +256,34 @@ def test_minilm_certainty_is_one_for_identical_answers():
     mixed = ["Paris", "Paris", "Berlin", "a banana"]
     sigma = score_samples(oeqa(0), mixed, embedder(mixed), OpenSettings())["sigma"]
     assert 0 < sigma < 1
+
+
+def test_one_probe_settings_class_fills_each_tasks_defaults_and_refuses_the_other_tasks_fields():
+    from rait.errors import SettingsError
+    from rait.probe.mcqa import MCQASettings
+    from rait.probe.oeqa import OpenSettings
+    from rait.probe.stage import ProbeSettings
+
+    assert ProbeSettings().for_task("oeqa") == OpenSettings()
+    assert ProbeSettings().for_task("mcqa") == MCQASettings()
+    assert ProbeSettings(k=4, batch_size=2).for_task("oeqa") == OpenSettings(k=4, batch_size=2)
+    assert ProbeSettings(shots=0, seed=3).for_task("mcqa") == MCQASettings(shots=0)  # MCQA does not sample
+    with pytest.raises(SettingsError, match="'k'.*open-QA setting; this pool is MCQA"):
+        ProbeSettings(k=4).for_task("mcqa")
+    with pytest.raises(SettingsError, match="'scoring'.*MCQA setting; this pool is open QA"):
+        ProbeSettings(scoring="cloze").for_task("oeqa")
+    with pytest.raises(SettingsError, match="a pool is one or the other"):
+        ProbeSettings(k=4, shots=2)
+    with pytest.raises(SettingsError, match="'k'"):  # each value checked by the class that uses it
+        ProbeSettings(k=1)
+    with pytest.raises(SettingsError, match="'batch_size'"):
+        ProbeSettings(batch_size=0)
+
+
+def test_rait_probe_refuses_an_option_of_the_other_task(tmp_path, capsys):
+    from rait.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["probe", "--data", "mmlu:dev", "--sample", "2", "--k", "4", "--out", str(tmp_path / "t.parquet")])
+    assert exit_.value.code == 2 and "--k: is an open-QA setting; this pool is MCQA" in capsys.readouterr().err
+    assert not (tmp_path / "t.parquet").exists()

@@ -193,33 +193,34 @@ def probe(
     model: str = typer.Option("default", help="Model folder, or 'default'."),
     sample: Optional[int] = typer.Option(None, min=1, help="Probe a seeded sample of N questions of the pool."),
     exemplars: str = typer.Option("mmlu:val", help="MCQA: records whose first rows per subject are the k shots."),
-    scoring: str = typer.Option("letter", help="MCQA: letter (next-token option probabilities) or cloze (option-text log-prob)."),
-    shots: int = typer.Option(5, min=0, help="MCQA: number of shots per question."),
+    scoring: Optional[str] = typer.Option(None, help="MCQA: letter (next-token option probabilities, the default) or cloze (option-text log-prob)."),
+    shots: Optional[int] = typer.Option(None, help="MCQA: number of shots per question (default 5)."),
     chat: Optional[bool] = typer.Option(None, help="Render through the chat template (default: raw for MCQA, chat for open QA)."),
-    prompt: str = typer.Option("query_3shot", help="Open QA: query_3shot (papers) or query_0shot (bare question)."),
-    k: int = typer.Option(10, min=1, help="Open QA: samples per question."),
-    temperature: float = typer.Option(1.0, min=0.0, help="Open QA: sampling temperature."),
-    top_k: int = typer.Option(50, min=0, help="Open QA: top-k filter (0 = off)."),
-    top_p: float = typer.Option(0.9, min=0.0, max=1.0, help="Open QA: top-p filter (1.0 = off)."),
-    max_new_tokens: int = typer.Option(50, min=1, help="Open QA: new tokens per sample."),
+    prompt: Optional[str] = typer.Option(None, help="Open QA: query_3shot (papers, the default) or query_0shot (bare question)."),
+    k: Optional[int] = typer.Option(None, help="Open QA: samples per question (default 10)."),
+    temperature: Optional[float] = typer.Option(None, help="Open QA: sampling temperature (default 1.0)."),
+    top_k: Optional[int] = typer.Option(None, help="Open QA: top-k filter (default 50; 0 = off)."),
+    top_p: Optional[float] = typer.Option(None, help="Open QA: top-p filter (default 0.9; 1.0 = off)."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Open QA: new tokens per sample (default 50)."),
     match_mode: Optional[str] = typer.Option(None, help="Open QA: contains, exact or word (default: the record's own, else contains)."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Questions per generate call (open QA, default 16) or rows per forward (MCQA, default 8)."),
-    shard_size: int = typer.Option(32, min=1, help="Questions per resumable shard."),
+    batch_size: Optional[int] = typer.Option(None, help="Questions per generate call (open QA, default 16) or rows per forward (MCQA, default 8)."),
+    shard_size: Optional[int] = typer.Option(None, help="Questions per resumable shard (default 32)."),
     seed: int = typer.Option(0, help="Sampling (and pool-sample) seed."),
     backend: str = typer.Option("hf", help="hf (transformers) or vllm (GPU, optional)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
 ) -> None:
     """Probe what a model knows: correctness mu and certainty sigma for every pool question (resumable)."""
     from rait.data import TestSet, load_test_records
-    from rait.probe.mcqa import MCQASettings
     from rait.artifacts import manifest_path
-    from rait.probe.oeqa import OpenSettings
-    from rait.probe.stage import run
+    from rait.probe.stage import ProbeSettings, pool_task, run
     from rait.probe.summary import table_summary
     from rait.probe.shards import default_work_dir
 
     from rait.probe.table import check_table_path
 
+    settings = ProbeSettings(scoring=scoring, shots=shots, chat=chat, prompt=prompt, k=k, temperature=temperature,
+                             top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, match_mode=match_mode,
+                             batch_size=batch_size, shard_size=shard_size, seed=seed)
     _check_output("--out", out, folder=False)
     try:
         check_table_path(out)
@@ -230,16 +231,9 @@ def probe(
     _check_device(device)
     records = load_test_records(TestSet(name="pool", data=data, sample=sample), seed)
     inputs = {"records": Path(data)} if Path(data).is_file() else None
-    shot_records: list = []
-    sizes = {"shard_size": shard_size, **({"batch_size": batch_size} if batch_size else {})}  # else the task's default
-    if records and records[0].task == "mcqa":
-        settings = MCQASettings(scoring=scoring, shots=shots, chat=bool(chat), **sizes)
-        if shots:
-            shot_records = load_test_records(TestSet(name="shots", data=exemplars), seed)
-    else:
-        settings = OpenSettings(prompt=prompt, k=k, temperature=temperature, top_k=top_k, top_p=top_p,
-                                max_new_tokens=max_new_tokens, chat=True if chat is None else chat,
-                                match_mode=match_mode, seed=seed, **sizes)
+    task_settings = settings.for_task(pool_task(records))  # an option of the other task is refused here
+    shot_records = (load_test_records(TestSet(name="shots", data=exemplars), seed)
+                    if records[0].task == "mcqa" and task_settings.shots else [])
     table = run(settings, records, out, model=model, exemplars=shot_records, backend=backend, device=device,
                 inputs=inputs)
     summary = table_summary(table)

@@ -117,25 +117,25 @@ class TrackRun:
         # same records, same bytes: downstream keys use the content hash
         return sha256_file(pool.path), pool.path, pool.records
 
-    def _probe_settings(self, task: str) -> tuple[Any, list]:
-        """The track's probe settings for `task` and, for MCQA, its shots."""
+    def _probe_settings(self, task: str) -> tuple[Any, Any, list]:
+        """The track's probe settings (seeded by the run), what they are for the pool's `task` (the stage key's
+        part) and, for MCQA, its shots."""
         from rait.data import load_source
-        from rait.probe.mcqa import MCQASettings
-        from rait.probe.oeqa import OpenSettings
 
-        factory = MCQASettings if task == "mcqa" else OpenSettings
-        defaults = {} if task == "mcqa" else {"seed": self.config.seed}
-        settings = self.config.settings((*self.keys, "probe"), factory, {**defaults, **self.track.probe})
-        return settings, load_source(self.track.exemplars) if task == "mcqa" and settings.shots else []
+        probe = self.track.probe
+        if probe.seed is None:
+            probe = replace(probe, seed=self.config.seed)
+        settings = self.config.settings((*self.keys, "probe"), lambda **_: probe.for_task(task), probe.given())
+        return probe, settings, load_source(self.track.exemplars) if task == "mcqa" and settings.shots else []
 
     def probe(self, pool_key: str, records: list) -> tuple[str, Path, list]:
         from rait.probe import table_summary
         from rait.probe.stage import run as probe
 
         task = records[0].task
-        settings, shots = self._probe_settings(task)
+        settings, task_settings, shots = self._probe_settings(task)
         table_path = self.dir / "probe" / "table.parquet"
-        parts = {"pool": pool_key, "model": self.model_sha, "task": task, "settings": asdict(settings),
+        parts = {"pool": pool_key, "model": self.model_sha, "task": task, "settings": asdict(task_settings),
                  "exemplars": [r.id for r in shots]}
 
         def compute(folder: Path) -> dict:
@@ -185,9 +185,10 @@ class TrackRun:
         from rait.probe.stage import run as probe
         from rait.probe.table import read_table
 
-        settings, shots = self._probe_settings(records[0].task)
+        settings, task_settings, shots = self._probe_settings(records[0].task)
         folder = self.dir / "probe_items" / test.name
-        parts = {"items": identity_key([r.id for r in records]), "model": self.model_sha, "settings": asdict(settings),
+        parts = {"items": identity_key([r.id for r in records]), "model": self.model_sha,
+                 "settings": asdict(task_settings),
                  "exemplars": [r.id for r in shots]}
 
         def compute(folder: Path) -> dict:
@@ -386,6 +387,7 @@ class TrackRun:
         self.validation: list | None = None
         self.item_probes: dict[str, tuple] = {}
         self.pool_data = self.pool()
+        self._probe_settings(self.pool_data[2][0].task)  # a field the pool's task does not use fails here
         self.tests = []
         if self.validation:
             self.tests.append((TestSet(name="validation", data=str(self.dir / "validation.jsonl"), domain="VAL"),

@@ -1,6 +1,6 @@
 """Stage 1: probe what the model knows (correctness μ and certainty σ per question).
 
-`run(settings, records, out, model=...)` is the stage's entry point; `probe_mcqa` and
+`run(ProbeSettings, records, out, model=...)` is the stage's entry point; `probe_mcqa` and
 `probe_open` take a ready backend (`HFBackend(model, tokenizer)`). Both write the
 knowledge table of `rait.probe.table` plus a manifest, resumably (see `shards`).
 
@@ -18,7 +18,7 @@ _EXPORTS = {
     "OpenSettings": "oeqa", "probe_open": "oeqa",
     "SentenceEmbedder": "measures", "entropy": "measures", "mean_pairwise_cosine": "measures", "option_stats": "measures",
     "table_summary": "summary",
-    "run": "stage",
+    "ProbeSettings": "stage", "run": "stage",
     "merge_flow": "table", "read_table": "table", "validate_table": "table", "write_table": "table",
 }
 __all__ = sorted(_EXPORTS)
