@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rait.data import testsets
+from rait.errors import RaitError
 from rait.evaluate.abstain import abstained, abstained_rows, choose_threshold, fit_p_ik, risk_coverage
 from rait.pipeline.run import TrackRun
 
@@ -63,5 +64,5 @@ def test_p_ik_separates_known_from_unknown_and_needs_both():
     probe = fit_p_ik(features, known)
     scores = probe.predict_proba(features)[:, 1]
     assert scores[known].min() > scores[~known].max()
-    with pytest.raises(ValueError, match="both sides"):
+    with pytest.raises(RaitError, match="both sides"):
         fit_p_ik(features, np.ones(40, dtype=bool))

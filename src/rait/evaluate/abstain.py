@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rait.errors import RaitError
 from rait.evaluate.metrics import ths_of
 
 REFUSAL_OUTPUT = "I don't know"
@@ -65,7 +66,9 @@ def fit_p_ik(features: np.ndarray, known: Sequence[bool], seed: int = 0):
 
     labels = np.asarray(known, dtype=bool)
     if labels.all() or not labels.any():
-        raise ValueError("P(IK) needs known and unknown questions in the training pool (both sides of τ)")
+        side = "known" if labels.all() else "unknown"
+        raise RaitError(f"P(IK) needs known and unknown questions in the training pool (both sides of τ); all "
+                        f"{len(labels)} are {side}: a larger pool, or another τ in the build settings")
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(features, labels)
 
 
