@@ -1,6 +1,7 @@
 """The command line: happy paths on small inputs, and bad input -> one line, exit 2, no artifact."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -394,3 +395,38 @@ def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(tmp_
     err = capsys.readouterr().err.replace("\n", "")
     assert str(victim.resolve()) in err and "would overwrite this input" in err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+QUIET_RUN = """
+model: {model}
+methods: [cor_rait]
+train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
+eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 3}}}}
+tracks:
+  - name: facts
+    pool: {{data: "facts:train", sample: 8}}
+    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot}}
+    build: {{n_total: 4}}
+    test_sets: [{{name: facts-id, data: "facts:test_id", sample: 4, domain: ID}}]
+"""
+LIBRARY_NOISE = ("Loading weights", "Tokenizing train dataset", "Truncating train dataset", "FutureWarning",
+                 "pin_memory", "warnings.warn")
+
+
+def test_rait_run_keeps_library_noise_out_of_the_terminal_and_in_its_log(tmp_path, tiny_model_dir):
+    """Issue 19: a real process, as a user starts it: rait's stage lines in the terminal, not the libraries' bars
+    and warnings, which go to <out>/rait.log; `--verbose` lets them through again."""
+    config = tmp_path / "q.yaml"
+    config.write_text(QUIET_RUN.format(model=tiny_model_dir))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
+        env.pop(name, None)
+    quiet = subprocess.run([sys.executable, "-m", "rait", "run", str(config), "--out", str(tmp_path / "q")],
+                           capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "done    facts: train cor_rait" in quiet.stderr and "done    facts: eval Cor-RAIT" in quiet.stderr
+    assert not [noise for noise in LIBRARY_NOISE if noise in quiet.stderr]
+    assert "FutureWarning" in (tmp_path / "q" / "rait.log").read_text()  # the trainer's deprecation, kept
+    loud = subprocess.run([sys.executable, "-m", "rait", "--verbose", "run", str(config), "--out",
+                           str(tmp_path / "loud")], capture_output=True, text=True, env=env)
+    assert loud.returncode == 0 and "Loading weights" in loud.stderr and "Tokenizing train dataset" in loud.stderr

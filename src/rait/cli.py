@@ -37,6 +37,18 @@ app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
 
+@app.callback()
+def options(
+    verbose: bool = typer.Option(False, "--verbose", help="Let the libraries (transformers, datasets, TRL) print their "
+                                 "progress bars, logs and warnings; by default `rait run` writes them to "
+                                 "<out>/rait.log and the terminal shows rait's own lines and bars."),
+) -> None:
+    """Refusal-aware instruction tuning (CRaFT, GRAIT and baselines): probe, build, train, evaluate."""
+    from rait import terminal
+
+    terminal.quiet(verbose)
+
+
 def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
     """Refuse, before any work, a command whose outputs would replace one of its own inputs (issue 17: `rait
     probe --data pool.jsonl --out pool.jsonl` replaced the pool with the table). `inputs` maps option names to
@@ -542,9 +554,16 @@ def run_command(
     """Probe, rehearse, gradients, build every method, train each, evaluate ID/OOD, report; resumable stage by stage."""
     from rait.pipeline import PipelineConfig, run_pipeline
 
+    from rait import terminal
+
     out = out or Path("runs") / config.stem
     _check_output("--out", out, folder=True)
-    run_pipeline(PipelineConfig.from_yaml(config), out, console=console)
+    parsed = PipelineConfig.from_yaml(config)
+    terminal.log_to(out / "rait.log")
+    try:
+        run_pipeline(parsed, out, console=console)
+    finally:
+        terminal.log_to(None)
     typer.echo((out / "results.md").read_text(encoding="utf-8"))
     typer.echo(f"report: {out / 'report.html'}")
 

@@ -138,6 +138,7 @@ class TrainSettings:
             save_strategy="no",
             report_to="none",
             disable_tqdm=not progress,
+            dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for copies to a GPU; without one it warns
             **extra,
         )
 

@@ -1,0 +1,87 @@
+"""What a person sees in the terminal: rait's own lines and progress bars, not the libraries' (issue 19).
+
+Left alone, every model load prints a "Loading weights" bar (transformers), every training run five dataset
+bars ("Tokenizing train dataset", ...) from datasets/TRL and a FutureWarning from inside the trainer. `quiet`
+turns those off through the libraries' own switches (their progress-bar and verbosity APIs) and sends their
+log records and warnings to a log file when one is given (`rait run` keeps `rait.log` in its run folder), so
+nothing is lost; `verbose` leaves every library as it is. Warnings raised by rait itself still reach the
+terminal: they are about the user's data or settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+# the libraries' own switches, read when each is imported: `rait` sets them before it imports any of them
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub's bars and transformers' "Loading weights"
+             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # datasets' map/filter bars inside TRL's trainers
+             "TRANSFORMERS_VERBOSITY": "error"}
+LIBRARIES = ("transformers", "datasets", "trl", "peft", "accelerate", "huggingface_hub", "sentence_transformers")
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+RAIT_DIR = str(Path(__file__).resolve().parent)
+_state: dict = {"verbose": False, "handler": None}
+_original_showwarning = warnings.showwarning
+
+
+def quiet(verbose: bool = False) -> None:
+    """Keep the libraries' progress bars, logs and warnings out of the terminal, unless `verbose`. A switch the
+    user set in the environment wins; libraries imported already are switched through their APIs."""
+    _state["verbose"] = verbose
+    if verbose:
+        warnings.showwarning = _original_showwarning
+        return
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    if "transformers" in sys.modules:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
+    if "huggingface_hub" in sys.modules:
+        import huggingface_hub
+
+        huggingface_hub.utils.disable_progress_bars()
+    warnings.showwarning = _show_warning
+
+
+def log_to(path: str | Path | None) -> None:
+    """From now on, write the libraries' log records (warnings and up) and their Python warnings to `path`
+    (appended); None stops. With `verbose` they reach the terminal as well."""
+    root = logging.getLogger()
+    if _state["handler"] is not None:
+        root.removeHandler(_state["handler"])
+        _state["handler"].close()
+        _state["handler"] = None
+    if path is None:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    _state["handler"] = handler
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_warning()
+    if not _state["verbose"]:
+        transformers.utils.logging.disable_default_handler()  # its records reach the file through the root
+        transformers.utils.logging.enable_propagation()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """rait's own warnings (about the user's data or settings) in the terminal; the libraries' (deprecations
+    inside a trainer, a DataLoader's pin_memory note) in the log file when there is one, else nowhere."""
+    if str(Path(filename).resolve()).startswith(RAIT_DIR):
+        _original_showwarning(message, category, filename, lineno, file, line)
+    elif _state["handler"] is not None:
+        logging.getLogger("py.warnings").warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)
