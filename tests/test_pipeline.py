@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -390,3 +393,42 @@ def test_abstention_without_training_needs_a_validation_split(tmp_path, tiny_mod
     err = capsys.readouterr().err
     assert f"{config}:5" in err and "validation" in err
     assert not (tmp_path / "out" / "a" / "probe").exists()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _page_in_browser(page: Path, view: str) -> str:
+    """The page's DOM after its scripts ran, in headless Chromium, opened at `#view`."""
+    done = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                           f"{page.resolve().as_uri()}#{view}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_report_explorer_shows_in_a_browser_what_the_outcome_files_hold(pipeline_run):
+    """Issue 19: report.html opened in a real browser, filtered through its address, against the outcomes files."""
+    if _browser() is None:
+        pytest.skip("no chromium here: `make test` installs it where apt is available (make browser)")
+    folder, _ = pipeline_run
+    out = folder / "out"
+    evals = out / "mmlu" / "eval" / "mmlu-val"
+    before = {row["id"]: row["outcome"] for row in read_jsonl(evals / "Init" / "basic" / "outcomes.jsonl")}
+    after = read_jsonl(evals / "Cor-RAIT" / "refuse" / "outcomes.jsonl")
+    expected: dict[str, list[str]] = {}
+    for row in after:  # Init-Basic's right answers are known; a method's unparsed answer counts as wrong
+        then = "correct" if before[row["id"]] == "correct" else "wrong"
+        now = row["outcome"] if row["outcome"] in ("correct", "refused") else "wrong"
+        expected.setdefault(f"{then}-{now}", []).append(row["id"])
+    for move, ids in expected.items():
+        dom = _page_in_browser(out / "report.html", f"test=mmlu-val&method=Cor-RAIT&transition={move}")
+        counts = {(m, t): int(n) for m, t, n in re.findall(r'data-method="([^"]+)" data-transition="([^"]+)">(\d+)<',
+                                                           dom)}
+        assert {t: n for (m, t), n in counts.items() if m == "Cor-RAIT" and n} == {k: len(v) for k, v in expected.items()}
+        assert re.findall(r'<tr data-id="([^"]+)"', dom) == ids
+        assert f"{len(ids)} of {len(after)} items of mmlu-val" in dom

@@ -177,3 +177,26 @@ def test_the_truthfulness_and_abstention_table_appears_only_with_its_metrics(row
     assert len(paths["abstention"].read_text().splitlines()) == len(rows) + 1
     plain = write_report(ReportSettings(), rows, tmp_path / "without")
     assert "Truthfulness" not in plain["md"].read_text() and "abstention" not in plain
+
+
+def test_explorer_items_pair_each_answer_with_init_basic_and_name_the_transition():
+    from rait.report.explorer import explorer_html, explorer_items
+
+    def outcome_rows(outcomes, output="x"):
+        return [{"id": f"q{i}", "question": f"Q{i}?", "gold": "g", "output": output, "outcome": o}
+                for i, o in enumerate(outcomes)]
+
+    rows = [
+        {"track": "t", "test_set": "s", "method": "Init-Basic",
+         "outcome_rows": outcome_rows(["correct", "wrong", "refused", "correct", "wrong", "unparsed"])},
+        {"track": "t", "test_set": "s", "method": "M",  # two seeds: the first one's answers are shown
+         "outcome_runs": [outcome_rows(["refused", "refused", "correct", "wrong", "correct", "unparsed"], "</script>"),
+                          outcome_rows(["correct"] * 6)]},
+    ]
+    items = explorer_items(rows)
+    assert [item["answers"]["M"][2] for item in items] == [
+        "correct-refused", "wrong-refused", "wrong-correct", "correct-wrong", "wrong-correct", "wrong-wrong"]
+    assert items[0]["init"] == ["x", "correct"] and items[0]["question"] == "Q0?"
+    page = explorer_html(items)
+    assert "</script>" not in page.split('id="x-data">')[1].split("</script>")[0]  # an answer cannot end the data
+    assert explorer_html([]) == ""

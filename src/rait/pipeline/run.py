@@ -38,6 +38,7 @@ from rait.artifacts import identity_key, sha256_file, write_json
 from rait.errors import RaitError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
+from rait.report.explorer import explorer_items
 from rait.pipeline.config import PipelineConfig, TrackConfig
 from rait.select.methods import METHODS
 
@@ -386,6 +387,7 @@ class TrackRun:
                                     "validation split: set pool.validation (questions held out of the pool)")
         self.validation: list | None = None
         self.item_probes: dict[str, tuple] = {}
+        self.items: list[dict] = []
         self.pool_data = self.pool()
         self._probe_settings(self.pool_data[2][0].task)  # a field the pool's task does not use fails here
         self.tests = []
@@ -456,6 +458,7 @@ class TrackRun:
         else:
             model_rows = self._over_seeds(by_seed, references)
         rows += model_rows
+        self.items = explorer_items(rows)
         return [_without_outcomes(row) for row in rows], self._comparisons(rows, references)
 
     def _over_seeds(self, by_seed: list[list[dict]], references: dict) -> list[dict]:
@@ -534,7 +537,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     if config.seeds:
         notes["seeds"] = f"{', '.join(map(str, config.seeds))}: trained rows are means over them, intervals over items and seeds"
     curves = [point for track in tracks for point in track.curves]
-    report(ReportSettings(title=config.title, notes=notes, curves=curves), rows, out_dir)
+    items = [item for track in tracks for item in track.items]
+    report(ReportSettings(title=config.title, notes=notes, curves=curves, items=items), rows, out_dir)
     write_comparisons(comparisons, out_dir)
     diagnosis = [row for track in tracks for row in track.diagnosis]
     if diagnosis:

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from rait import __version__
 from rait.artifacts import atomic_path
+from rait.report.explorer import explorer_html
 from rait.report.plots import pc_pw_plot, risk_coverage_plot, ths_bars
 from rait.report.results import REFERENCE, abstention_frame, abstention_markdown, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
 
@@ -34,6 +35,8 @@ table.notes td { text-align: left; white-space: normal; }
 .ci { display: block; font-size: 0.72rem; color: #777; }
 .scroll { overflow-x: auto; }
 img { max-width: 100%; display: block; margin: 0.8rem 0 1.6rem; }
+table.items td { text-align: left; white-space: normal; vertical-align: top; }
+#explorer label { margin-right: 1rem; font-size: 0.9rem; }
 """
 
 
@@ -105,8 +108,9 @@ def _image(png: Path, alt: str) -> str:
 
 
 def report_html(rows: Sequence[dict], title: str, notes: Notes, figures: Mapping[str, Path],
-                reference: str = REFERENCE) -> str:
-    """report.html: the table, the legend and the figures (embedded), with the notes and a timestamp."""
+                reference: str = REFERENCE, items: Sequence[dict] = ()) -> str:
+    """report.html: the table, the legend and the figures (embedded), with the notes, a timestamp and the item
+    explorer (`rait.report.explorer`) when `items` are given."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     test_sets = "".join(f"<li>{html.escape(line)}</li>" for line in test_set_lines(rows))
     return f"""<!doctype html>
@@ -132,6 +136,7 @@ other THS values (labelled); lower right is better.</p>
 {_image(figures["ths"], "THS per method and test set with 95 % intervals")}
 {_abstention_html(rows)}
 {_risk_coverage_html(figures)}
+{explorer_html(items, reference)}
 </body>
 </html>
 """
@@ -147,6 +152,8 @@ class ReportSettings:
     reference: str = REFERENCE
     # risk-coverage points of the rows that carry a confidence (`rait.evaluate.abstain.risk_coverage`)
     curves: Sequence[dict] = ()
+    # the item explorer's entries (`rait.report.explorer.explorer_items`)
+    items: Sequence[dict] = ()
 
 
 def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> dict[str, Path]:
@@ -177,7 +184,7 @@ def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> 
         with atomic_path(paths["risk_coverage_csv"]) as tmp:
             pd.DataFrame(list(settings.curves)).to_csv(tmp, index=False)
     with atomic_path(paths["html"]) as tmp:
-        tmp.write_text(report_html(rows, title, notes, paths, reference), encoding="utf-8")
+        tmp.write_text(report_html(rows, title, notes, paths, reference, settings.items), encoding="utf-8")
     abstention = abstention_frame(rows)
     if abstention is not None:
         paths["abstention"] = out_dir / "abstention.csv"
