@@ -430,3 +430,10 @@ def test_rait_run_keeps_library_noise_out_of_the_terminal_and_in_its_log(tmp_pat
     loud = subprocess.run([sys.executable, "-m", "rait", "--verbose", "run", str(config), "--out",
                            str(tmp_path / "loud")], capture_output=True, text=True, env=env)
     assert loud.returncode == 0 and "Loading weights" in loud.stderr and "Tokenizing train dataset" in loud.stderr
+    # --quiet: the results table on stdout and nothing on stderr (a rerun, every stage cached)
+    hushed = subprocess.run([sys.executable, "-m", "rait", "--quiet", "run", str(config), "--out", str(tmp_path / "q")],
+                            capture_output=True, text=True, env=env)
+    assert hushed.returncode == 0 and hushed.stderr == "" and "| Cor-RAIT |" in hushed.stdout
+    wrong = subprocess.run([sys.executable, "-m", "rait", "--quiet", "run", str(tmp_path / "none.yaml")],
+                           capture_output=True, text=True, env=env)
+    assert wrong.returncode == 2 and "error:" in wrong.stderr  # errors are printed under --quiet too

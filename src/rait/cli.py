@@ -35,6 +35,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 
 console = Console(stderr=True)
+errors = Console(stderr=True)  # errors and interrupts, printed under --quiet too
 
 
 @app.callback()
@@ -42,11 +43,16 @@ def options(
     verbose: bool = typer.Option(False, "--verbose", help="Let the libraries (transformers, datasets, TRL) print their "
                                  "progress bars, logs and warnings; by default `rait run` writes them to "
                                  "<out>/rait.log and the terminal shows rait's own lines and bars."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print only the result (and errors): no stage lines, no "
+                               "progress bars."),
 ) -> None:
     """Refusal-aware instruction tuning (CRaFT, GRAIT and baselines): probe, build, train, evaluate."""
     from rait import terminal
 
-    terminal.quiet(verbose)
+    if verbose and quiet:
+        raise RaitError("--verbose and --quiet: choose one")
+    terminal.quiet(verbose, summary_only=quiet)
+    console.quiet = quiet
 
 
 def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
@@ -613,7 +619,7 @@ def main(argv: list[str] | None = None) -> None:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     if code == 130:
-        console.print(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): finished work (probe and gradient "
+        errors.print(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): finished work (probe and gradient "
                       "shards, completed stages) is kept; run the same command again to resume", soft_wrap=True)
         sys.exit(143 if terminated else 130)
     if isinstance(code, int) and code:
@@ -621,4 +627,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _error_line(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)

@@ -23,14 +23,15 @@ QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub's bars and 
 LIBRARIES = ("transformers", "datasets", "trl", "peft", "accelerate", "huggingface_hub", "sentence_transformers")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 RAIT_DIR = str(Path(__file__).resolve().parent)
-_state: dict = {"verbose": False, "handler": None}
+_state: dict = {"verbose": False, "quiet": False, "handler": None}
 _original_showwarning = warnings.showwarning
 
 
-def quiet(verbose: bool = False) -> None:
-    """Keep the libraries' progress bars, logs and warnings out of the terminal, unless `verbose`. A switch the
-    user set in the environment wins; libraries imported already are switched through their APIs."""
-    _state["verbose"] = verbose
+def quiet(verbose: bool = False, summary_only: bool = False) -> None:
+    """Keep the libraries' progress bars, logs and warnings out of the terminal, unless `verbose`; with
+    `summary_only`, rait's own progress bars too (`shows_progress`). A switch the user set in the environment
+    wins; libraries imported already are switched through their APIs."""
+    _state["verbose"], _state["quiet"] = verbose, summary_only
     if verbose:
         warnings.showwarning = _original_showwarning
         return
@@ -53,6 +54,11 @@ def quiet(verbose: bool = False) -> None:
     warnings.showwarning = _show_warning
 
 
+def shows_progress() -> bool:
+    """Whether rait's own progress bars are wanted (not under `rait --quiet`)."""
+    return not _state["quiet"]
+
+
 def log_to(path: str | Path | None) -> None:
     """From now on, write the libraries' log records (warnings and up) and their Python warnings to `path`
     (appended); None stops. With `verbose` they reach the terminal as well."""
@@ -63,8 +69,7 @@ def log_to(path: str | Path | None) -> None:
         _state["handler"] = None
     if path is None:
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LazyFileHandler(path)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     _state["handler"] = handler
@@ -85,3 +90,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _original_showwarning(message, category, filename, lineno, file, line)
     elif _state["handler"] is not None:
         logging.getLogger("py.warnings").warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A log file made at its first record, folder included: a command that fails before anything is logged
+    leaves nothing behind (bad input writes nothing)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()

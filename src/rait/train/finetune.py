@@ -35,6 +35,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from rait.artifacts import iter_jsonl_objects, manifest_path, write_json, write_manifest
 from rait.errors import DataError, ModelError, RaitError, SettingsError
 from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
+from rait.terminal import shows_progress
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
 
 METHODS = ("lora", "qlora", "full")
@@ -137,7 +138,7 @@ class TrainSettings:
             logging_steps=self.logging_steps,
             save_strategy="no",
             report_to="none",
-            disable_tqdm=not progress,
+            disable_tqdm=not (progress and shows_progress()),
             dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for copies to a GPU; without one it warns
             **extra,
         )
