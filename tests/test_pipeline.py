@@ -432,3 +432,22 @@ def test_the_report_explorer_shows_in_a_browser_what_the_outcome_files_hold(pipe
         assert {t: n for (m, t), n in counts.items() if m == "Cor-RAIT" and n} == {k: len(v) for k, v in expected.items()}
         assert re.findall(r'<tr data-id="([^"]+)"', dom) == ids
         assert f"{len(ids)} of {len(after)} items of mmlu-val" in dom
+
+
+def test_the_report_shows_each_pools_knowledge_and_each_methods_selection(pipeline_run):
+    """Issue 19: μ/σ (and Δμ) histograms per track and, per subject, what each method selected."""
+    folder, _ = pipeline_run
+    out = folder / "out"
+    assert (out / "knowledge_mmlu.png").is_file() and (out / "knowledge_facts.png").is_file()
+    page = (out / "report.html").read_text()
+    assert "<h2>The training pool</h2>" in page
+    rows = read_jsonl(out / "mmlu" / "build" / "cor_rait.jsonl")
+    subjects = {r["id"]: r["subject"] for r in read_jsonl(out / "mmlu" / "pool.jsonl")}
+    first = subjects[rows[0]["id"]]
+    vanilla = sum(1 for r in rows if subjects[r["id"]] == first and r["kind"] == "vanilla")
+    idk = sum(1 for r in rows if subjects[r["id"]] == first and r["kind"] == "idk")
+    table = page.split("<h3>mmlu</h3>")[1].split("</table>")[0]
+    header = re.findall(r"<th>([^<]+)<br>vanilla / IdK</th>", table)
+    cells = re.findall(rf"<tr><th>{re.escape(first)}</th>(.*?)</tr>", table)[0]
+    counts = re.findall(r"<td>(\d+) / (\d+)</td>", cells)
+    assert counts[header.index("Cor-RAIT")] == (str(vanilla), str(idk))

@@ -388,6 +388,7 @@ class TrackRun:
         self.validation: list | None = None
         self.item_probes: dict[str, tuple] = {}
         self.items: list[dict] = []
+        self.knowledge: dict = {}
         self.pool_data = self.pool()
         self._probe_settings(self.pool_data[2][0].task)  # a field the pool's task does not use fails here
         self.tests = []
@@ -436,10 +437,13 @@ class TrackRun:
                 confidence = self.p_ik(probe_key, table_path, records)[1]
             rows += self.no_training(method, confidence, references)
         seeds = (self.config.seeds or [self.config.seed]) if trained else []
+        self.knowledge = self._knowledge(build_table, records, {})
         by_seed: list[list[dict]] = []
         for seed in seeds:
             runs = self.dir / f"seed-{seed}" if self.config.seeds else self.dir
             datasets = self.build(table_key, build_table, pool_path, built, grads, seed, runs)
+            if seed == seeds[0]:
+                self.knowledge = self._knowledge(build_table, records, datasets)
             models = []
             for method in trained:
                 preference = METHODS[method].kind == "preference"
@@ -460,6 +464,17 @@ class TrackRun:
         rows += model_rows
         self.items = explorer_items(rows)
         return [_without_outcomes(row) for row in rows], self._comparisons(rows, references)
+
+    def _knowledge(self, table_path: Path, records: list, datasets: dict) -> dict:
+        """The report's view of the pool: μ, σ (and Δμ) from the table the build read, and each method's selection
+        (`rait.report.knowledge`)."""
+        from rait.artifacts import iter_jsonl_objects
+        from rait.probe.table import read_table
+        from rait.report.knowledge import pool_knowledge
+
+        selections = {METHODS[m].label: [row for _, row in iter_jsonl_objects(path)] for m, path in datasets.items()
+                      if path is not None and Path(path).is_file()}
+        return pool_knowledge(self.track.name, read_table(table_path), records, selections)
 
     def _over_seeds(self, by_seed: list[list[dict]], references: dict) -> list[dict]:
         """One row per method and test set: means over the seeds, intervals over items and seeds."""
@@ -538,7 +553,9 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
         notes["seeds"] = f"{', '.join(map(str, config.seeds))}: trained rows are means over them, intervals over items and seeds"
     curves = [point for track in tracks for point in track.curves]
     items = [item for track in tracks for item in track.items]
-    report(ReportSettings(title=config.title, notes=notes, curves=curves, items=items), rows, out_dir)
+    knowledge = [track.knowledge for track in tracks if track.knowledge]
+    report(ReportSettings(title=config.title, notes=notes, curves=curves, items=items, knowledge=knowledge), rows,
+           out_dir)
     write_comparisons(comparisons, out_dir)
     diagnosis = [row for track in tracks for row in track.diagnosis]
     if diagnosis:

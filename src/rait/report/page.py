@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 from rait import __version__
 from rait.artifacts import atomic_path
 from rait.report.explorer import explorer_html
+from rait.report.knowledge import knowledge_plot, selection_html
 from rait.report.plots import pc_pw_plot, risk_coverage_plot, ths_bars
 from rait.report.results import REFERENCE, abstention_frame, abstention_markdown, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
 
@@ -107,8 +108,22 @@ def _image(png: Path, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
+def _knowledge_html(knowledge: Sequence[dict], figures: Mapping[str, Path]) -> str:
+    if not knowledge:
+        return ""
+    parts = ["<h2>The training pool</h2>", '<p class="legend">What the probe found in each track\'s pool (μ: the share '
+             "of its k samples that are correct; σ: how much they agree), CRaFT's knowledge flow Δμ after the "
+             "rehearsal where the run rehearsed, and what each method selected per relation or subject as vanilla "
+             "(answer) and \"I don't know\" samples (the first seed's selection).</p>"]
+    for view in knowledge:
+        parts.append(f"<h3>{html.escape(view['track'])}</h3>")
+        parts.append(_image(figures[f"knowledge_{view['track']}"], f"μ, σ and Δμ over the {view['track']} pool"))
+        parts.append(selection_html(view))
+    return "\n".join(parts)
+
+
 def report_html(rows: Sequence[dict], title: str, notes: Notes, figures: Mapping[str, Path],
-                reference: str = REFERENCE, items: Sequence[dict] = ()) -> str:
+                reference: str = REFERENCE, items: Sequence[dict] = (), knowledge: Sequence[dict] = ()) -> str:
     """report.html: the table, the legend and the figures (embedded), with the notes, a timestamp and the item
     explorer (`rait.report.explorer`) when `items` are given."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -136,6 +151,7 @@ other THS values (labelled); lower right is better.</p>
 {_image(figures["ths"], "THS per method and test set with 95 % intervals")}
 {_abstention_html(rows)}
 {_risk_coverage_html(figures)}
+{_knowledge_html(knowledge, figures)}
 {explorer_html(items, reference)}
 </body>
 </html>
@@ -154,6 +170,8 @@ class ReportSettings:
     curves: Sequence[dict] = ()
     # the item explorer's entries (`rait.report.explorer.explorer_items`)
     items: Sequence[dict] = ()
+    # each track's view of its training pool (`rait.report.knowledge.pool_knowledge`)
+    knowledge: Sequence[dict] = ()
 
 
 def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> dict[str, Path]:
@@ -183,8 +201,11 @@ def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> 
         paths["risk_coverage_csv"] = out_dir / "risk_coverage.csv"
         with atomic_path(paths["risk_coverage_csv"]) as tmp:
             pd.DataFrame(list(settings.curves)).to_csv(tmp, index=False)
+    for view in settings.knowledge:
+        paths[f"knowledge_{view['track']}"] = knowledge_plot(view, out_dir / f"knowledge_{view['track']}.png")
     with atomic_path(paths["html"]) as tmp:
-        tmp.write_text(report_html(rows, title, notes, paths, reference, settings.items), encoding="utf-8")
+        tmp.write_text(report_html(rows, title, notes, paths, reference, settings.items, settings.knowledge),
+                       encoding="utf-8")
     abstention = abstention_frame(rows)
     if abstention is not None:
         paths["abstention"] = out_dir / "abstention.csv"
