@@ -38,8 +38,8 @@ from rait.artifacts import identity_key, sha256_file, write_json
 from rait.errors import RaitError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
-from rait.report.explorer import explorer_items
 from rait.pipeline.config import PipelineConfig, TrackConfig
+from rait.report.explorer import explorer_items
 from rait.select.methods import METHODS
 
 # Paired comparisons reported for every test set (a minus b): each method against the untouched model,
