@@ -451,3 +451,22 @@ def test_the_report_shows_each_pools_knowledge_and_each_methods_selection(pipeli
     cells = re.findall(rf"<tr><th>{re.escape(first)}</th>(.*?)</tr>", table)[0]
     counts = re.findall(r"<td>(\d+) / (\d+)</td>", cells)
     assert counts[header.index("Cor-RAIT")] == (str(vanilla), str(idk))
+
+
+def test_rait_report_rebuilds_a_finished_run_and_computes_nothing(pipeline_run, tmp_path, capsys):
+    """Issue 19: `rait report RUN_DIR` from the run's stored config and stages; a missing stage is an error."""
+    folder, _ = pipeline_run
+    copy = tmp_path / "out"
+    shutil.copytree(folder / "out", copy)
+    expected = (copy / "results.csv").read_text()
+    for name in ("results.csv", "results.md", "report.html"):
+        (copy / name).unlink()
+    assert run(["report", str(copy)]) == 0
+    assert (copy / "results.csv").read_text() == expected and "id=\"x-data\"" in (copy / "report.html").read_text()
+    assert "run     " not in capsys.readouterr().err  # every stage was read, none computed
+    shutil.rmtree(copy / "facts" / "eval" / "nq" / "Cor-RAIT")
+    before = (copy / "report.html").read_text()
+    assert run(["report", str(copy)]) == 2
+    assert "stage 'facts: eval Cor-RAIT / nq / refuse' has not finished" in capsys.readouterr().err
+    assert (copy / "report.html").read_text() == before and not (copy / "facts" / "eval" / "nq" / "Cor-RAIT").exists()
+    assert run(["report", str(tmp_path)]) == 2 and "no config.yaml" in capsys.readouterr().err

@@ -574,6 +574,24 @@ def run_command(
     typer.echo(f"report: {out / 'report.html'}")
 
 
+@app.command("report")
+def report_command(
+    runs: list[Path] = typer.Argument(..., help="Folders of finished `rait run`s (each holds its config.yaml)."),
+) -> None:
+    """Rebuild the report of finished runs from their stored stages, computing nothing (results, comparisons,
+    report.html with its item explorer); run it from the folder `rait run` ran in, as the config's paths are
+    relative to it."""
+    from rait.pipeline import PipelineConfig, run_pipeline
+    from rait.pipeline.run import CONFIG_FILE
+
+    for run_dir in runs:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise RaitError(f"{run_dir}: no {CONFIG_FILE}; is it the --out folder of a finished `rait run`?")
+    for run_dir in runs:
+        run_pipeline(PipelineConfig.from_yaml(run_dir / CONFIG_FILE), run_dir, console=console, cached_only=True)
+        typer.echo(f"report: {run_dir / 'report.html'}")
+
+
 # ---------------------------------------------------------------- entry point
 
 

@@ -56,11 +56,14 @@ BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) 
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
 
 
+CONFIG_FILE = "config.yaml"  # the config of a finished run, for `rait report`
+
+
 class Stages:
     """Runs stages at most once per key and keeps the log that becomes pipeline.json."""
 
-    def __init__(self, console: Console):
-        self.console = console
+    def __init__(self, console: Console, cached_only: bool = False):
+        self.console, self.cached_only = console, cached_only
         self.log: list[dict[str, Any]] = []
 
     def run(self, name: str, folder: Path, parts: dict[str, Any], compute: Callable[[Path], dict | None]) -> tuple[str, dict]:
@@ -73,6 +76,9 @@ class Stages:
                 self.log.append({"stage": name, "key": key, "cached": True, "seconds": info.get("seconds")})
                 self.console.print(f"[dim]cached[/]  {name}")
                 return key, info.get("result") or {}
+        if self.cached_only:
+            raise RaitError(f"{folder}: stage '{name}' has not finished in this run folder (or under other settings); "
+                            "`rait run` computes it")
         if folder.exists() and not (started.is_file() and started.read_text(encoding="utf-8") == key):
             shutil.rmtree(folder)  # made under other settings: nothing in it can be reused
         folder.mkdir(parents=True, exist_ok=True)
@@ -519,8 +525,12 @@ def _without_outcomes(row: dict) -> dict:
     return {key: value for key, value in row.items() if key not in ("outcome_rows", "outcome_runs")}
 
 
-def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console | None = None) -> list[dict]:
-    """Run every track of `config` into `out_dir` (resumable) and write the report; returns the result rows."""
+def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console | None = None,
+                 cached_only: bool = False) -> list[dict]:
+    """Run every track of `config` into `out_dir` (resumable) and write the report; returns the result rows.
+
+    `cached_only` rebuilds the report of a finished run (`rait report`): a stage that would have to be computed
+    is an error instead. A finished run keeps its config as `<out_dir>/config.yaml` for that."""
     from rait.models import DEFAULT_SPEC, model_fingerprint, resolve_model_path
     from rait.models.default import GGUF_PACKAGE, GGUF_PACKAGE_VERSION
     from rait.report import ReportSettings
@@ -531,7 +541,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     start = time.perf_counter()
     model_path = resolve_model_path(config.model)
     model_sha = model_fingerprint(model_path)["weights_sha256"]
-    stages = Stages(console)
+    stages = Stages(console, cached_only)
     rows: list[dict] = []
     tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
     for track in tracks:
@@ -562,6 +572,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
         write_diagnosis(diagnosis, out_dir)
     if config.seeds:
         write_by_seed([row for track in tracks for row in track.by_seed], out_dir / "results_by_seed.csv")
+    if config.source is not None and Path(config.source[0]).resolve() != (out_dir / CONFIG_FILE).resolve():
+        shutil.copyfile(config.source[0], out_dir / CONFIG_FILE)
     write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
                                           "computed_seconds": round(computed, 1), "stages": stages.log})
     return rows
