@@ -27,8 +27,8 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	{ command -v apt-get >/dev/null 2>&1 && \
 	  { [ "$$(id -u)" = 0 ] && S= || { command -v sudo >/dev/null 2>&1 && S="sudo -n"; }; } && \
-	  { $$S env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    { $$S timeout 300 apt-get update -q >/dev/null 2>&1 && $$S env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q chromium >/dev/null 2>&1; }; } } || \
+	  { $$S env DEBIAN_FRONTEND=noninteractive timeout 240 apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { $$S timeout 120 apt-get update -q >/dev/null 2>&1 && $$S env DEBIAN_FRONTEND=noninteractive timeout 240 apt-get install -y -q chromium >/dev/null 2>&1; }; } } || \
 	echo "make browser: chromium not installed (no apt, or no root); the report explorer's browser test will be skipped"
 
 test: setup browser
