@@ -99,6 +99,7 @@ SCRIPT = r"""
   const fill = (select, values) => values.forEach((v) => select.add(new Option(v, v)));
   fill($("x-test"), tests);
   const params = new URLSearchParams(location.hash.slice(1));
+  if (params.has("test")) document.getElementById("items").scrollIntoView();  // a linked view opens at the explorer
   const methodsOf = (test) => [...new Set(data.items.filter((i) => i.test_set === test)
                                           .flatMap((i) => Object.keys(i.answers)))];
   function setMethods() {
