@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from probe import RESULTS, device_name, save  # benchmarks/probe.py, next to this script
+from probe import RESULTS, device_name, model_label, save  # benchmarks/probe.py, next to this script
 
 from rait.data import TestSet, load_test_records
 from rait.generate import SamplingSettings, generate
@@ -163,12 +163,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from rait.models import load_model, resolve_model_path
+    from rait.models import load_model
 
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.equality:
         result = equality(model, tokenizer, args.batch_size) | {
-            "model": str(resolve_model_path(args.model)), "device": args.device, "dtype": str(model.dtype)}
+            "model": model_label(args.model), "device": args.device, "dtype": str(model.dtype)}
         save(result, args.out or RESULTS / f"eval_equality_{args.device.split(':')[0]}.json")
         return
     records = load_test_records(TestSet("bench", args.data, sample=args.items, stratify="subject"), seed=0)
@@ -231,7 +231,7 @@ def main() -> None:
     machine["fp32_matmul_gflops_2048_at_end"] = matmul_gflops(args.device, 2048, 2048, 2048, 5)
     result = {
         "benchmark": "greedy evaluation, rait.generate vs batched model.generate (same batch size, same items)",
-        "model": str(resolve_model_path(args.model)), "device": args.device, "device_name": device_name(args.device),
+        "model": model_label(args.model), "device": args.device, "device_name": device_name(args.device),
         "dtype": str(model.dtype).removeprefix("torch."), "torch_threads": torch.get_num_threads(),
         "data": args.data, "batch_size": args.batch_size, "rounds": args.rounds, "machine": machine,
         "settings": settings_rows,

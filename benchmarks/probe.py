@@ -76,6 +76,12 @@ def ratios(rates: dict) -> dict:
             "speedup_vs_per_sample_loop": rates["batched"] / rates["per_sample_loop"]}
 
 
+def model_label(spec: str) -> str:
+    """How a result file names the model: the spec as given ("default") or the folder's name, never a path of the
+    machine that ran it."""
+    return spec if spec == "default" else Path(spec).name
+
+
 def device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
 
@@ -108,7 +114,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from rait.models import load_model, resolve_model_path
+    from rait.models import load_model
 
     backend = HFBackend(*load_model(args.model, device=args.device))
     embedder = SentenceEmbedder(device=args.device)
@@ -141,7 +147,7 @@ def main() -> None:
     gflops = 10 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
     result = {
         "benchmark": "open-QA knowledge probe, batched vs per-question generate loops",
-        "model": str(resolve_model_path(args.model)), "device": args.device,
+        "model": model_label(args.model), "device": args.device,
         "device_name": device_name(args.device),
         "torch_threads": torch.get_num_threads(), "fp32_matmul_gflops_at_end": gflops,
         "questions": len(records), "loop_questions": len(loop_records), "k": args.k,

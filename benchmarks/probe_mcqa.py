@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probe import RESULTS, device_name, save  # benchmarks/probe.py, next to this script
+from probe import RESULTS, device_name, model_label, save  # benchmarks/probe.py, next to this script
 
 from rait.data import load_source
 from rait.probe.backends import HFBackend
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/probe_mcqa_<device>.json")
     args = parser.parse_args()
 
-    from rait.models import load_model, resolve_model_path
+    from rait.models import load_model
 
     backend = HFBackend(*load_model(args.model, device=args.device))
     settings = MCQASettings(batch_size=args.batch_size)
@@ -98,7 +98,7 @@ def main() -> None:
         }
     result = {
         "benchmark": "MCQA letter probe forwards: shared k-shot prefix vs plain padded batches",
-        "model": str(resolve_model_path(args.model)), "device": args.device,
+        "model": model_label(args.model), "device": args.device,
         "device_name": device_name(args.device),
         "torch_threads": torch.get_num_threads(), "shots": settings.shots, "batch_size": args.batch_size,
         "rounds": args.rounds, "pools": results,
