@@ -116,6 +116,15 @@ def ths_of(outcomes, reference_outcomes, groups=None) -> float:
 # --------------------------------------------------------------------------- abstention family
 
 
+def transition(before: str, after: str) -> str:
+    """An item's move from the reference's outcome `before` (Init-Basic's) to a model's `after`, as
+    "<then>-<now>": then is correct (known) or wrong (anything else: not known); now is correct, refused or wrong
+    (an unparsed answer counts as wrong). The outcome flow and the report's item explorer both count these."""
+    then = "correct" if before == "correct" else "wrong"
+    now = after if after in ("correct", "refused") else "wrong"
+    return f"{then}-{now}"
+
+
 def over_refusal(outcomes, known) -> float:
     """Share of the known questions that are refused.
 

@@ -28,6 +28,7 @@ from rait.evaluate.metrics import (
     seed_bootstrap_ci,
     seed_paired_bootstrap,
     ths_of,
+    transition,
 )
 from rait.data.scoring import MatchMode, RefusalMode, score_mcqa, score_open
 from rait.generate import SamplingSettings, generate
@@ -207,14 +208,12 @@ def outcome_flow(runs: Sequence[Sequence[dict]], reference: Sequence[dict]) -> d
     """
     outcomes = _same_items(runs)
     before = _reference_outcomes(runs[0], reference)
-    flow = dict.fromkeys(("refused_known", "refused_unknown", "kept_correct", "lost_to_wrong", "still_wrong",
-                          "fixed"), 0.0)
-    names = {("correct", True): "kept_correct", ("refused", True): "refused_known", ("correct", False): "fixed",
-             ("refused", False): "refused_unknown"}
+    names = {"correct-refused": "refused_known", "wrong-refused": "refused_unknown", "correct-correct": "kept_correct",
+             "correct-wrong": "lost_to_wrong", "wrong-wrong": "still_wrong", "wrong-correct": "fixed"}
+    flow = dict.fromkeys(names.values(), 0.0)
     for run in outcomes:
         for now, then in zip(run, before):
-            known = then == "correct"
-            flow[names.get((now, known), "lost_to_wrong" if known else "still_wrong")] += 1 / len(outcomes)
+            flow[names[transition(then, now)]] += 1 / len(outcomes)
     return flow
 
 

@@ -140,7 +140,7 @@ class TrackRun:
         from rait.probe.stage import run as probe
 
         task = records[0].task
-        settings, task_settings, shots = self._probe_settings(task)
+        settings, task_settings, shots = self.probe_setup
         table_path = self.dir / "probe" / "table.parquet"
         parts = {"pool": pool_key, "model": self.model_sha, "task": task, "settings": asdict(task_settings),
                  "exemplars": [r.id for r in shots]}
@@ -396,7 +396,7 @@ class TrackRun:
         self.items: list[dict] = []
         self.knowledge: dict = {}
         self.pool_data = self.pool()
-        self._probe_settings(self.pool_data[2][0].task)  # a field the pool's task does not use fails here
+        self.probe_setup = self._probe_settings(self.pool_data[2][0].task)  # a field the task does not use fails here
         self.tests = []
         if self.validation:
             self.tests.append((TestSet(name="validation", data=str(self.dir / "validation.jsonl"), domain="VAL"),
@@ -443,13 +443,13 @@ class TrackRun:
                 confidence = self.p_ik(probe_key, table_path, records)[1]
             rows += self.no_training(method, confidence, references)
         seeds = (self.config.seeds or [self.config.seed]) if trained else []
-        self.knowledge = self._knowledge(build_table, records, {})
+        first_datasets: dict = {}
         by_seed: list[list[dict]] = []
         for seed in seeds:
             runs = self.dir / f"seed-{seed}" if self.config.seeds else self.dir
             datasets = self.build(table_key, build_table, pool_path, built, grads, seed, runs)
             if seed == seeds[0]:
-                self.knowledge = self._knowledge(build_table, records, datasets)
+                first_datasets = datasets  # the report's pool view shows the first seed's selection
             models = []
             for method in trained:
                 preference = METHODS[method].kind == "preference"
@@ -469,6 +469,7 @@ class TrackRun:
             model_rows = self._over_seeds(by_seed, references)
         rows += model_rows
         self.items = explorer_items(rows)
+        self.knowledge = self._knowledge(build_table, records, first_datasets)
         return [_without_outcomes(row) for row in rows], self._comparisons(rows, references)
 
     def _knowledge(self, table_path: Path, records: list, datasets: dict) -> dict:

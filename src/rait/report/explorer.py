@@ -15,10 +15,10 @@ import html
 import json
 from typing import Sequence
 
+from rait.evaluate.metrics import transition
 from rait.report.results import REFERENCE
 
-# Init-Basic's outcome -> a method's. As in the outcome flow (rait.evaluate.runner.outcome_flow), an item
-# Init-Basic did not answer correctly counts as unknown ("wrong"), and an unparsed answer as wrong.
+# the keys of `rait.evaluate.metrics.transition`, as the page names them
 TRANSITIONS = {
     "correct-refused": "correct → refused (over-refusal)",
     "wrong-refused": "wrong → refused (hallucination avoided)",
@@ -28,13 +28,6 @@ TRANSITIONS = {
     "wrong-wrong": "wrong → wrong",
 }
 OUTCOMES = ("correct", "refused", "wrong")
-
-
-def transition(before: str, after: str) -> str:
-    """The transition key of an item: Init-Basic's outcome `before`, the method's `after`."""
-    then = "correct" if before == "correct" else "wrong"
-    now = after if after in ("correct", "refused") else "wrong"
-    return f"{then}-{now}"
 
 
 def explorer_items(rows: Sequence[dict], reference: str = REFERENCE) -> list[dict]:
