@@ -426,6 +426,7 @@ def test_rait_run_keeps_library_noise_out_of_the_terminal_and_in_its_log(tmp_pat
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "done    facts: train cor_rait" in quiet.stderr and "done    facts: eval Cor-RAIT" in quiet.stderr
     assert not [noise for noise in LIBRARY_NOISE if noise in quiet.stderr]
+    assert "\x1b" not in quiet.stderr  # a pipe gets plain lines: no control codes, no bars
     assert "FutureWarning" in (tmp_path / "q" / "rait.log").read_text()  # the trainer's deprecation, kept
     loud = subprocess.run([sys.executable, "-m", "rait", "--verbose", "run", str(config), "--out",
                            str(tmp_path / "loud")], capture_output=True, text=True, env=env)
@@ -437,3 +438,38 @@ def test_rait_run_keeps_library_noise_out_of_the_terminal_and_in_its_log(tmp_pat
     wrong = subprocess.run([sys.executable, "-m", "rait", "--quiet", "run", str(tmp_path / "none.yaml")],
                            capture_output=True, text=True, env=env)
     assert wrong.returncode == 2 and "error:" in wrong.stderr  # errors are printed under --quiet too
+
+
+def test_rait_run_on_a_terminal_draws_one_live_view(tmp_path, tiny_model_dir):
+    """Issue 19: under a pseudo-terminal, as a user sees it: the live view (stages as rows, the running stage's bar
+    with its ETA, elapsed time), and still no library output."""
+    import pty
+    import re
+
+    config = tmp_path / "q.yaml"
+    config.write_text(QUIET_RUN.format(model=tiny_model_dir))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TERM": "xterm-256color", "COLUMNS": "140"}
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "rait", "run", str(config), "--out", str(tmp_path / "o")],
+                               stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert process.wait() == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode())
+    frames = text.split("rait run ")[1:]
+    assert len(frames) > 2  # redrawn in place while the run went on
+    assert "▶ facts: train cor_rait" in text and "· facts: eval Cor-RAIT / facts-id / refuse" in text
+    assert re.search(r"eval facts-id / basic +━+ +0/4 .*ETA", text)  # the running stage's own bar, drawn at its start
+    assert "6/6 stages" in frames[-1] and "✓ facts: eval Cor-RAIT / facts-id / refuse" in frames[-1]
+    assert "| Cor-RAIT |" in text
+    assert not [noise for noise in LIBRARY_NOISE if noise in text]
+    assert "[1mrun[0m" not in text and "done    facts" not in text  # the view replaces the plain lines

@@ -67,7 +67,34 @@ def pipeline_run(tmp_path_factory, tiny_model_dir):
 
 
 def stage_log(out: Path) -> dict[str, bool]:
-    return {s["stage"]: s["cached"] for s in json.loads((out / "pipeline.json").read_text())["stages"]}
+    """Whether each stage run (not skipped) came from the cache."""
+    return {s["stage"]: s["cached"] for s in json.loads((out / "pipeline.json").read_text())["stages"]
+            if not s.get("skipped")}
+
+
+def assert_planned(config: Path, out: Path) -> None:
+    """The stages `rait run` planned for `config` (the live view's rows) are the stages it ran, in its order, and
+    the ones it skipped (a method that selected nothing: its training and evaluations, logged when skipped)."""
+    log = json.loads((out / "pipeline.json").read_text())["stages"]
+    skipped = {s["stage"] for s in log if s.get("skipped")}
+    plan = planned_stages(config, out)
+    assert sorted(plan) == sorted(s["stage"] for s in log)
+    assert [n for n in plan if n not in skipped] == [s["stage"] for s in log if not s.get("skipped")]
+
+
+def planned_stages(config: Path, out: Path) -> list[str]:
+    """The stage names `rait run` plans for `config`, as `run_pipeline` computes them."""
+    from rich.console import Console
+
+    from rait.pipeline.run import Stages, TrackRun
+    from rait.pipeline.view import StageLines
+
+    parsed, names = PipelineConfig.from_yaml(config), []
+    for index in range(len(parsed.tracks)):
+        track = TrackRun(parsed, index, out, Stages(StageLines(Console(quiet=True))), None, None)
+        track.prepare()
+        names += track.plan()
+    return names
 
 
 def test_every_method_is_trained_evaluated_and_reported(pipeline_run):
@@ -82,6 +109,7 @@ def test_every_method_is_trained_evaluated_and_reported(pipeline_run):
         assert method in table, method
     log = stage_log(out)
     assert not any(log.values())  # a first run computes everything
+    assert_planned(folder / "tiny.yaml", out)
     grads = json.loads((out / "mmlu" / "grads" / "stage.json").read_text())["parts"]["settings"]
     assert (grads["prompt"], grads["refusal"]) == ("refuse", "I don't know.")  # the build's, handed to the stage
     for stage in ("mmlu: probe", "mmlu: rehearse", "mmlu: grads", "mmlu: build", "facts: probe", "facts: rehearse"):
@@ -124,8 +152,9 @@ def test_a_killed_stage_is_resumed_and_a_stale_one_is_redone(tmp_path):
     from rich.console import Console
 
     from rait.pipeline.run import Stages
+    from rait.pipeline.view import StageLines
 
-    stages, calls = Stages(Console(quiet=True)), []
+    stages, calls = Stages(StageLines(Console(quiet=True))), []
 
     def compute(folder: Path) -> dict:
         calls.append(sorted(p.name for p in folder.iterdir()))
@@ -303,6 +332,7 @@ def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparison
     assert (tmp_path / "alone.validation.jsonl").read_bytes() == (out / "facts" / "validation.jsonl").read_bytes()
     for seed in (0, 1):
         assert (out / "facts" / f"seed-{seed}" / "train" / "cor_rait" / "train.json").is_file()
+    assert_planned(config, out)
     results = (out / "results.csv").read_text()
     assert "validation" in results and "VAL" in results
     by_seed = (out / "results_by_seed.csv").read_text().splitlines()
@@ -355,6 +385,7 @@ tracks:
 """)
     out = tmp_path / "out"
     assert run(["run", str(config), "--out", str(out)]) == 0
+    assert_planned(config, out)
     import pandas as pd
 
     results = pd.read_csv(out / "results.csv")

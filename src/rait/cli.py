@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rait import terminal
 from rait.errors import DataError, RaitError, SettingsError, check_choice, check_number
 from rait.select.methods import METHODS
 
@@ -47,8 +48,6 @@ def options(
                                "progress bars."),
 ) -> None:
     """Refusal-aware instruction tuning (CRaFT, GRAIT and baselines): probe, build, train, evaluate."""
-    from rait import terminal
-
     if verbose and quiet:
         raise RaitError("--verbose and --quiet: choose one")
     terminal.quiet(verbose, summary_only=quiet)
@@ -483,8 +482,6 @@ def evaluate(
     """Greedy-decode a model on a test set, score every item, and report Pc/Pw/Pr (and THS) with CIs."""
     import json
 
-    from rich.progress import Progress
-
     from rait.evaluate.runner import EvalSettings
     from rait.data import TestSet, load_test_records
     from rait.evaluate.suite import load_for_eval, run
@@ -506,10 +503,9 @@ def evaluate(
 
         reference_rows = read_jsonl(reference / "outcomes.jsonl")
     loaded = load_for_eval(model)
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"eval {data} / {prompt}", total=len(records))
+    with terminal.progress(f"eval {data} / {prompt}", len(records)) as bar:
         rows, summary = run(settings, records, out, model=loaded, reference_rows=reference_rows,
-                            on_batch=lambda n: progress.advance(task, n))
+                            on_batch=bar.advance)
     if confidence is not None:
         from rait.evaluate.abstain import apply_rule, read_confidence
 
@@ -559,8 +555,6 @@ def run_command(
 ) -> None:
     """Probe, rehearse, gradients, build every method, train each, evaluate ID/OOD, report; resumable stage by stage."""
     from rait.pipeline import PipelineConfig, run_pipeline
-
-    from rait import terminal
 
     out = out or Path("runs") / config.stem
     _check_output("--out", out, folder=True)

@@ -14,7 +14,9 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 # the libraries' own switches, read when each is imported: `rait` sets them before it imports any of them
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub's bars and transformers' "Loading weights"
@@ -23,7 +25,7 @@ QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub's bars and 
 LIBRARIES = ("transformers", "datasets", "trl", "peft", "accelerate", "huggingface_hub", "sentence_transformers")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 RAIT_DIR = str(Path(__file__).resolve().parent)
-_state: dict = {"verbose": False, "quiet": False, "handler": None}
+_state: dict = {"verbose": False, "quiet": False, "handler": None, "view": None}
 _original_showwarning = warnings.showwarning
 
 
@@ -57,6 +59,71 @@ def quiet(verbose: bool = False, summary_only: bool = False) -> None:
 def shows_progress() -> bool:
     """Whether rait's own progress bars are wanted (not under `rait --quiet`)."""
     return not _state["quiet"]
+
+
+def is_verbose() -> bool:
+    """Whether the libraries' own output is let through (`rait --verbose`)."""
+    return _state["verbose"]
+
+
+class Bar:
+    """What a long loop reports to: `advance(n)` after each batch; `restart(total)` once the total is known (a
+    trainer knows its steps only when training begins)."""
+
+    def __init__(self, progress=None, task=None):
+        self._progress, self._task = progress, task
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def restart(self, total: int | None) -> None:
+        if self._progress is not None:
+            self._progress.reset(self._task, total=total)
+
+
+def progress_columns() -> list:
+    """A bar's columns: what, how far, items per second, elapsed and the time left."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.2f}/s" if task.speed else "", style="progress.data.speed")
+
+    return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn()]
+
+
+@contextmanager
+def progress(description: str, total: int | None, completed: int = 0) -> Iterator[Bar]:
+    """One long loop's progress bar. Inside `rait run` it is the running stage's bar in the run's live view
+    (`use_view`); otherwise its own bar on stderr when that is a terminal. Nothing is drawn when stderr is not a
+    terminal (CI, a pipe: plain lines only) or under `rait --quiet`."""
+    if _state["view"] is not None:
+        with _state["view"].progress(description, total, completed) as bar:
+            yield bar
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    if not shows_progress() or not console.is_terminal:
+        yield Bar()
+        return
+    with Progress(*progress_columns(), console=console) as bars:
+        yield Bar(bars, bars.add_task(description, total=total, completed=completed))
+
+
+@contextmanager
+def use_view(view) -> Iterator[None]:
+    """Route every `progress` bar to `view` (an object with the same `progress` context manager) while inside."""
+    _state["view"] = view
+    try:
+        yield
+    finally:
+        _state["view"] = None
 
 
 def log_to(path: str | Path | None) -> None:

@@ -77,7 +77,7 @@ def warmup(model, tokenizer, rows: Sequence[dict], out_dir: str | Path, settings
     from datasets import Dataset
 
     from rait.train import WeightedSFTTrainer
-    from rait.train.finetune import without_log_lines
+    from rait.train.finetune import train_with_bar
 
     settings = settings or warmup_settings()
     if settings.method != "lora":
@@ -88,8 +88,7 @@ def warmup(model, tokenizer, rows: Sequence[dict], out_dir: str | Path, settings
     dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = WeightedSFTTrainer(model, args=settings.sft_config(out_dir / "trainer", progress), train_dataset=dataset,
                                  processing_class=tokenizer, peft_config=settings.lora.peft_config())
-    without_log_lines(trainer)
-    trainer.train()
+    train_with_bar(trainer, "warm-up")
     if not trainer.is_world_process_zero():  # data-parallel ranks hold the same adapter and moments
         return out_dir
     trained = trainer.accelerator.unwrap_model(trainer.model)

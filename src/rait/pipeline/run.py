@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +39,9 @@ from rait.errors import RaitError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
 from rait.pipeline.config import PipelineConfig, TrackConfig
+from rait.pipeline.view import LiveView, StageLines, stage_view
 from rait.report.explorer import explorer_items
+from rait.terminal import is_verbose, progress, use_view
 from rait.select.methods import METHODS
 
 # Paired comparisons reported for every test set (a minus b): each method against the untouched model,
@@ -62,8 +64,8 @@ CONFIG_FILE = "config.yaml"  # the config of a finished run, for `rait report`
 class Stages:
     """Runs stages at most once per key and keeps the log that becomes pipeline.json."""
 
-    def __init__(self, console: Console, cached_only: bool = False):
-        self.console, self.cached_only = console, cached_only
+    def __init__(self, view: StageLines, cached_only: bool = False):
+        self.view, self.cached_only = view, cached_only
         self.log: list[dict[str, Any]] = []
 
     def run(self, name: str, folder: Path, parts: dict[str, Any], compute: Callable[[Path], dict | None]) -> tuple[str, dict]:
@@ -74,7 +76,7 @@ class Stages:
             info = json.loads(done.read_text(encoding="utf-8"))
             if info.get("key") == key:
                 self.log.append({"stage": name, "key": key, "cached": True, "seconds": info.get("seconds")})
-                self.console.print(f"[dim]cached[/]  {name}")
+                self.view.cached(name)
                 return key, info.get("result") or {}
         if self.cached_only:
             raise RaitError(f"{folder}: stage '{name}' has not finished in this run folder (or under other settings); "
@@ -83,14 +85,19 @@ class Stages:
             shutil.rmtree(folder)  # made under other settings: nothing in it can be reused
         folder.mkdir(parents=True, exist_ok=True)
         started.write_text(key, encoding="utf-8")
-        self.console.print(f"[bold]run[/]     {name}")
+        self.view.started(name)
         start = time.perf_counter()
         result = compute(folder) or {}
         seconds = round(time.perf_counter() - start, 2)
         write_json(done, {"stage": name, "key": key, "parts": parts, "seconds": seconds, "result": result})
         self.log.append({"stage": name, "key": key, "cached": False, "seconds": seconds})
-        self.console.print(f"[green]done[/]    {name} ({seconds:.0f} s)")
+        self.view.finished(name, seconds)
         return key, result
+
+    def skip(self, name: str, why: str) -> None:
+        """A planned stage that has nothing to do (a method that selected no samples trains nothing)."""
+        self.log.append({"stage": name, "key": None, "cached": False, "seconds": None, "skipped": why})
+        self.view.skipped(name, why)
 
 
 
@@ -316,8 +323,7 @@ class TrackRun:
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
                     "train_loss": result.train_loss}
 
-        key, _ = self.stages.run(f"{self.track.name}: train {method}{self._seed_label(seed)}", folder, parts,
-                                 compute)
+        key, _ = self.stages.run(self._train_name(method, seed), folder, parts, compute)
         return key, folder
 
     def evaluate(self, models: list[tuple[str, str, str, list[str]]], folder: Path, references: dict) -> list[dict]:
@@ -365,13 +371,15 @@ class TrackRun:
                          "reference": reference[0] if reference else None}
 
                 def compute(folder: Path, settings=settings, records=records, reference=reference) -> dict:
-                    _, summary = evaluate_stage(settings, records, folder, model=model(),
-                                          reference_rows=reference[1] if reference else None)
+                    loaded = model()
+                    with progress(f"eval {test.name} / {prompt}", len(records)) as bar:
+                        _, summary = evaluate_stage(settings, records, folder, model=loaded,
+                                                    reference_rows=reference[1] if reference else None,
+                                                    on_batch=bar.advance)
                     return summary
 
-                where = "" if eval_dir == self.dir / "eval" else f" ({eval_dir.parent.name})"
-                key, summary = self.stages.run(f"{self.track.name}: eval {label} / {test.name} / {prompt}{where}",
-                                               folder, parts, compute)
+                key, summary = self.stages.run(self._eval_name(label, test.name, prompt, eval_dir), folder, parts,
+                                               compute)
                 outcomes = read_jsonl(folder / "outcomes.jsonl")
                 if reference is None and prompt == REFERENCE_PROMPT:
                     references[test.name] = (key, outcomes)
@@ -414,21 +422,70 @@ class TrackRun:
                                         "on validation would see test items")
             self.tests.append((test, records))
 
-    def run(self) -> tuple[list[dict], list[dict]]:
-        """The track's report rows and its paired comparisons (`comparisons`)."""
+    def _methods(self) -> tuple[list[str], list[str], list[str]]:
+        """The track's methods, those that train, and what the build selects: every SFT method, and the method
+        whose pairs DPO-RAIT trains on."""
         methods = self.config.methods_of(self.track)
-        pool_key, pool_path, records = self.pool_data
-        probe_key, table_path, shots = self.probe(pool_key, records)
-        table_key, build_table = probe_key, table_path
         trained = [m for m in methods if METHODS[m].trains]
-        # what the build selects: every SFT method, and the method whose pairs DPO-RAIT trains on
         built = [m for m in trained if METHODS[m].kind == "sft"]
         if any(METHODS[m].kind == "preference" for m in trained) and self.config.dpo.pairs_from not in built:
             built.append(self.config.dpo.pairs_from)
+        return methods, trained, built
+
+    def _base_prompts(self) -> list[str]:
+        return [REFERENCE_PROMPT] + [p for p in self.config.eval.prompts if p != REFERENCE_PROMPT]
+
+    def _runs(self, seed: int) -> Path:
+        """The folder of one seed's builds, trainings and evaluations."""
+        return self.dir / f"seed-{seed}" if self.config.seeds else self.dir
+
+    def _train_name(self, method: str, seed: int) -> str:
+        return f"{self.track.name}: train {method}{self._seed_label(seed)}"
+
+    def _eval_name(self, label: str, test: str, prompt: str, eval_dir: Path) -> str:
+        where = "" if eval_dir == self.dir / "eval" else f" ({eval_dir.parent.name})"
+        return f"{self.track.name}: eval {label} / {test} / {prompt}{where}"
+
+    def plan(self) -> list[str]:
+        """The names of the stages `run` goes through, in its order (the live view's pending rows); a method that
+        selects no samples is skipped at run time."""
+        name = self.track.name
+        methods, trained, built = self._methods()
+        names = [f"{name}: probe"]
+        if any(METHODS[m].needs_flow for m in built):
+            names.append(f"{name}: rehearse")
+        if any(METHODS[m].needs_gradients for m in built):
+            names.append(f"{name}: grads")
+        names += [self._eval_name(BASE_LABEL, test.name, prompt, self.dir / "eval") for test, _ in self.tests
+                  for prompt in self._base_prompts()]
+        probed: list[str] = []
+        for test, _ in self.tests if self.track.diagnose else []:
+            probed.append(test.name)
+            names += [f"{name}: probe {test.name}", f"{name}: diagnose {test.name}"]
+        for method in (m for m in methods if not METHODS[m].trains):
+            if method != "self_consistency":
+                names.append(f"{name}: p_ik")
+                continue
+            fresh = [test.name for test, _ in self.tests if test.name not in probed]
+            probed += fresh
+            names += [f"{name}: probe {test}" for test in fresh]
+        for seed in (self.config.seeds or [self.config.seed]) if trained else []:
+            names.append(f"{name}: build{self._seed_label(seed)}")
+            names += [self._train_name(method, seed) for method in trained]
+            names += [self._eval_name(METHODS[method].label, test.name, prompt, self._runs(seed) / "eval")
+                      for method in trained for test, _ in self.tests for prompt in self.config.eval.method_prompts]
+        return names
+
+    def run(self) -> tuple[list[dict], list[dict]]:
+        """The track's report rows and its paired comparisons (`comparisons`)."""
+        methods, trained, built = self._methods()
+        pool_key, pool_path, records = self.pool_data
+        probe_key, table_path, shots = self.probe(pool_key, records)
+        table_key, build_table = probe_key, table_path
         if any(METHODS[m].needs_flow for m in built):
             table_key, build_table = self.rehearse(probe_key, table_path, records, shots)
         grads = self.grads(probe_key, table_path, pool_path) if any(METHODS[m].needs_gradients for m in built) else None
-        base_prompts = [REFERENCE_PROMPT] + [p for p in self.config.eval.prompts if p != REFERENCE_PROMPT]
+        base_prompts = self._base_prompts()
         references: dict = {}
         rows = self.evaluate([(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)], self.dir / "eval",
                              references)
@@ -446,7 +503,7 @@ class TrackRun:
         first_datasets: dict = {}
         by_seed: list[list[dict]] = []
         for seed in seeds:
-            runs = self.dir / f"seed-{seed}" if self.config.seeds else self.dir
+            runs = self._runs(seed)
             datasets = self.build(table_key, build_table, pool_path, built, grads, seed, runs)
             if seed == seeds[0]:
                 first_datasets = datasets  # the report's pool view shows the first seed's selection
@@ -456,7 +513,11 @@ class TrackRun:
                 data = (runs / "build" / "dpo" / f"{self.config.dpo.pairs_from}.jsonl" if preference
                         else datasets.get(method))
                 if data is None or not data.is_file() or not data.stat().st_size:
-                    self.stages.console.print(f"[yellow]skip[/]    {self.track.name}: {method} selected no samples")
+                    self.stages.skip(self._train_name(method, seed), "selected no samples")
+                    for test, _ in self.tests:
+                        for prompt in self.config.eval.method_prompts:
+                            self.stages.skip(self._eval_name(METHODS[method].label, test.name, prompt, runs / "eval"),
+                                             "no model: its method selected no samples")
                     continue
                 key, folder = self.train(method, data, seed, runs)
                 models.append((METHODS[method].label, key, str(folder), self.config.eval.method_prompts))
@@ -542,16 +603,20 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     start = time.perf_counter()
     model_path = resolve_model_path(config.model)
     model_sha = model_fingerprint(model_path)["weights_sha256"]
-    stages = Stages(console, cached_only)
+    view = stage_view(console, out_dir, f"rait run {config.source[0] if config.source else out_dir}",
+                      live=not cached_only and not is_verbose())
+    stages = Stages(view, cached_only)
     rows: list[dict] = []
     tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
     for track in tracks:
         track.prepare()
     comparisons: list[dict] = []
-    for track in tracks:
-        track_rows, track_comparisons = track.run()
-        rows += track_rows
-        comparisons += track_comparisons
+    with view, use_view(view) if isinstance(view, LiveView) else nullcontext():
+        view.plan([name for track in tracks for name in track.plan()])
+        for track in tracks:
+            track_rows, track_comparisons = track.run()
+            rows += track_rows
+            comparisons += track_comparisons
     wall = time.perf_counter() - start
     computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
     # "default" is named, not its cache path, so that a report reads the same on every machine.

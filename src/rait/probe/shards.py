@@ -17,6 +17,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -92,13 +93,12 @@ def probe_pool(
     done = {i: _load_shard(paths[i], shard) for i, shard in enumerate(shards) if paths[i].exists()}
     resumed = len(done)
     started = time.perf_counter()
-    with _progress_bar(progress) as bar:
-        task_id = bar.add_task(description, total=len(records), completed=sum(len(shards[i]) for i in done))
+    with _progress(progress, description, len(records), sum(len(shards[i]) for i in done)) as bar:
         for index, shard in enumerate(shards):
             if index in done:
                 continue
             t0 = time.perf_counter()
-            rows = probe_shard(shard, shard_seed(seed, index), lambda n: bar.advance(task_id, n))
+            rows = probe_shard(shard, shard_seed(seed, index), bar.advance)
             if [row["id"] for row in rows] != [r.id for r in shard]:
                 raise RuntimeError(f"shard {index} returned rows that do not match its questions")
             done[index] = {"index": index, "seconds": time.perf_counter() - t0, "rows": rows}
@@ -137,12 +137,7 @@ def _load_shard(path: Path, shard: list[QARecord]) -> dict[str, Any]:
     return {**saved, "resumed": True}
 
 
-def _progress_bar(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _progress(enabled: bool, description: str, total: int, completed: int):
+    from rait.terminal import Bar, progress
 
-    from rait.terminal import shows_progress
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-                    disable=not (enabled and shows_progress()))
+    return progress(description, total, completed) if enabled else nullcontext(Bar())

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,7 +35,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from rait.artifacts import iter_jsonl_objects, manifest_path, write_json, write_manifest
 from rait.errors import DataError, ModelError, RaitError, SettingsError
 from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
-from rait.terminal import shows_progress
+from rait.terminal import Bar, progress, shows_progress
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
 
 METHODS = ("lora", "qlora", "full")
@@ -165,22 +165,32 @@ class UpdateCounter(TrainerCallback):
             self.updates += 1
 
 
-class BarWithoutLogLines(ProgressCallback):
-    """The trainer's progress bar without a printed dict per logged step.
+class StepsBar(TrainerCallback):
+    """The trainer's optimiser steps on rait's own bar (`rait.terminal.progress`): the running stage's bar in
+    `rait run`'s live view, a bar of its own in `rait train`, nothing in plain output."""
 
-    The losses are in `trainer.state.log_history` and in `train.json`; printed, they were a
-    fifth of `rait run`'s output.
-    """
+    def __init__(self, bar):
+        self.bar = bar
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        return
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar.restart(state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.advance(1)
 
 
-def without_log_lines(trainer) -> None:
-    """Swap the trainer's log printing (a bar that prints dicts, or plain dict printing) for `BarWithoutLogLines`."""
+def train_with_bar(trainer, description: str = "train"):
+    """`trainer.train()` showing rait's bar (`StepsBar`) instead of transformers' tqdm bar and its printed dict per
+    logged step (the losses are in `trainer.state.log_history` and `train.json`; printed, they were a fifth of
+    `rait run`'s output). No bar where the config disabled it (`progress=False`, `rait --quiet`)."""
     trainer.remove_callback(PrinterCallback)
-    if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(BarWithoutLogLines)
+    shown = trainer.pop_callback(ProgressCallback) is not None and trainer.is_world_process_zero()
+    with progress(description, None) if shown else nullcontext(Bar()) as bar:
+        trainer.add_callback(StepsBar(bar))
+        try:
+            return trainer.train()
+        finally:
+            trainer.pop_callback(StepsBar)
 
 
 def read_training_rows(path: str | Path, weight_column: str = "weight") -> list[dict[str, Any]]:
@@ -241,9 +251,8 @@ def train_and_save(trainer, settings: TrainSettings, out_dir: Path, *, model: st
     Shared by the SFT stage (`run`) and preference tuning (`rait.train.preference`); `extra` joins the summary.
     """
     tokenizer = trainer.processing_class
-    without_log_lines(trainer)
     start = time.perf_counter()
-    output = trainer.train()
+    output = train_with_bar(trainer)
     runtime = time.perf_counter() - start
 
     # Everything is saved into a staging folder first and moved in by `_commit_output`, so a killed save
