@@ -503,3 +503,115 @@ def test_rait_report_rebuilds_a_finished_run_and_computes_nothing(pipeline_run, 
     assert "stage 'facts: eval Cor-RAIT / nq / refuse' has not finished" in capsys.readouterr().err
     assert (copy / "report.html").read_text() == before and not (copy / "facts" / "eval" / "nq" / "Cor-RAIT").exists()
     assert run(["report", str(tmp_path)]) == 2 and "no config.yaml" in capsys.readouterr().err
+
+
+SEED_RUN = """
+model: {model}
+seed: {seed}
+methods: [cor_rait, van_tuning]
+train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
+eval: {{batch_size: 8, n_boot: 50, max_new_tokens: {{oeqa: 3}}}}
+tracks:
+  - name: facts
+    pool: {{data: {pool}}}
+    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot, seed: 7}}
+    build: {{n_total: 4}}
+    test_sets: [{{name: facts-id, data: {test}, domain: ID}}]
+"""
+
+
+def test_rait_report_merges_separately_run_seeds_as_a_run_with_seeds(tmp_path, tiny_model_dir, capsys):
+    """Issue 19: seeds 0 and 1 run one by one, then `rait report A B --out M`: the same rows, intervals and
+    comparisons as one run of `seeds: [0, 1]` (pool, probe and test items do not depend on the run's seed here)."""
+    import yaml
+
+    for name, spec in (("pool.jsonl", "facts:train"), ("test.jsonl", "facts:test_id")):
+        assert run(["data", "load", spec, "--out", str(tmp_path / name), "--sample", "8"]) == 0
+    text = SEED_RUN.format(model=tiny_model_dir, pool=tmp_path / "pool.jsonl", test=tmp_path / "test.jsonl",
+                           seed="SEED")
+    for seed in (0, 1):
+        (tmp_path / f"s{seed}.yaml").write_text(text.replace("SEED", str(seed)))
+        assert run(["run", str(tmp_path / f"s{seed}.yaml"), "--out", str(tmp_path / f"s{seed}")]) == 0
+    both = yaml.safe_load(text.replace("SEED", "0")) | {"seeds": [0, 1]}
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump(both))
+    assert run(["run", str(tmp_path / "both.yaml"), "--out", str(tmp_path / "both")]) == 0
+    capsys.readouterr()
+    assert run(["report", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged")]) == 0
+    assert "run     " not in capsys.readouterr().err  # read from the runs' folders, nothing computed
+    merged, joint = tmp_path / "merged", tmp_path / "both"
+    import pandas as pd
+
+    for name in ("results.csv", "results_by_seed.csv", "comparisons.csv", "abstention.csv"):
+        ours, theirs = (pd.read_csv(folder / name) for folder in (merged, joint))
+        pd.testing.assert_frame_equal(ours.drop(columns="seconds", errors="ignore"),  # wall times differ
+                                      theirs.drop(columns="seconds", errors="ignore"), obj=name)
+    assert "Van-Tuning" in (merged / "results.csv").read_text()
+    # each run is one seed of the rows: seed 1's Cor-RAIT answering one of 8 items right is 1 of 16 over both
+    outcomes = tmp_path / "s1" / "facts" / "eval" / "facts-id" / "Cor-RAIT" / "refuse" / "outcomes.jsonl"
+    rows = [json.loads(line) for line in outcomes.read_text().splitlines()]
+    rows[0]["outcome"] = "correct"
+    outcomes.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert run(["report", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m1")]) == 0
+    results = pd.read_csv(tmp_path / "m1" / "results.csv").set_index("method")
+    assert results.loc["Cor-RAIT", "pc"] == pytest.approx(100 / 16) and results.loc["Van-Tuning", "pc"] == 0
+    # only the seed may differ, and each run must be another seed
+    (tmp_path / "s1" / "config.yaml").write_text(text.replace("SEED", "1").replace("n_boot: 50", "n_boot: 60"))
+    assert run(["report", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m2")]) == 2
+    assert "differs from" in capsys.readouterr().err and not (tmp_path / "m2").exists()
+    assert run(["report", str(tmp_path / "s0"), str(tmp_path / "s0"), "--out", str(tmp_path / "m3")]) == 2
+    assert "share a seed" in capsys.readouterr().err
+
+
+GRPO_RUN = """
+model: {model}
+methods: [cor_rait, grpo_rait]
+train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
+grpo: {{num_generations: 2, max_completion_length: 3, start_from: {start},
+        train: {{max_steps: 2, batch_size: 4, lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj]}}}}}}
+eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 3}}}}
+tracks:
+  - name: facts
+    pool: {{data: "facts:train", sample: 8}}
+    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot}}
+    build: {{n_total: 4, tau: 0.0}}
+    test_sets: [{{name: facts-id, data: "facts:test_id", sample: 4, domain: ID}}]
+"""
+
+
+def test_grpo_rait_trains_from_cor_rait_in_rait_run_and_reaches_the_report(tmp_path, tiny_model_dir):
+    """Issue 21: GRPO-RAIT beside an SFT method in `rait run`, continuing Cor-RAIT's adapter; its row, its reward
+    curve in the report, its stages planned; a rerun reads it from the cache."""
+    config = tmp_path / "grpo.yaml"
+    config.write_text(GRPO_RUN.format(model=tiny_model_dir, start="cor_rait"))
+    out = tmp_path / "out"
+    assert run(["run", str(config), "--out", str(out)]) == 0
+    assert "| GRPO-RAIT |" in (out / "results.md").read_text()
+    summary = json.loads((out / "facts" / "train" / "grpo_rait" / "train.json").read_text())
+    assert summary["objective"] == "grpo" and summary["start_adapter"].endswith("cor_rait")
+    steps = (out / "facts" / "train" / "grpo_rait" / "rewards.jsonl").read_text().splitlines()
+    assert len(steps) == 2 and (out / "grpo_rewards.png").is_file()
+    assert "GRPO-RAIT's training" in (out / "report.html").read_text()
+    assert_planned(config, out)
+    assert run(["run", str(config), "--out", str(out)]) == 0
+    assert all(stage_log(out).values())  # every stage cached
+
+
+@pytest.mark.parametrize("start, grpo_line, words", [
+    ("van_tuning", 5, ["start_from", "does not train"]),
+    ("p_ik", 5, ["start_from", "no SFT adapter"]),
+])
+def test_a_bad_grpo_start_is_refused_at_its_line(tmp_path, tiny_model_dir, capsys, start, grpo_line, words):
+    config = tmp_path / "grpo.yaml"
+    config.write_text(GRPO_RUN.format(model=tiny_model_dir, start=start))
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:{grpo_line}" in err and all(w in err for w in words), err
+    assert not (tmp_path / "out" / "facts" / "probe").exists()
+
+
+def test_a_grpo_group_of_one_is_refused_at_its_line(tmp_path, tiny_model_dir, capsys):
+    config = tmp_path / "grpo.yaml"
+    config.write_text(GRPO_RUN.format(model=tiny_model_dir, start="cor_rait").replace("num_generations: 2",
+                                                                                      "num_generations: 1"))
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert f"{config}:5" in (err := capsys.readouterr().err) and "num_generations" in err

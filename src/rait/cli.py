@@ -396,22 +396,32 @@ def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: flo
 @app.command("train")
 @with_train_options
 def train_command(
-    data: Path = typer.Option(..., help="Training JSONL from `rait build`: <method>.jsonl (prompt/completion rows, optional weight), or dpo/<method>.jsonl with --objective dpo."),
+    data: Path = typer.Option(..., help="Training JSONL from `rait build`: <method>.jsonl (prompt/completion rows, optional weight), dpo/<method>.jsonl with --objective dpo, or the pool's QA records with --objective grpo."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: adapter/ (or model/), train.json, manifest."),
     model: str = typer.Option("default", help="Base model folder, or 'default'."),
     seed: int = typer.Option(0, help="Training seed."),
     merge: bool = typer.Option(False, help="Also save the LoRA adapter merged into the base model."),
-    objective: str = typer.Option("sft", help="sft (weighted SFT, the papers') or dpo (DPO-RAIT on a build's answer-vs-refusal pairs)."),
-    beta: float = typer.Option(0.1, help="DPO: beta, the strength of the pull towards the reference (the base model)."),
+    objective: str = typer.Option("sft", help="sft (weighted SFT, the papers'), dpo (DPO-RAIT on a build's answer-vs-refusal pairs) or grpo (GRPO-RAIT on a pool's questions, reward +1 correct / 0 refused / -1 wrong; docs/grpo.md)."),
+    beta: Optional[float] = typer.Option(None, help="DPO: beta, the strength of the pull towards the reference (the base model; default 0.1). GRPO: the KL penalty (default 0: none, TRL's)."),
+    num_generations: int = typer.Option(4, help="GRPO: completions per question (G >= 2); --batch-size counts completions."),
+    max_completion_length: int = typer.Option(24, help="GRPO: tokens per completion."),
+    start_from: Optional[Path] = typer.Option(None, help="GRPO: a `rait train` output whose LoRA adapter training continues (e.g. Cor-RAIT's)."),
+    refusal_mode: str = typer.Option("paper", help="GRPO's reward: paper (\"i don't know\") or keywords (docs/eval.md)."),
+    max_steps: int = typer.Option(-1, help="Stop after this many optimiser steps (-1: --epochs decide; GRPO runs by steps)."),
     train=None,
 ) -> None:
-    """Weighted LoRA/full SFT on a built RAIT set (per-sample weights, same objective for any batching), or DPO."""
+    """Weighted LoRA/full SFT on a built RAIT set (per-sample weights, same objective for any batching), DPO, or
+    GRPO with a three-way reward."""
     from rait.artifacts import manifest_path, read_manifest
     from rait.train import run
     from rait.train.finetune import OUTPUT_FOLDERS, SUMMARY_FILE
 
     _check_output("--out", out, folder=True)
-    check_choice("objective", objective, ("sft", "dpo"))
+    check_choice("objective", objective, ("sft", "dpo", "grpo"))
+    if max_steps > 0:
+        from dataclasses import replace
+
+        train = replace(train, max_steps=max_steps)
     _spare_inputs({"data": data, "model": model if model != "default" else None},
                   [*(out / name for name in OUTPUT_FOLDERS), out / SUMMARY_FILE, manifest_path(out / SUMMARY_FILE)])
     if objective == "dpo":
@@ -419,7 +429,17 @@ def train_command(
         from rait.train.preference import run as dpo
 
         source = read_manifest(data).get("settings", {}).get("method", "") if manifest_path(data).is_file() else ""
-        result = dpo(DPOSettings(pairs_from=source, beta=beta, train=train), data, out, model=model)
+        result = dpo(DPOSettings(pairs_from=source, beta=0.1 if beta is None else beta, train=train), data, out,
+                     model=model)
+    elif objective == "grpo":
+        from rait.train.grpo import GRPOSettings
+        from rait.train.grpo import run as grpo
+
+        check_choice("refusal-mode", refusal_mode, ("paper", "keywords"))
+        settings = GRPOSettings(num_generations=num_generations, max_completion_length=max_completion_length,
+                                beta=0.0 if beta is None else beta, refusal_mode=refusal_mode,
+                                train=train)
+        result = grpo(settings, data, out, model=model, start_adapter=start_from)
     else:
         result = run(train, data, out, model=model)
     typer.echo(f"{result.samples} samples, {result.optimizer_steps} optimiser steps, final train loss "
@@ -571,16 +591,27 @@ def run_command(
 @app.command("report")
 def report_command(
     runs: list[Path] = typer.Argument(..., help="Folders of finished `rait run`s (each holds its config.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Merge the runs, separately run seeds of one "
+                                       "config, into one report in this folder: each method's row over the seeds, "
+                                       "intervals over items and seeds (as a run with `seeds:`)."),
 ) -> None:
     """Rebuild the report of finished runs from their stored stages, computing nothing (results, comparisons,
-    report.html with its item explorer); run it from the folder `rait run` ran in, as the config's paths are
-    relative to it."""
+    report.html with its item explorer), or merge separately run seeds into one report (--out); run it from the
+    folder `rait run` ran in, as the config's paths are relative to it."""
     from rait.pipeline import PipelineConfig, run_pipeline
-    from rait.pipeline.run import CONFIG_FILE
+    from rait.pipeline.run import CONFIG_FILE, merge_runs
 
     for run_dir in runs:
         if not (run_dir / CONFIG_FILE).is_file():
             raise RaitError(f"{run_dir}: no {CONFIG_FILE}; is it the --out folder of a finished `rait run`?")
+    if out is not None:
+        if len(runs) < 2:
+            raise RaitError("--out merges several runs (seeds of one config); give two or more run folders")
+        _check_output("--out", out, folder=True)
+        merge_runs(runs, out, console=console)
+        typer.echo((out / "results.md").read_text(encoding="utf-8"))
+        typer.echo(f"report: {out / 'report.html'}")
+        return
     for run_dir in runs:
         run_pipeline(PipelineConfig.from_yaml(run_dir / CONFIG_FILE), run_dir, console=console, cached_only=True)
         typer.echo(f"report: {run_dir / 'report.html'}")

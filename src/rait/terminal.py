@@ -23,6 +23,7 @@ QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1",  # huggingface_hub's bars and 
              "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # datasets' map/filter bars inside TRL's trainers
              "TRANSFORMERS_VERBOSITY": "error"}
 LIBRARIES = ("transformers", "datasets", "trl", "peft", "accelerate", "huggingface_hub", "sentence_transformers")
+SPEED_WINDOW = 600  # seconds of progress behind a bar's rate and ETA: a probe batch can take over rich's default 30
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 RAIT_DIR = str(Path(__file__).resolve().parent)
 _state: dict = {"verbose": False, "quiet": False, "handler": None, "view": None}
@@ -112,7 +113,7 @@ def progress(description: str, total: int | None, completed: int = 0) -> Iterato
     if not shows_progress() or not console.is_terminal:
         yield Bar()
         return
-    with Progress(*progress_columns(), console=console) as bars:
+    with Progress(*progress_columns(), console=console, speed_estimate_period=SPEED_WINDOW) as bars:
         yield Bar(bars, bars.add_task(description, total=total, completed=completed))
 
 

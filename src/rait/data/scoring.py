@@ -257,3 +257,12 @@ def score_mcqa(text: str, gold: str, options: str = "ABCD", refusal_mode: Refusa
     if letter is None:
         return Outcome.UNPARSED
     return Outcome.CORRECT if letter == gold else Outcome.WRONG
+
+
+def score_record(record, text: str, refusal_mode: RefusalMode = "paper", match_mode: MatchMode | None = None) -> Outcome:
+    """Outcome of `text` as the answer to a QA record: `score_mcqa` on its letters, or `score_open` on its answers
+    with `match_mode`, else the rule the record's source asks for, else the papers' "contains"."""
+    if record.task == "mcqa":
+        return score_mcqa(text, record.gold, record.letters, refusal_mode)
+    return score_open(text, record.all_answers, refusal_mode,
+                      match_mode or record.metadata.get("match_mode") or "contains")

@@ -30,7 +30,7 @@ from rait.evaluate.metrics import (
     ths_of,
     transition,
 )
-from rait.data.scoring import MatchMode, RefusalMode, score_mcqa, score_open
+from rait.data.scoring import MatchMode, RefusalMode, score_record
 from rait.generate import SamplingSettings, generate
 from rait.prompts.render import render
 
@@ -68,15 +68,8 @@ class EvalSettings:
         return asdict(self)
 
 
-def _match_mode(record: QARecord, settings: EvalSettings) -> str:
-    """The settings' rule if given, else the one the record's source asks for, else the papers' rule."""
-    return settings.match_mode or record.metadata.get("match_mode") or "contains"
-
-
 def score_output(record: QARecord, output: str, settings: EvalSettings) -> str:
-    if record.task == "mcqa":
-        return str(score_mcqa(output, record.gold, record.letters, settings.refusal_mode))
-    return str(score_open(output, record.all_answers, settings.refusal_mode, _match_mode(record, settings)))
+    return str(score_record(record, output, settings.refusal_mode, settings.match_mode))
 
 
 def evaluate_records(

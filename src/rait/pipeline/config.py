@@ -37,6 +37,7 @@ from rait.probe.stage import ProbeSettings
 from rait.data.testsets import TestSet
 from rait.grads.features import GradsSettings
 from rait.rehearse import RehearseSettings
+from rait.train.grpo import GRPO_TRAIN, GRPOSettings
 from rait.train.preference import DPOSettings
 from rait.select.methods import DEFAULT_METHODS, METHODS, method_of
 from rait.select.stage import BuildSettings
@@ -89,6 +90,7 @@ class PipelineConfig:
     train: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dpo: DPOSettings = field(default_factory=DPOSettings)  # the recipe of `dpo_rait` (rait.train.preference)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)  # the recipe of `grpo_rait` (rait.train.grpo)
     title: str = "rait results"
     source: tuple[Path, Any] | None = field(default=None, repr=False, compare=False,
                                                     metadata={"yaml": False})  # file and YAML tree, for errors
@@ -152,7 +154,8 @@ def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
 def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
     """What a track's stages take from the top level, written into the raw mapping before it is read: the
     rehearsal's fine-tune is the global `train`, then the track's, then `rehearsal.train` (`lora` merged key by
-    key), and DPO-RAIT's is the global `train`, then `dpo.train`; the rehearsal draw, the fine-tunes and the
+    key), DPO-RAIT's is the global `train`, then `dpo.train`, and GRPO-RAIT's its own (`GRPO_TRAIN`, then
+    `grpo.train`: an RL recipe shares little with SFT's); the rehearsal draw, the fine-tunes and the
     gradient projection are seeded by `seed` unless the config sets their own. The training settings are
     checked here, each at its own line."""
     from rait.train import TrainSettings
@@ -176,6 +179,10 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
     if isinstance(dpo, dict) and isinstance(dpo.get("train") or {}, dict):  # DPO-RAIT: the global recipe, then its own
         merged = {"seed": seed, **merge_settings(train, dpo.get("train") or {})}
         raw["dpo"] = {**dpo, "train": checked(("dpo", "train") if "train" in dpo else ("train",), merged)}
+    grpo = raw.get("grpo") or {}
+    if isinstance(grpo, dict) and isinstance(grpo.get("train") or {}, dict):  # GRPO-RAIT: its own recipe, seeded
+        own = {"seed": seed, **merge_settings(GRPO_TRAIN, grpo.get("train") or {})}
+        raw["grpo"] = {**grpo, "train": checked(("grpo", "train") if "train" in grpo else ("grpo",), own)}
     for i, track in enumerate(raw["tracks"]):
         if not isinstance(track, dict) or not isinstance(track.get("train") or {}, dict):
             continue
@@ -191,10 +198,11 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
 
 _NESTED = {
     "tracks": TrackConfig, "pool": DataSettings, "probe": ProbeSettings, "rehearsal": RehearseSettings, "grads": GradsSettings,
-    "build": BuildSettings, "eval": EvalConfig, "test_sets": TestSet, "dpo": DPOSettings,
+    "build": BuildSettings, "eval": EvalConfig, "test_sets": TestSet, "dpo": DPOSettings, "grpo": GRPOSettings,
 }
 # Settings the pipeline sets itself: the methods (top level or per track) and the seed (`seed`, `seeds`).
-_SET_BY_PIPELINE = {DataSettings: ("seed",), BuildSettings: ("methods", "seed"), GradsSettings: ("prompt", "system", "refusal")}
+_SET_BY_PIPELINE = {DataSettings: ("seed",), BuildSettings: ("methods", "seed"), GradsSettings: ("prompt", "system", "refusal"),
+                    GRPOSettings: ("prompt", "system", "refusal_mode")}
 
 
 def _line_of(root, keys: tuple) -> int | None:
@@ -273,6 +281,12 @@ def _check(config: PipelineConfig) -> None:
         raise err(("dpo", "pairs_from"), f"{pairs_from!r} builds no training set; name a method that selects one "
                   "(e.g. craft, cor_rait)")
     config.dpo.pairs_from = pairs_from
+    if config.grpo.start_from is not None:
+        start = _known_methods(config, ("grpo", "start_from"), [config.grpo.start_from])[0]
+        if METHODS[start].kind != "sft":
+            raise err(("grpo", "start_from"), f"{start!r} trains no SFT adapter to start from; name an SFT method "
+                      "(e.g. cor_rait)")
+        config.grpo.start_from = start
     if config.seeds is not None:
         if (not config.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in config.seeds)
                 or len(set(config.seeds)) != len(config.seeds)):

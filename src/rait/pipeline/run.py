@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from rich.console import Console
 
-from rait.artifacts import identity_key, sha256_file, write_json
+from rait.artifacts import identity_key, read_jsonl, sha256_file, write_json
 from rait.errors import RaitError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
@@ -302,9 +302,21 @@ class TrackRun:
         _, result = self.stages.run(f"{self.track.name}: build{self._seed_label(seed)}", folder, parts, compute)
         return {name: folder / f"{name}.jsonl" for name in result if sum(result[name]["taken"].values())}
 
-    def train(self, method: str, data: Path, seed: int, runs: Path) -> tuple[str, Path]:
-        """A method's model: weighted SFT on its training set, or DPO on its pairs (`rait.train.preference`)."""
-        if METHODS[method].kind == "preference":
+    def train(self, method: str, data: Path, seed: int, runs: Path,
+              start: tuple[str, Path] | None = None) -> tuple[str, Path]:
+        """A method's model: weighted SFT on its training set, DPO on its pairs (`rait.train.preference`), or GRPO on
+        the pool's questions (`rait.train.grpo`; `start`: the key and folder of the SFT training it continues)."""
+        if METHODS[method].kind == "rl":
+            from rait.train.grpo import run as grpo
+
+            build, grpo_settings = self.track.build, self.config.grpo
+            settings = replace(grpo_settings, train=replace(grpo_settings.train, seed=seed), prompt=build.prompt,
+                               system=build.system, refusal_mode=self.config.eval.refusal_mode)
+            recipe: dict = {**asdict(settings), "start": start[0] if start else None}
+
+            def fit(settings, data, folder, model):
+                return grpo(settings, data, folder, model=model, start_adapter=start[1] if start else None)
+        elif METHODS[method].kind == "preference":
             from rait.train.preference import run as fit
 
             settings = replace(self.config.dpo, train=replace(self.config.dpo.train, seed=seed))
@@ -355,7 +367,6 @@ class TrackRun:
     def _evaluate_model(self, label: str, model_key: str, prompts: list[str], model: Callable[[], tuple],
                         references: dict, eval_dir: Path) -> list[dict]:
         """One model on every test set under each of its prompts; Init-Basic's outcomes become `references`."""
-        from rait.artifacts import read_jsonl
         from rait.evaluate.runner import EvalSettings
         from rait.evaluate.suite import run as evaluate_stage
 
@@ -395,7 +406,12 @@ class TrackRun:
 
     def prepare(self) -> None:
         """Load the pool and the test sets and check the methods: cheap, so a bad config fails before any work."""
-        untrained = [m for m in self.config.methods_of(self.track) if not METHODS[m].trains]
+        methods = self.config.methods_of(self.track)
+        untrained = [m for m in methods if not METHODS[m].trains]
+        start = self.config.grpo.start_from
+        if any(METHODS[m].kind == "rl" for m in methods) and start is not None and start not in methods:
+            raise self.config.error(("grpo", "start_from"), f"GRPO-RAIT starts from {start!r}'s adapter, which track "
+                                    f"{self.track.name!r} does not train: add it to the methods")
         if untrained and not self.track.pool.validation:
             raise self.config.error((*self.keys, "pool"), f"method {untrained[0]!r} chooses its threshold on a "
                                     "validation split: set pool.validation (questions held out of the pool)")
@@ -426,7 +442,9 @@ class TrackRun:
         """The track's methods, those that train, and what the build selects: every SFT method, and the method
         whose pairs DPO-RAIT trains on."""
         methods = self.config.methods_of(self.track)
-        trained = [m for m in methods if METHODS[m].trains]
+        # RL methods last: GRPO-RAIT may start from an SFT method's adapter
+        trained = [m for m in methods if METHODS[m].trains and METHODS[m].kind != "rl"] + [
+            m for m in methods if METHODS[m].kind == "rl"]
         built = [m for m in trained if METHODS[m].kind == "sft"]
         if any(METHODS[m].kind == "preference" for m in trained) and self.config.dpo.pairs_from not in built:
             built.append(self.config.dpo.pairs_from)
@@ -499,6 +517,8 @@ class TrackRun:
             else:
                 confidence = self.p_ik(probe_key, table_path, records)[1]
             rows += self.no_training(method, confidence, references)
+        self.fixed_rows, self.references = rows, references
+        self.rewards: list[dict] = []
         seeds = (self.config.seeds or [self.config.seed]) if trained else []
         first_datasets: dict = {}
         by_seed: list[list[dict]] = []
@@ -507,31 +527,50 @@ class TrackRun:
             datasets = self.build(table_key, build_table, pool_path, built, grads, seed, runs)
             if seed == seeds[0]:
                 first_datasets = datasets  # the report's pool view shows the first seed's selection
-            models = []
+            models, keys = [], {}
             for method in trained:
-                preference = METHODS[method].kind == "preference"
-                data = (runs / "build" / "dpo" / f"{self.config.dpo.pairs_from}.jsonl" if preference
-                        else datasets.get(method))
+                kind = METHODS[method].kind
+                data = {"preference": runs / "build" / "dpo" / f"{self.config.dpo.pairs_from}.jsonl",
+                        "rl": pool_path}.get(kind, datasets.get(method))
+                start = None
+                if kind == "rl" and self.config.grpo.start_from is not None:
+                    start = keys.get(self.config.grpo.start_from)
+                    if start is None:
+                        self._skip(method, seed, runs, "the method it starts from trained nothing")
+                        continue
                 if data is None or not data.is_file() or not data.stat().st_size:
-                    self.stages.skip(self._train_name(method, seed), "selected no samples")
-                    for test, _ in self.tests:
-                        for prompt in self.config.eval.method_prompts:
-                            self.stages.skip(self._eval_name(METHODS[method].label, test.name, prompt, runs / "eval"),
-                                             "no model: its method selected no samples")
+                    self._skip(method, seed, runs, "selected no samples")
                     continue
-                key, folder = self.train(method, data, seed, runs)
+                key, folder = keys[method] = self.train(method, data, seed, runs, start)
+                if kind == "rl":
+                    self.rewards += [{"track": self.track.name, "seed": seed if self.config.seeds else None, **step}
+                                     for step in read_jsonl(folder / "rewards.jsonl")]
                 models.append((METHODS[method].label, key, str(folder), self.config.eval.method_prompts))
             evaluated = self.evaluate(models, runs / "eval", references)
             by_seed.append([row | {"seed": seed} for row in evaluated] if self.config.seeds else evaluated)
-        if len(seeds) <= 1:
+        self.seed_rows = by_seed
+        self.knowledge = self._knowledge(build_table, records, first_datasets)
+        return self.combine(by_seed)
+
+    def combine(self, by_seed: list[list[dict]]) -> tuple[list[dict], list[dict]]:
+        """The track's rows (the untrained model's and the rules', then each trained model's: over the seeds when
+        there are several) without their outcomes, and its paired comparisons (`COMPARISONS`)."""
+        if len(by_seed) <= 1:
             model_rows = by_seed[0] if by_seed else []
             self.by_seed = [_without_outcomes(row) for row in model_rows]
         else:
-            model_rows = self._over_seeds(by_seed, references)
-        rows += model_rows
+            model_rows = self._over_seeds(by_seed, self.references)
+        rows = self.fixed_rows + model_rows
         self.items = explorer_items(rows)
-        self.knowledge = self._knowledge(build_table, records, first_datasets)
-        return [_without_outcomes(row) for row in rows], self._comparisons(rows, references)
+        return [_without_outcomes(row) for row in rows], self._comparisons(rows, self.references)
+
+    def _skip(self, method: str, seed: int, runs: Path, why: str) -> None:
+        """A method that trains nothing: its training and its evaluations are planned stages skipped."""
+        self.stages.skip(self._train_name(method, seed), why)
+        for test, _ in self.tests:
+            for prompt in self.config.eval.method_prompts:
+                self.stages.skip(self._eval_name(METHODS[method].label, test.name, prompt, runs / "eval"),
+                                 f"no model: {why}")
 
     def _knowledge(self, table_path: Path, records: list, datasets: dict) -> dict:
         """The report's view of the pool: μ, σ (and Δμ) from the table the build read, and each method's selection
@@ -593,56 +632,112 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
 
     `cached_only` rebuilds the report of a finished run (`rait report`): a stage that would have to be computed
     is an error instead. A finished run keeps its config as `<out_dir>/config.yaml` for that."""
-    from rait.models import DEFAULT_SPEC, model_fingerprint, resolve_model_path
-    from rait.models.default import GGUF_PACKAGE, GGUF_PACKAGE_VERSION
-    from rait.report import ReportSettings
-    from rait.report import run as report
-
-    console = console or Console(stderr=True)
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    model_path = resolve_model_path(config.model)
-    model_sha = model_fingerprint(model_path)["weights_sha256"]
-    view = stage_view(console, out_dir, f"rait run {config.source[0] if config.source else out_dir}",
-                      live=not cached_only and not is_verbose())
-    stages = Stages(view, cached_only)
-    rows: list[dict] = []
-    tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
-    for track in tracks:
-        track.prepare()
-    comparisons: list[dict] = []
-    with view, use_view(view) if isinstance(view, LiveView) else nullcontext():
-        view.plan([name for track in tracks for name in track.plan()])
-        for track in tracks:
-            track_rows, track_comparisons = track.run()
-            rows += track_rows
-            comparisons += track_comparisons
+    tracks, stages, model_path = _run_tracks(config, out_dir, console or Console(stderr=True), cached_only)
+    rows = [row for track in tracks for row in track.rows]
     wall = time.perf_counter() - start
     computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
-    # "default" is named, not its cache path, so that a report reads the same on every machine.
-    described = (f"{DEFAULT_SPEC} (SmolLM2-135M-Instruct from {GGUF_PACKAGE}=={GGUF_PACKAGE_VERSION}, converted "
-                 "into the user cache)") if config.model == DEFAULT_SPEC else str(model_path)
-    notes = {"model": described, "tracks": ", ".join(
-        f"{t.name}: pool {t.pool.data} ({t.pool.sample or 'all'})" for t in config.tracks),
-        "wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
-    if config.seeds:
-        notes["seeds"] = f"{', '.join(map(str, config.seeds))}: trained rows are means over them, intervals over items and seeds"
-    curves = [point for track in tracks for point in track.curves]
-    items = [item for track in tracks for item in track.items]
-    knowledge = [track.knowledge for track in tracks if track.knowledge]
-    report(ReportSettings(title=config.title, notes=notes, curves=curves, items=items, knowledge=knowledge), rows,
-           out_dir)
-    write_comparisons(comparisons, out_dir)
-    diagnosis = [row for track in tracks for row in track.diagnosis]
-    if diagnosis:
-        write_diagnosis(diagnosis, out_dir)
-    if config.seeds:
-        write_by_seed([row for track in tracks for row in track.by_seed], out_dir / "results_by_seed.csv")
+    notes = {"wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
+    _write_results(config, tracks, out_dir, notes)
     if config.source is not None and Path(config.source[0]).resolve() != (out_dir / CONFIG_FILE).resolve():
         shutil.copyfile(config.source[0], out_dir / CONFIG_FILE)
     write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
                                           "computed_seconds": round(computed, 1), "stages": stages.log})
     return rows
+
+
+def merge_runs(run_dirs: list[Path], out_dir: str | Path, console: Console | None = None) -> list[dict]:
+    """One report over separately run seeds of one config (`rait report RUN_DIR… --out`): each run's stages are
+    read from its folder (nothing is computed), its trained models become one seed of each method's row, and the
+    rows, intervals (over items and seeds) and comparisons are those of a run with `seeds:`. The configs may
+    differ only in `seed`, and every test set must hold the same items with the same Init-Basic answers in every
+    run (a test set sampled with the run's seed differs between seeds: give it its own file or no `sample`). The
+    untrained model's rows and the abstention rules' come from the first run."""
+    out_dir, console = Path(out_dir), console or Console(stderr=True)
+    import yaml
+
+    configs = [PipelineConfig.from_yaml(Path(run_dir) / CONFIG_FILE) for run_dir in run_dirs]
+    first = configs[0]
+    texts = [yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")) for run_dir in run_dirs]
+    for run_dir, config, text in zip(run_dirs, configs, texts):
+        if config.seeds:
+            raise RaitError(f"{run_dir}: its config runs several seeds (seeds: {config.seeds}); its report has its "
+                            "seeds already: merge runs of one seed each")
+        if fields := [key for key in {**texts[0], **text} if key != "seed" and text.get(key) != texts[0].get(key)]:
+            raise RaitError(f"{run_dir}: its config differs from {run_dirs[0]}'s in {', '.join(fields)}; "
+                            "separate runs merge as seeds only when the seed alone differs")
+    seeds = [config.seed for config in configs]
+    if len(set(seeds)) != len(seeds):
+        raise RaitError(f"the runs share a seed ({seeds}): each run must be another seed")
+    runs = [_run_tracks(config, Path(run_dir), console, cached_only=True)[0] for run_dir, config in zip(run_dirs, configs)]
+    for index, track in enumerate(runs[0]):
+        for run_dir, other in zip(run_dirs[1:], (run[index] for run in runs[1:])):
+            for test, _ in track.tests:
+                mine, theirs = track.references[test.name][1], other.references[test.name][1]
+                if [r["id"] for r in mine] != [r["id"] for r in theirs]:
+                    raise RaitError(f"{run_dir}: test set {test.name!r} of track {track.track.name!r} holds other "
+                                    f"items than in {run_dirs[0]} (sampled with the run's seed?): seeds are compared "
+                                    "on the same items")
+                if [r["output"] for r in mine] != [r["output"] for r in theirs]:
+                    raise RaitError(f"{run_dir}: Init-Basic answers {test.name!r} differently than in {run_dirs[0]} "
+                                    "(another model or settings): it is the reference of every seed")
+        track.rows, track.comparisons = track.combine(
+            [[row | {"seed": seed} for row in run[index].seed_rows[0]] for run, seed in zip(runs, seeds)
+             if run[index].seed_rows])
+    merged = replace(first, seeds=seeds)
+    _write_results(merged, runs[0], out_dir, {"runs": ", ".join(str(d) for d in run_dirs)})
+    return [row for track in runs[0] for row in track.rows]
+
+
+def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console,
+                cached_only: bool) -> tuple[list[TrackRun], Stages, Path]:
+    """Prepare every track (bad input fails here, before any work), then run each; the tracks keep their rows."""
+    from rait.models import model_fingerprint, resolve_model_path
+
+    model_path = resolve_model_path(config.model)
+    model_sha = model_fingerprint(model_path)["weights_sha256"]
+    view = stage_view(console, out_dir, f"rait run {config.source[0] if config.source else out_dir}",
+                      live=not cached_only and not is_verbose())
+    stages = Stages(view, cached_only)
+    tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
+    for track in tracks:
+        track.prepare()
+    with view, use_view(view) if isinstance(view, LiveView) else nullcontext():
+        view.plan([name for track in tracks for name in track.plan()])
+        for track in tracks:
+            track.rows, track.comparisons = track.run()
+    return tracks, stages, model_path
+
+
+def _write_results(config: PipelineConfig, tracks: list[TrackRun], out_dir: Path, notes: dict) -> None:
+    """The report and the tables beside it (comparisons, diagnosis, results by seed) from finished tracks."""
+    from rait.models import DEFAULT_SPEC
+    from rait.models.default import GGUF_PACKAGE, GGUF_PACKAGE_VERSION
+    from rait.report import ReportSettings
+    from rait.report import run as report
+
+    # "default" is named, not its cache path, so that a report reads the same on every machine.
+    described = (f"{DEFAULT_SPEC} (SmolLM2-135M-Instruct from {GGUF_PACKAGE}=={GGUF_PACKAGE_VERSION}, converted "
+                 "into the user cache)") if config.model == DEFAULT_SPEC else str(tracks[0].model_path)
+    notes = {"model": described, "tracks": ", ".join(
+        f"{t.name}: pool {t.pool.data} ({t.pool.sample or 'all'})" for t in config.tracks), **notes}
+    if config.seeds:
+        notes["seeds"] = f"{', '.join(map(str, config.seeds))}: trained rows are means over them, intervals over items and seeds"
+    curves = [point for track in tracks for point in track.curves]
+    items = [item for track in tracks for item in track.items]
+    knowledge = [track.knowledge for track in tracks if track.knowledge]
+    rewards = [step for track in tracks for step in track.rewards]
+    rows = [row for track in tracks for row in track.rows]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report(ReportSettings(title=config.title, notes=notes, curves=curves, items=items, knowledge=knowledge,
+                          rewards=rewards), rows, out_dir)
+    write_comparisons([c for track in tracks for c in track.comparisons], out_dir)
+    diagnosis = [row for track in tracks for row in track.diagnosis]
+    if diagnosis:
+        write_diagnosis(diagnosis, out_dir)
+    if config.seeds:
+        write_by_seed([row for track in tracks for row in track.by_seed], out_dir / "results_by_seed.csv")
 
 
 def write_by_seed(rows: list[dict], path: Path) -> None:

@@ -26,7 +26,7 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from rait.terminal import Bar, progress_columns
+from rait.terminal import SPEED_WINDOW, Bar, progress_columns
 
 DONE_SHOWN, PENDING_SHOWN = 4, 6  # rows drawn around the running stage; the rest are counted
 
@@ -93,7 +93,7 @@ class LiveView(StageLines):
         self.running: str | None = None
         self.lock = threading.RLock()
         self.started_at = self.stage_started = time.perf_counter()
-        self.bars = Progress(*progress_columns(), console=console)
+        self.bars = Progress(*progress_columns(), console=console, speed_estimate_period=SPEED_WINDOW)
         # what else is printed meanwhile (rait's warnings about the data) goes above the view, not through it
         self.live = Live(console=console, get_renderable=self.render, refresh_per_second=4, transient=False,
                          redirect_stdout=True, redirect_stderr=True)

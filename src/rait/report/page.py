@@ -18,7 +18,7 @@ from rait import __version__
 from rait.artifacts import atomic_path
 from rait.report.explorer import explorer_html
 from rait.report.knowledge import knowledge_plot, selection_html
-from rait.report.plots import pc_pw_plot, risk_coverage_plot, ths_bars
+from rait.report.plots import pc_pw_plot, reward_plot, risk_coverage_plot, ths_bars
 from rait.report.results import REFERENCE, abstention_frame, abstention_markdown, check_rows, html_table, legend, markdown_table, results_frame, test_set_lines
 
 Notes = str | Mapping[str, Any] | None
@@ -93,6 +93,14 @@ def _risk_coverage_html(figures: Mapping[str, Path]) -> str:
             + _image(figures["risk_coverage"], "risk against coverage per confidence and test set"))
 
 
+def _rewards_html(figures: Mapping[str, Path]) -> str:
+    if "rewards" not in figures:
+        return ""
+    return ('<h2>GRPO-RAIT\'s training</h2><p class="legend">Per optimiser step, the shares of the sampled '
+            "completions that were correct, refused and wrong, and their mean reward (rewards.jsonl in each GRPO "
+            "training folder; docs/grpo.md).</p>" + _image(figures["rewards"], "GRPO outcome shares per step"))
+
+
 def _notes_html(notes: Notes) -> str:
     if isinstance(notes, str):
         return "".join(f"<p>{html.escape(p.strip())}</p>" for p in notes.split("\n\n") if p.strip())
@@ -151,6 +159,7 @@ other THS values (labelled); lower right is better.</p>
 {_image(figures["ths"], "THS per method and test set with 95 % intervals")}
 {_abstention_html(rows)}
 {_risk_coverage_html(figures)}
+{_rewards_html(figures)}
 {_knowledge_html(knowledge, figures)}
 {explorer_html(items, reference)}
 </body>
@@ -172,6 +181,8 @@ class ReportSettings:
     items: Sequence[dict] = ()
     # each track's view of its training pool (`rait.report.knowledge.pool_knowledge`)
     knowledge: Sequence[dict] = ()
+    # GRPO-RAIT's steps: reward and outcome shares per optimiser step (`rait.train.grpo`'s rewards.jsonl)
+    rewards: Sequence[dict] = ()
 
 
 def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> dict[str, Path]:
@@ -201,6 +212,8 @@ def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> 
         paths["risk_coverage_csv"] = out_dir / "risk_coverage.csv"
         with atomic_path(paths["risk_coverage_csv"]) as tmp:
             pd.DataFrame(list(settings.curves)).to_csv(tmp, index=False)
+    if settings.rewards:
+        paths["rewards"] = reward_plot(settings.rewards, out_dir / "grpo_rewards.png")
     for view in settings.knowledge:
         paths[f"knowledge_{view['track']}"] = knowledge_plot(view, out_dir / f"knowledge_{view['track']}.png")
     with atomic_path(paths["html"]) as tmp:

@@ -174,3 +174,20 @@ def risk_coverage_plot(curves: Sequence[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.25)
     axes[0].legend(fontsize=8, loc="lower right")
     return _save(fig, path)
+
+
+def reward_plot(steps: Sequence[dict], path: str | Path) -> Path:
+    """GRPO-RAIT's training: per optimiser step the shares of correct, refused and wrong completions and the mean
+    reward, one panel per track and seed (`steps`: {track, seed, step, correct, refused, wrong, reward})."""
+    runs = list(dict.fromkeys((point["track"], point.get("seed")) for point in steps))
+    fig, axes = _panels(len(runs), width=4.6, height=3.4)
+    for ax, (track, seed) in zip(axes, runs):
+        points = [p for p in steps if (p["track"], p.get("seed")) == (track, seed)]
+        x = [p["step"] for p in points]
+        for name, colour in (("correct", "tab:green"), ("refused", "tab:blue"), ("wrong", "tab:red")):
+            ax.plot(x, [p[name] for p in points], label=f"{name} share", color=colour, linewidth=1.2)
+        ax.plot(x, [p["reward"] for p in points], label="mean reward", color="0.2", linestyle="--", linewidth=1.0)
+        ax.set(ylim=(-1.05, 1.05), xlabel="optimiser step", title=track + ("" if seed is None else f", seed {seed}"))
+        ax.grid(alpha=0.25)
+    axes[0].legend(fontsize=8, loc="lower left")
+    return _save(fig, path)

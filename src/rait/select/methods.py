@@ -33,7 +33,8 @@ class Method:
     fixed: dict[str, Any] = field(default_factory=dict)
     default: bool = True  # among the methods `rait run` trains when a config names none
     # "sft": a selector's training set, weighted SFT; "preference": DPO on another method's selection
-    # (`rait.train.preference`); "none": a rule on the untouched model's answers (`rait.evaluate.abstain`).
+    # (`rait.train.preference`); "rl": GRPO on the pool's questions with a three-way reward (`rait.train.grpo`);
+    # "none": a rule on the untouched model's answers (`rait.evaluate.abstain`).
     kind: str = "sft"
 
     @property
@@ -44,9 +45,11 @@ class Method:
     def selector(self) -> type[Selector]:
         if self.kind != "sft":
             raise RaitError(f"method {self.name!r} builds no training set of its own: "
-                            + ("it trains with DPO on the pairs of another method's selection (`dpo.pairs_from`)"
-                               if self.kind == "preference" else
-                               "it is a rule applied to the untouched model's answers at test time")
+                            + {"preference": "it trains with DPO on the pairs of another method's selection "
+                                              "(`dpo.pairs_from`)",
+                               "rl": "it trains with GRPO on the pool's questions, rewarded by rait's scorer "
+                                     "(docs/grpo.md)"}.get(self.kind, "it is a rule applied to the untouched "
+                                                                      "model's answers at test time")
                             + " (`rait run`, docs/baselines.md)")
         module, cls = self.path.split(":")
         return getattr(importlib.import_module(module), cls)
@@ -80,6 +83,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("p_ik", "P(IK)", None, default=False, kind="none"),
     # Preference tuning on a builder's answer-vs-refusal pairs.
     Method("dpo_rait", "DPO-RAIT", None, default=False, kind="preference"),
+    # Reinforcement learning with a correct > refused > wrong reward (TruthRL's ternary reward).
+    Method("grpo_rait", "GRPO-RAIT", None, default=False, kind="rl"),
 )}
 ALIASES = {"craft_wo_flow": "corcer_rait", "vanilla": "van_tuning"}
 DEFAULT_METHODS = tuple(name for name, method in METHODS.items() if method.default)

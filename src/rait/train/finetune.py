@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -120,8 +120,9 @@ class TrainSettings:
         return self.trainer_config(WeightedSFTConfig, output_dir, progress)
 
     def trainer_config(self, config_class, output_dir: str | Path, progress: bool = True, **extra: Any):
-        """These settings as a TRL trainer config (`WeightedSFTConfig`, `DPOConfig`, …) plus `extra` fields."""
-        return config_class(
+        """These settings as a TRL trainer config (`WeightedSFTConfig`, `DPOConfig`, `GRPOConfig`, …); `extra` fields
+        are added or override (`max_length` only where the config has it: GRPO bounds its completions instead)."""
+        args = dict(
             output_dir=str(output_dir),
             num_train_epochs=self.epochs,
             max_steps=self.max_steps,
@@ -140,8 +141,10 @@ class TrainSettings:
             report_to="none",
             disable_tqdm=not (progress and shows_progress()),
             dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for copies to a GPU; without one it warns
-            **extra,
-        )
+        ) | extra
+        if "max_length" not in {f.name for f in fields(config_class)}:
+            del args["max_length"]
+        return config_class(**args)
 
 
 @dataclass
@@ -179,7 +182,7 @@ class StepsBar(TrainerCallback):
         self.bar.advance(1)
 
 
-def train_with_bar(trainer, description: str = "train"):
+def train_with_bar(trainer, description: str = "train", resume_from_checkpoint: str | None = None):
     """`trainer.train()` showing rait's bar (`StepsBar`) instead of transformers' tqdm bar and its printed dict per
     logged step (the losses are in `trainer.state.log_history` and `train.json`; printed, they were a fifth of
     `rait run`'s output). No bar where the config disabled it (`progress=False`, `rait --quiet`)."""
@@ -188,7 +191,7 @@ def train_with_bar(trainer, description: str = "train"):
     with progress(description, None) if shown else nullcontext(Bar()) as bar:
         trainer.add_callback(StepsBar(bar))
         try:
-            return trainer.train()
+            return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         finally:
             trainer.pop_callback(StepsBar)
 
@@ -245,14 +248,15 @@ def run(
 
 
 def train_and_save(trainer, settings: TrainSettings, out_dir: Path, *, model: str | Path | None,
-                   data_path: Path | None, counter: UpdateCounter, extra: dict[str, Any]) -> TrainResult:
+                   data_path: Path | None, counter: UpdateCounter, extra: dict[str, Any],
+                   resume_from_checkpoint: str | None = None) -> TrainResult:
     """Train with a ready TRL trainer and save the adapter (or model) with `train.json`, as `load_trained` reads it.
 
     Shared by the SFT stage (`run`) and preference tuning (`rait.train.preference`); `extra` joins the summary.
     """
     tokenizer = trainer.processing_class
     start = time.perf_counter()
-    output = train_with_bar(trainer)
+    output = train_with_bar(trainer, resume_from_checkpoint=resume_from_checkpoint)
     runtime = time.perf_counter() - start
 
     # Everything is saved into a staging folder first and moved in by `_commit_output`, so a killed save
