@@ -50,8 +50,8 @@ COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "
                                                      "R-Tuning", "GRAIT")] + [
     ("CRaFT", "CorCer-RAIT"), ("GRAIT", "CorCer-RAIT"), ("CorCer-RAIT", "Cor-RAIT"), ("Cor-RAIT", "Van-Tuning"),
     ("CRaFT", "Cor-RAIT"), ("GRAIT", "Cor-RAIT"), ("CRaFT", "GRAIT")] + [
-    # abstention without training and DPO-RAIT against the untouched model and against SFT tuning
-    (METHODS[rule].label, other) for rule in ("self_consistency", "p_ik", "dpo_rait")
+    # abstention without training, DPO-RAIT and GRPO-RAIT against the untouched model and against SFT tuning
+    (METHODS[rule].label, other) for rule in ("self_consistency", "p_ik", "dpo_rait", "grpo_rait")
     for other in ("Init-Basic", "Cor-RAIT", "CRaFT")]
 REFERENCE = "Init-Basic"
 BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
@@ -685,6 +685,7 @@ def merge_runs(run_dirs: list[Path], out_dir: str | Path, console: Console | Non
         track.rows, track.comparisons = track.combine(
             [[row | {"seed": seed} for row in run[index].seed_rows[0]] for run, seed in zip(runs, seeds)
              if run[index].seed_rows])
+        track.rewards = [step | {"seed": seed} for run, seed in zip(runs, seeds) for step in run[index].rewards]
     merged = replace(first, seeds=seeds)
     _write_results(merged, runs[0], out_dir, {"runs": ", ".join(str(d) for d in run_dirs)})
     return [row for track in runs[0] for row in track.rows]

@@ -177,16 +177,27 @@ def risk_coverage_plot(curves: Sequence[dict], path: str | Path) -> Path:
 
 
 def reward_plot(steps: Sequence[dict], path: str | Path) -> Path:
-    """GRPO-RAIT's training: per optimiser step the shares of correct, refused and wrong completions and the mean
-    reward, one panel per track and seed (`steps`: {track, seed, step, correct, refused, wrong, reward})."""
+    """GRPO-RAIT's training: per optimiser step the shares of correct, refused and wrong completions (faint) and
+    their moving means over a tenth of the steps, with the mean reward's, one panel per track and seed (`steps`:
+    {track, seed, step, correct, refused, wrong, reward})."""
+    import numpy as np
+
     runs = list(dict.fromkeys((point["track"], point.get("seed")) for point in steps))
     fig, axes = _panels(len(runs), width=4.6, height=3.4)
     for ax, (track, seed) in zip(axes, runs):
         points = [p for p in steps if (p["track"], p.get("seed")) == (track, seed)]
         x = [p["step"] for p in points]
+        window = max(1, len(points) // 10)  # a step's few completions are noisy: the line is a moving mean
+
+        def smooth(values: list[float]) -> np.ndarray:
+            return np.convolve(values, np.ones(window) / window, mode="valid")
+
         for name, colour in (("correct", "tab:green"), ("refused", "tab:blue"), ("wrong", "tab:red")):
-            ax.plot(x, [p[name] for p in points], label=f"{name} share", color=colour, linewidth=1.2)
-        ax.plot(x, [p["reward"] for p in points], label="mean reward", color="0.2", linestyle="--", linewidth=1.0)
+            values = [p[name] for p in points]
+            ax.plot(x, values, color=colour, linewidth=0.6, alpha=0.3)
+            ax.plot(x[window - 1:], smooth(values), label=f"{name} share", color=colour, linewidth=1.4)
+        ax.plot(x[window - 1:], smooth([p["reward"] for p in points]), label="mean reward", color="0.2",
+                linestyle="--", linewidth=1.1)
         ax.set(ylim=(-1.05, 1.05), xlabel="optimiser step", title=track + ("" if seed is None else f", seed {seed}"))
         ax.grid(alpha=0.25)
     axes[0].legend(fontsize=8, loc="lower left")
