@@ -19,6 +19,7 @@ Generation goes through TRL's own path: vLLM with `use_vllm` where it is install
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -216,8 +217,6 @@ def run(settings: GRPOSettings, records_path: str | Path, out_dir: str | Path, *
                             extra=extra, resume_from_checkpoint=resume)
     write_rewards(out_dir)
     for checkpoint in out_dir.glob("checkpoint-*"):  # finished: the adapter is saved, the checkpoints are spent
-        import shutil
-
         shutil.rmtree(checkpoint, ignore_errors=True)
     return result
 
