@@ -376,3 +376,40 @@ def test_the_gradient_stage_renders_rows_with_the_builds_prompt_and_refusal(tiny
         row = training_example(record, "basic", target)
         assert (example.prompt, example.completion) == (row["prompt"], row["completion"])
     assert {e.form for e in seen["examples"]} == {"answer", "refusal"}
+
+
+def test_two_processes_share_the_gradient_store_and_merge_what_one_process_computes(tiny_model, tiny_model_dir,
+                                                                                     tmp_path):
+    """Issue 20, the gradient stage: `torchrun --nproc_per_node 2 -m rait grads` on CPU (gloo) really runs as two
+    ranks (the manifest says 2: without a GPU accelerate joins the ranks only when told it runs on CPU) and the
+    merged store is byte-identical to one process's."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from rait.data import QARecord, write_records
+
+    model, tokenizer = tiny_model
+    records = [QARecord(id=f"q{k}", question=f"What is item number {k}?", source="nq", split="dev",
+                        answer=f"thing {k}") for k in range(10)]
+    write_records(tmp_path / "pool.jsonl", records)
+    rows = [dict(zip(("prompt", "completion"), chat(q, a))) for q, a in PAIRS[:4]]
+    warmup(model, tokenizer, rows, tmp_path / "warm", warmup_settings(
+        lora=LoraSettings(r=4, alpha=16, target_modules=["q_proj", "v_proj"]), epochs=1, batch_size=2, grad_accum=1))
+    command = ["-m", "rait", "grads", "--records", str(tmp_path / "pool.jsonl"), "--adapter", str(tmp_path / "warm"),
+               "--model", str(tiny_model_dir), "--dims", "16", "--batch-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *command, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *command, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    for name in ("one", "two"):
+        manifest = json.loads((tmp_path / name / "store.manifest.json").read_text())
+        assert manifest["settings"]["processes"] == {"one": 1, "two": 2}[name]
+    files = sorted(p.name for p in (tmp_path / "one" / "store").iterdir() if p.is_file())
+    assert "answer_d16.npy" in files and "refusal_d16.npy" in files
+    for name in files:
+        assert (tmp_path / "one" / "store" / name).read_bytes() == (tmp_path / "two" / "store" / name).read_bytes(), name

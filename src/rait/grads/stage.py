@@ -26,8 +26,6 @@ from rait.terminal import Bar, progress
 def run_warmup(settings: GradsSettings, records_path: str | Path, table_path: str | Path, out_dir: str | Path, *,
                model: str | Path | None, min_mu: float = 0.99, rehearsal_seed: int = 42) -> Path:
     """Train the warm-up adapter on the rehearsal questions of a knowledge table; returns its folder."""
-    from accelerate import PartialState
-
     from rait.data import read_records
     from rait.models import load_model, model_fingerprint
     from rait.probe.table import read_table
@@ -37,12 +35,22 @@ def run_warmup(settings: GradsSettings, records_path: str | Path, table_path: st
     rows = rehearsal_rows(read_records(records_path), ids, prompt=settings.prompt, system=settings.system)
     base, tokenizer = load_model(model)
     out_dir = warmup(base, tokenizer, rows, out_dir, settings.warmup)
-    if PartialState().is_main_process:
+    if processes().is_main_process:
         write_manifest(out_dir, stage="grads.warmup", inputs={"records": records_path, "knowledge_table": table_path},
                        model=model_fingerprint(model), settings={**asdict(settings.warmup), "rehearsal": note,
                        "rehearsal_ids": ids, "prompt": settings.prompt, "system": settings.system},
                        seed=settings.warmup.seed)
     return out_dir
+
+
+def processes():
+    """This process's place among those `torchrun`/`accelerate launch` started. Without a GPU, accelerate joins the
+    processes (gloo) only when told it runs on CPU; left alone, every rank would think itself alone and compute
+    the whole store."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, *, model: str | Path | None,
@@ -53,12 +61,10 @@ def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, 
     prompt, system turn and refusal (`settings`). Under `accelerate launch` each process takes its
     share of the batches.
     """
-    from accelerate import PartialState
-
     from rait.data import read_records
     from rait.models import load_model, model_fingerprint
 
-    state = PartialState()
+    state = processes()
     out_dir = Path(out_dir)
     records = read_records(records_path)
     if not records:
