@@ -98,10 +98,14 @@ def progress_columns() -> list:
 
 
 @contextmanager
-def progress(description: str, total: int | None, completed: int = 0) -> Iterator[Bar]:
+def progress(description: str, total: int | None, completed: int = 0, enabled: bool = True) -> Iterator[Bar]:
     """One long loop's progress bar. Inside `rait run` it is the running stage's bar in the run's live view
     (`use_view`); otherwise its own bar on stderr when that is a terminal. Nothing is drawn when stderr is not a
-    terminal (CI, a pipe: plain lines only) or under `rait --quiet`."""
+    terminal (CI, a pipe: plain lines only), under `rait --quiet`, or where the caller says no (`enabled`: a
+    caller's `progress=False`, a process other than the main one)."""
+    if not enabled:
+        yield Bar()
+        return
     if _state["view"] is not None:
         with _state["view"].progress(description, total, completed) as bar:
             yield bar

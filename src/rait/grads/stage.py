@@ -10,7 +10,6 @@ rank computes its share of the same batch plan and the main process merges.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from rait.grads.adam import AdamMoments
 from rait.grads.features import LABEL_FORMS, GradsSettings, build_store, gradient_examples
 from rait.grads.store import FeatureStore
 from rait.grads.warmup import load_warm_model, read_warmup_summary, rehearsal_ids, rehearsal_rows, warmup
-from rait.terminal import Bar, progress
+from rait.terminal import progress
 
 
 def run_warmup(settings: GradsSettings, records_path: str | Path, table_path: str | Path, out_dir: str | Path, *,
@@ -86,7 +85,7 @@ def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, 
                                  refusal=settings.refusal)
     fingerprint = model_fingerprint(model)
     record = {"model_weights_sha256": fingerprint["weights_sha256"], "adapter": str(adapter)}
-    with progress("gradients", len(examples)) if state.is_main_process else nullcontext(Bar()) as bar:
+    with progress("gradients", len(examples), enabled=state.is_main_process) as bar:
         store = build_store(warm, tokenizer, examples, out_dir / "store", settings, moments,
                             rank=state.process_index, world_size=state.num_processes, record=record,
                             on_batch=bar.advance)

@@ -654,9 +654,9 @@ def merge_runs(run_dirs: list[Path], out_dir: str | Path, console: Console | Non
     differ only in `seed`, and every test set must hold the same items with the same Init-Basic answers in every
     run (a test set sampled with the run's seed differs between seeds: give it its own file or no `sample`). The
     untrained model's rows and the abstention rules' come from the first run."""
-    out_dir, console = Path(out_dir), console or Console(stderr=True)
     import yaml
 
+    out_dir, console = Path(out_dir), console or Console(stderr=True)
     configs = [PipelineConfig.from_yaml(Path(run_dir) / CONFIG_FILE) for run_dir in run_dirs]
     first = configs[0]
     texts = [yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8")) for run_dir in run_dirs]

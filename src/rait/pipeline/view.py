@@ -135,9 +135,7 @@ class LiveView(StageLines):
         self._mark(name, "running")
 
     def finished(self, name: str, seconds: float) -> None:
-        self.running = None
-        for task in list(self.bars.task_ids):
-            self.bars.remove_task(task)
+        self.running = None  # its bars went with the loops that drew them (`progress`)
         self._mark(name, "done", seconds)
 
     def skipped(self, name: str, why: str) -> None:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,6 +27,7 @@ from rait.artifacts import changed_field, write_json, write_manifest
 from rait.data.records import QARecord
 from rait.errors import RaitError
 from rait.probe.table import write_table
+from rait.terminal import progress as show_progress
 
 ShardFn = Callable[[list[QARecord], int, Callable[[int], None]], list[dict[str, Any]]]
 
@@ -93,7 +93,7 @@ def probe_pool(
     done = {i: _load_shard(paths[i], shard) for i, shard in enumerate(shards) if paths[i].exists()}
     resumed = len(done)
     started = time.perf_counter()
-    with _progress(progress, description, len(records), sum(len(shards[i]) for i in done)) as bar:
+    with show_progress(description, len(records), sum(len(shards[i]) for i in done), enabled=progress) as bar:
         for index, shard in enumerate(shards):
             if index in done:
                 continue
@@ -136,8 +136,3 @@ def _load_shard(path: Path, shard: list[QARecord]) -> dict[str, Any]:
         raise RaitError(f"{path} does not hold the questions of its shard; delete the work folder and rerun")
     return {**saved, "resumed": True}
 
-
-def _progress(enabled: bool, description: str, total: int, completed: int):
-    from rait.terminal import Bar, progress
-
-    return progress(description, total, completed) if enabled else nullcontext(Bar())

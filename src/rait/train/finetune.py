@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,7 +35,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from rait.artifacts import iter_jsonl_objects, manifest_path, write_json, write_manifest
 from rait.errors import DataError, ModelError, RaitError, SettingsError
 from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
-from rait.terminal import Bar, progress, shows_progress
+from rait.terminal import progress, shows_progress
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
 
 METHODS = ("lora", "qlora", "full")
@@ -188,7 +188,7 @@ def train_with_bar(trainer, description: str = "train", resume_from_checkpoint: 
     `rait run`'s output). No bar where the config disabled it (`progress=False`, `rait --quiet`)."""
     trainer.remove_callback(PrinterCallback)
     shown = trainer.pop_callback(ProgressCallback) is not None and trainer.is_world_process_zero()
-    with progress(description, None) if shown else nullcontext(Bar()) as bar:
+    with progress(description, None, enabled=shown) as bar:
         trainer.add_callback(StepsBar(bar))
         try:
             return trainer.train(resume_from_checkpoint=resume_from_checkpoint)
