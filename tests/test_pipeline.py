@@ -615,3 +615,12 @@ def test_a_grpo_group_of_one_is_refused_at_its_line(tmp_path, tiny_model_dir, ca
                                                                                       "num_generations: 1"))
     assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     assert f"{config}:5" in (err := capsys.readouterr().err) and "num_generations" in err
+
+
+def test_a_pool_too_small_for_one_grpo_step_is_refused_before_any_work(tmp_path, tiny_model_dir, capsys):
+    config = tmp_path / "grpo.yaml"
+    config.write_text(GRPO_RUN.format(model=tiny_model_dir, start="cor_rait").replace("sample: 8}", "sample: 1}"))
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "a step takes 2" in err and f"{config}:" in err
+    assert not (tmp_path / "out" / "facts" / "probe").exists()

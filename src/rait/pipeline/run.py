@@ -420,6 +420,13 @@ class TrackRun:
         self.items: list[dict] = []
         self.knowledge: dict = {}
         self.pool_data = self.pool()
+        if any(METHODS[m].kind == "rl" for m in methods):  # GRPO-RAIT's questions, checked before any work
+            from rait.train.grpo import training_questions
+
+            try:
+                training_questions(self.pool_data[2], self.config.grpo, self.pool_data[1])
+            except RaitError as err:
+                raise self.config.error((*self.keys, "pool"), str(err)) from err
         self.probe_setup = self._probe_settings(self.pool_data[2][0].task)  # a field the task does not use fails here
         self.tests = []
         if self.validation:

@@ -119,6 +119,22 @@ class OutcomeReward:
         return [self.rewards[outcome] for outcome in outcomes]
 
 
+def training_questions(records: list[QARecord], settings: GRPOSettings,
+                       source: Path | str = "<records>") -> list[QARecord]:
+    """The questions GRPO trains on (the first `max_questions`), checked for what it needs before any work:
+    enough for one step, and each with what the reward needs (`grpo_dataset`). `rait run` calls it on a track's
+    pool before its first stage."""
+    if not records:
+        raise DataError(source, "no questions to train on")
+    records = records[: settings.max_questions]
+    per_step = settings.train.batch_size * settings.train.grad_accum // settings.num_generations
+    if len(records) < per_step:
+        raise DataError(source, f"{len(records)} question(s), but a step takes {per_step} (batch_size x "
+                        "grad_accum / num_generations): no step could be taken")
+    grpo_dataset(records, settings, source)
+    return records
+
+
 def grpo_dataset(records: list[QARecord], settings: GRPOSettings, source: Path | str = "<records>"):
     """TRL conversational prompt rows (the build's prompt) with each question's id, checked for what the reward
     needs: gold answers (open QA) or a gold letter among the options (MCQA)."""
@@ -165,14 +181,7 @@ def run(settings: GRPOSettings, records_path: str | Path, out_dir: str | Path, *
     from trl import GRPOConfig
 
     records_path, out_dir = Path(records_path), Path(out_dir)
-    records = read_records(records_path)
-    if not records:
-        raise DataError(records_path, "no questions to train on")
-    records = records[: settings.max_questions]
-    per_step = settings.train.batch_size * settings.train.grad_accum // settings.num_generations
-    if len(records) < per_step:
-        raise DataError(records_path, f"{len(records)} question(s), but a step takes {per_step} (batch_size x "
-                        "grad_accum / num_generations): no step could be taken")
+    records = training_questions(read_records(records_path), settings, records_path)
     dataset = grpo_dataset(records, settings, records_path)
     train = settings.train
     _remove_unfinished_saves(out_dir)
