@@ -5,7 +5,8 @@
 Reads `docs/grpo/study/` (results.csv, comparisons.csv, abstention.csv and each seed's rewards.jsonl) and prints
 the test table (Pc, Pw, Pr, THS with 95 % intervals over items and seeds), GRPO-RAIT against Cor-RAIT on the
 same items, where the answers went, and the training: outcome shares by stretch of steps and each step's seconds
-split into generation and update.
+split into generation and update. It first checks that the run's Cor-RAIT rows are the study's
+(`docs/study/test/results.csv`) to the last digit: the same trained models, evaluated again.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import statistics
 from pathlib import Path
 
 STUDY = Path(__file__).resolve().parent / "study"
+SFT_STUDY = Path(__file__).resolve().parents[1] / "study" / "test" / "results.csv"
 TEST_SETS = ("validation", "facts-id", "facts-ood", "nq")
 MODELS = ("Init-Basic", "Init-Refuse", "Cor-RAIT", "GRPO-RAIT")
 
 
-def read(name: str) -> list[dict]:
+def read(name: str | Path) -> list[dict]:
     with open(STUDY / name, encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
@@ -34,6 +36,10 @@ def interval(row: dict, key: str, sign: bool = False) -> str:
 
 def main() -> None:
     results, comparisons = read("results.csv"), read("comparisons.csv")
+    metrics = [f"{key}{part}" for key in ("pc", "pw", "pr", "ths") for part in ("", "_low", "_high")]
+    study = {r["test_set"]: r for r in read(SFT_STUDY) if r["method"] == "Cor-RAIT"}
+    for row in (r for r in results if r["method"] == "Cor-RAIT"):
+        assert [row[k] for k in metrics] == [study[row["test_set"]][k] for k in metrics], row["test_set"]
     abstention = {(r["test_set"], r["method"]): r for r in read("abstention.csv")}
     print("| test set | model | Pc | Pw | Pr | THS | over-refusal |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for test in TEST_SETS:
@@ -57,8 +63,8 @@ def main() -> None:
             counts = [f"{float(c[k]):.1f}" for k in ("refused_known", "refused_unknown", "kept_correct", "lost_to_wrong",
                                                      "still_wrong", "fixed")]
             print(f"| {c['test_set']} | {c['a']} | " + " | ".join(counts) + " |")
-    print("\n| seed | steps | correct / refused / wrong, steps 1–20 | steps 41–60 | s per step | generation | update |\n"
-          "| ---: | ---: | --- | --- | ---: | ---: | ---: |")
+    print("\n| seed | steps | correct / refused / wrong, steps 1–20 | steps 41–60 | s per step | generation | update | "
+          "all steps, s |\n| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for path in sorted(STUDY.glob("rewards_seed*.jsonl")):
         steps = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -67,7 +73,8 @@ def main() -> None:
 
         mean = {k: statistics.mean(s[k] for s in steps) for k in ("seconds", "generation_seconds", "update_seconds")}
         print(f"| {path.stem.removeprefix('rewards_seed')} | {len(steps)} | {shares(steps[:20])} | {shares(steps[-20:])} | "
-              f"{mean['seconds']:.1f} | {mean['generation_seconds']:.1f} | {mean['update_seconds']:.1f} |")
+              f"{mean['seconds']:.1f} | {mean['generation_seconds']:.1f} | {mean['update_seconds']:.1f} | "
+              f"{sum(s['seconds'] for s in steps):.0f} |")
 
 
 if __name__ == "__main__":
