@@ -253,6 +253,8 @@ def probe(
                     if records[0].task == "mcqa" and task_settings.shots else [])
     table = run(settings, records, out, model=model, exemplars=shot_records, backend=backend, device=device,
                 inputs=inputs)
+    if not _main_process():
+        return
     summary = table_summary(table)
     typer.echo(f"{summary['questions']} questions -> {out}: mean mu {summary['mu_mean']:.3f}, mu quantiles "
                + ", ".join(f"{q:.0%} {v:.2f}" for q, v in summary["mu_quantiles"].items())
@@ -523,9 +525,11 @@ def evaluate(
 
         reference_rows = read_jsonl(reference / "outcomes.jsonl")
     loaded = load_for_eval(model)
-    with terminal.progress(f"eval {data} / {prompt}", len(records)) as bar:
+    with terminal.progress(f"eval {data} / {prompt}", len(records), enabled=_main_process()) as bar:
         rows, summary = run(settings, records, out, model=loaded, reference_rows=reference_rows,
                             on_batch=bar.advance)
+    if not _main_process():
+        return
     if confidence is not None:
         from rait.evaluate.abstain import apply_rule, read_confidence
 
@@ -669,5 +673,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
+def _main_process() -> bool:
+    """False on the other ranks of a launch, which leave the summary lines to the main process."""
+    from rait.distributed import launched, processes
+
+    return not launched() or processes().is_main_process
+
+
 def _error_line(message: str) -> None:
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """One line on stderr; under a launcher of several processes it names the rank that failed."""
+    from rait.distributed import launched
+
+    rank = f"rank {os.environ.get('RANK', '?')}: " if launched() else ""
+    errors.print(f"[bold red]error:[/] {rank}{escape(message)}", highlight=False, soft_wrap=True)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rait.artifacts import changed_field, read_jsonl, read_manifest, write_json, write_jsonl, write_manifest
+from rait.distributed import gather_units, own_units, processes
 from rait.evaluate.runner import EvalSettings, evaluate_records, summarize
 
 REFERENCE_PROMPT = "basic"  # Init-Basic: the THS reference of every paper table
@@ -107,15 +108,39 @@ def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Pa
         previous = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
         summary = summarize(rows, reference_rows, n_boot=settings.n_boot, seed=settings.seed)
         summary["seconds"] = previous.get("seconds")
-        write_json(metrics_path, summary)
+        if processes().is_main_process:
+            write_json(metrics_path, summary)
         return rows, summary
     loaded, tokenizer, _ = model if isinstance(model, tuple) else load_for_eval(str(model))
+    state = processes()
+    mine = own_units(len(records), state)
     start = time.perf_counter()
-    rows = evaluate_records(loaded, tokenizer, records, settings, on_batch=on_batch)
+    answered = evaluate_records(loaded, tokenizer, [records[i] for i in mine], settings,
+                                on_batch=_scaled(on_batch, len(mine), len(records)) if state.is_main_process else None)
+    rows = gather_units(dict(zip(mine, answered)), len(records), state)
     seconds = time.perf_counter() - start
-    summary = summarize(rows, reference_rows, n_boot=settings.n_boot, seed=settings.seed) | {"seconds": round(seconds, 2)}
-    write_jsonl(outcomes_path, rows)
-    write_json(metrics_path, summary)
-    write_manifest(outcomes_path, stage="evaluate", model=fingerprint, settings=settings.as_dict(), seed=settings.seed,
-                   extra={"identity": identity})
+    if state.is_main_process:  # the others wait, then read what it wrote
+        summary = summarize(rows, reference_rows, n_boot=settings.n_boot, seed=settings.seed) | {
+            "seconds": round(seconds, 2)}
+        write_jsonl(outcomes_path, rows)
+        write_json(metrics_path, summary)
+        write_manifest(outcomes_path, stage="evaluate", model=fingerprint, settings=settings.as_dict(),
+                       seed=settings.seed, extra={"identity": identity, "processes": state.num_processes})
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        rows, summary = read_jsonl(outcomes_path), json.loads(metrics_path.read_text(encoding="utf-8"))
     return rows, summary
+
+
+def _scaled(on_batch, share: int, total: int):
+    """The main process's progress on its share, drawn as progress on all `total` items (the shares are equal)."""
+    if on_batch is None or share == total:
+        return on_batch
+    done = [0, 0]  # items of the share, items reported
+
+    def advance(n: int) -> None:
+        done[0] += n
+        shown = total if done[0] >= share else done[0] * total // max(share, 1)
+        on_batch(shown - done[1])
+        done[1] = shown
+    return advance

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rait.artifacts import write_manifest
+from rait.distributed import processes
 from rait.errors import RaitError
 from rait.grads.adam import AdamMoments
 from rait.grads.features import LABEL_FORMS, GradsSettings, build_store, gradient_examples
@@ -40,16 +41,6 @@ def run_warmup(settings: GradsSettings, records_path: str | Path, table_path: st
                        "rehearsal_ids": ids, "prompt": settings.prompt, "system": settings.system},
                        seed=settings.warmup.seed)
     return out_dir
-
-
-def processes():
-    """This process's place among those `torchrun`/`accelerate launch` started. Without a GPU, accelerate joins the
-    processes (gloo) only when told it runs on CPU; left alone, every rank would think itself alone and compute
-    the whole store."""
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, *, model: str | Path | None,

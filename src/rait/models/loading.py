@@ -46,7 +46,10 @@ def resolve_model_path(spec: str | Path | None) -> Path:
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The GPU of this process (its `LOCAL_RANK` under `torchrun`/`accelerate launch`), else the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
 
 
 def default_dtype(device: str | torch.device) -> torch.dtype:

@@ -9,6 +9,11 @@ resumed run gives exactly the table of an uninterrupted one.
 The work folder (default `<out>.work/` next to the output) also holds `run.json`, the
 identity of the run (settings, data hash, model hash, backend). Shards of a different
 run are never mixed in: a mismatch is an error naming the first difference.
+
+Under `torchrun`/`accelerate launch` shard i is rank i mod N's (`rait.distributed`): each rank writes its
+finished shards, and the main process, once every rank is done, merges them into the table. A shard's
+samples depend on the seed and the shard's index only, so N processes give one process's table byte for
+byte, and a run can be resumed with another number of processes.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import pandas as pd
 
 from rait.artifacts import changed_field, write_json, write_manifest
 from rait.data.records import QARecord
+from rait.distributed import own_units, processes
 from rait.errors import RaitError
-from rait.probe.table import write_table
+from rait.probe.table import read_table, write_table
 from rait.terminal import progress as show_progress
 
 ShardFn = Callable[[list[QARecord], int, Callable[[int], None]], list[dict[str, Any]]]
@@ -86,35 +92,46 @@ def probe_pool(
     identity = {"task": task, "settings": settings, "seed": seed, "data_sha256": data["sha256"],
                 "model_weights_sha256": model_info.get("weights_sha256"),
                 "device": backend.info.get("device"), "dtype": backend.info.get("dtype"), **identity_extra}
-    _claim(work_dir, identity)
+    state = processes()
+    if state.is_main_process:
+        _claim(work_dir, identity)
+    state.wait_for_everyone()
 
     shards = [list(records[start:start + shard_size]) for start in range(0, len(records), shard_size)]
     paths = [work_dir / f"shard-{index:05d}.json" for index in range(len(shards))]
-    done = {i: _load_shard(paths[i], shard) for i, shard in enumerate(shards) if paths[i].exists()}
-    resumed = len(done)
+    mine = own_units(len(shards), state)
+    done = {i: _load_shard(paths[i], shards[i]) for i in mine if paths[i].exists()}
+    resumed = [len(done)]
     started = time.perf_counter()
-    with show_progress(description, len(records), sum(len(shards[i]) for i in done), enabled=progress) as bar:
-        for index, shard in enumerate(shards):
+    with show_progress(description, sum(len(shards[i]) for i in mine), sum(len(shards[i]) for i in done),
+                       enabled=progress and state.is_main_process) as bar:
+        for index in mine:
             if index in done:
                 continue
             t0 = time.perf_counter()
-            rows = probe_shard(shard, shard_seed(seed, index), bar.advance)
-            if [row["id"] for row in rows] != [r.id for r in shard]:
+            rows = probe_shard(shards[index], shard_seed(seed, index), bar.advance)
+            if [row["id"] for row in rows] != [r.id for r in shards[index]]:
                 raise RuntimeError(f"shard {index} returned rows that do not match its questions")
             done[index] = {"index": index, "seconds": time.perf_counter() - t0, "rows": rows}
             write_json(paths[index], done[index])
-    table = pd.DataFrame([row for index in range(len(shards)) for row in done[index]["rows"]])
-    compute = sum(done[i]["seconds"] for i in done)
-    timing = {"shards": len(shards), "shard_size": shard_size, "shards_resumed": resumed,
-              "compute_seconds": compute, "seconds_per_question": compute / len(records),
-              "wall_seconds_this_run": time.perf_counter() - started}
+    if state.num_processes > 1:  # also waits until every shard is on disk: the main process merges them
+        from accelerate.utils import gather_object
 
-    write_table(table, out)
-    write_manifest(out, stage="probe", inputs=inputs, model=model_info, settings=settings, seed=seed,
-                   extra={"task": task, "data": data, "backend": backend.info, "timing": timing, **manifest_extra})
-    if not keep_work:
-        shutil.rmtree(work_dir)
-    return table
+        resumed = gather_object(resumed)
+    if state.is_main_process:
+        done |= {i: _load_shard(paths[i], shards[i]) for i in range(len(shards)) if i not in done}
+        table = pd.DataFrame([row for index in range(len(shards)) for row in done[index]["rows"]])
+        compute = sum(done[i]["seconds"] for i in done)
+        timing = {"shards": len(shards), "shard_size": shard_size, "shards_resumed": sum(resumed),
+                  "processes": state.num_processes, "compute_seconds": compute,
+                  "seconds_per_question": compute / len(records), "wall_seconds_this_run": time.perf_counter() - started}
+        write_table(table, out)
+        write_manifest(out, stage="probe", inputs=inputs, model=model_info, settings=settings, seed=seed,
+                       extra={"task": task, "data": data, "backend": backend.info, "timing": timing, **manifest_extra})
+        if not keep_work:
+            shutil.rmtree(work_dir)
+    state.wait_for_everyone()
+    return table if state.is_main_process else read_table(out)
 
 
 def _claim(work_dir: Path, identity: dict[str, Any]) -> None:
