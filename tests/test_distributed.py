@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from rait.data import QARecord, write_records
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -84,3 +86,40 @@ def test_two_processes_evaluate_the_items_into_one_processs_outcomes(tmp_path, t
         k: v for k, v in metrics["one"].items() if k != "seconds"}
     assert json.loads((tmp_path / "two" / "outcomes.jsonl.manifest.json").read_text())["processes"] == 2
     assert two.stdout.count('"pc"') == 1
+
+
+def test_two_processes_train_to_one_processs_parameters_with_the_same_global_batch(tmp_path, tiny_model_dir):
+    """DDP: micro-batch 2 on each of two processes is the global batch of 4 one process takes at once, and the
+    weighted objective divides by the samples of the whole global batch (rait.train.weighted): the adapters
+    agree to float32 round-off (the gradients are summed in another order), while one process with a global
+    batch of 2 ends elsewhere, so the comparison can tell."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rait.prompts import training_example
+
+    records = open_pool(tmp_path / "pool.jsonl", 8)
+    rows = [{"weight": [1.0, 0.5, 2.0, 1.0][i % 4],
+             **training_example(record, "refuse", "I don't know" if i % 3 == 0 else record.answer)}
+            for i, record in enumerate(records)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    train = ["train", "--model", str(tiny_model_dir), "--data", str(data), "--epochs", "2", "--grad-accum", "1",
+             "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--lr", "1e-2", "--seed", "3"]
+    runs = {"one": one_process(*train, "--batch-size", "4", "--out", str(tmp_path / "one")),
+            "two": two_processes(*train, "--batch-size", "2", "--out", str(tmp_path / "two")),
+            "small": one_process(*train, "--batch-size", "2", "--out", str(tmp_path / "small"))}
+    for name, result in runs.items():
+        assert result.returncode == 0, (name, result.stderr[-2000:])
+    adapters = {name: load_file(tmp_path / name / "adapter" / "adapter_model.safetensors") for name in runs}
+    summaries = {name: json.loads((tmp_path / name / "train.json").read_text()) for name in runs}
+    assert summaries["one"]["optimizer_steps"] == summaries["two"]["optimizer_steps"] == 4
+    assert json.loads((tmp_path / "two" / "train.json.manifest.json").read_text())["processes"] == 2
+    # the objective's value: each rank divides by the samples of both ranks, and DDP averages over the ranks
+    assert summaries["two"]["train_loss"] == pytest.approx(summaries["one"]["train_loss"], rel=1e-5)
+    assert adapters["one"].keys() == adapters["two"].keys()
+    for key, one in adapters["one"].items():
+        torch.testing.assert_close(adapters["two"][key], one, rtol=1e-4, atol=1e-6, msg=key)
+    assert any(not torch.allclose(adapters["small"][key], one, rtol=1e-2, atol=1e-4)
+               for key, one in adapters["one"].items())
+    assert runs["two"].stdout.count("optimiser steps") == 1

@@ -364,7 +364,7 @@ TRAIN_OPTIONS = (
     ("epochs", float, typer.Option(3.0, help="Epochs.")),
     ("lr", float, typer.Option(2e-4, help="Peak learning rate (warm-up 3 %, then cosine).")),
     ("batch_size", int, typer.Option(8, min=1, help="Micro-batch size.")),
-    ("grad_accum", int, typer.Option(2, min=1, help="Gradient accumulation steps (global batch = micro-batch x this).")),
+    ("grad_accum", int, typer.Option(2, min=1, help="Gradient accumulation steps (global batch = micro-batch x this x processes).")),
 )
 
 
@@ -444,6 +444,8 @@ def train_command(
         result = grpo(settings, data, out, model=model, start_adapter=start_from)
     else:
         result = run(train, data, out, model=model)
+    if not _main_process():
+        return
     typer.echo(f"{result.samples} samples, {result.optimizer_steps} optimiser steps, final train loss "
                f"{result.train_loss:.4f} -> {result.out_dir}")
 

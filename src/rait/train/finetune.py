@@ -141,6 +141,9 @@ class TrainSettings:
             report_to="none",
             disable_tqdm=not (progress and shows_progress()),
             dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for copies to a GPU; without one it warns
+            # without a GPU, transformers joins the processes of a launch (gloo) only when told it runs on CPU:
+            # each rank would otherwise train alone on all the data
+            use_cpu=not torch.cuda.is_available(),
         ) | extra
         if "max_length" not in {f.name for f in fields(config_class)}:
             del args["max_length"]
@@ -261,13 +264,15 @@ def train_and_save(trainer, settings: TrainSettings, out_dir: Path, *, model: st
 
     # Everything is saved into a staging folder first and moved in by `_commit_output`, so a killed save
     # never mixes new weights with an earlier run's summary (issue 17).
+    # Under several processes every rank takes part in the save (a collective under FSDP/DeepSpeed) and the main
+    # process alone writes, then the others wait for the output.
+    main = trainer.accelerator.is_main_process
     staging = out_dir / f"{STAGING_PREFIX}{os.getpid()}"
     try:
         saved = staging / ("model" if settings.method == "full" else "adapter")
         trainer.save_model(str(saved))
-        merged = None
-        if settings.merge:
-            merged = staging / "merged"
+        merged = staging / "merged" if settings.merge else None
+        if merged is not None and main:
             trainer.model.merge_and_unload().save_pretrained(merged)
             tokenizer.save_pretrained(merged)
 
@@ -286,12 +291,15 @@ def train_and_save(trainer, settings: TrainSettings, out_dir: Path, *, model: st
             "runtime_s": round(runtime, 2),
             "log_history": trainer.state.log_history,
         }
-        write_json(staging / SUMMARY_FILE, summary)
-        write_manifest(staging / SUMMARY_FILE, stage="train", inputs={"data": data_path} if data_path else None,
-                       model=model_fingerprint(model), settings=asdict(settings), seed=settings.seed)
-        _commit_output(staging, out_dir)
+        if main:
+            write_json(staging / SUMMARY_FILE, summary)
+            write_manifest(staging / SUMMARY_FILE, stage="train", inputs={"data": data_path} if data_path else None,
+                           model=model_fingerprint(model), settings=asdict(settings), seed=settings.seed,
+                           extra={"processes": trainer.accelerator.num_processes})
+            _commit_output(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return TrainResult(out_dir, summary["samples"], summary["optimizer_steps"], counter.updates, summary["train_loss"],
                        losses)
 

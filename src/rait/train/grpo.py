@@ -224,9 +224,11 @@ def run(settings: GRPOSettings, records_path: str | Path, out_dir: str | Path, *
                              "resumed_from": Path(resume).name if resume else None, "step_times": step_log}
     result = train_and_save(trainer, train, out_dir, model=model, data_path=records_path, counter=counter,
                             extra=extra, resume_from_checkpoint=resume)
-    write_rewards(out_dir)
-    for checkpoint in out_dir.glob("checkpoint-*"):  # finished: the adapter is saved, the checkpoints are spent
-        shutil.rmtree(checkpoint, ignore_errors=True)
+    if trainer.accelerator.is_main_process:
+        write_rewards(out_dir)
+        for checkpoint in out_dir.glob("checkpoint-*"):  # finished: the adapter is saved, the checkpoints are spent
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return result
 
 
