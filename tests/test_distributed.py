@@ -123,3 +123,70 @@ def test_two_processes_train_to_one_processs_parameters_with_the_same_global_bat
     assert any(not torch.allclose(adapters["small"][key], one, rtol=1e-2, atol=1e-4)
                for key, one in adapters["one"].items())
     assert runs["two"].stdout.count("optimiser steps") == 1
+
+
+def test_rait_run_on_two_processes_gives_one_processs_report(tmp_path, tiny_model_dir):
+    """`rait run --processes 2`: the probe, the gradient store (its warm-up at the same global batch: micro-batch
+    4 -> 2 per process) and the evaluations on two processes, the rest on one; the probe table and the store are
+    byte-identical to a one-process run's, every result row equal, and the stage keys the same, so a one-process
+    rerun of the two-process folder computes nothing."""
+    import numpy as np
+    import pandas as pd
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"""
+model: {tiny_model_dir}
+methods: [cor_rait, grait]
+train: {{epochs: 1, batch_size: 2, grad_accum: 2, lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}}}}
+eval: {{batch_size: 4, n_boot: 20, max_new_tokens: {{oeqa: 4}}}}
+tracks:
+  - name: facts
+    pool: {{data: "facts:train", sample: 8}}
+    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot, shard_size: 2}}
+    grads: {{n_rehearsal: 4, warmup: {{epochs: 1, batch_size: 4, grad_accum: 1, learning_rate: 0.01, warmup: 0,
+                                      lora: {{r: 4, alpha: 16, dropout: 0.0}}}},
+             dims: [16], batch_size: 4}}
+    build: {{n_total: 4, tau: 0.5}}
+    test_sets:
+      - {{name: facts-id, data: "facts:test_id", sample: 5, domain: ID}}
+""")
+    one = one_process("run", str(config), "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = one_process("run", str(config), "--out", str(tmp_path / "two"), "--processes", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "pipeline.json").read_text())["processes"] == 2
+    facts = {name: tmp_path / name / "facts" for name in ("one", "two")}
+    assert (facts["two"] / "probe/table.parquet").read_bytes() == (facts["one"] / "probe/table.parquet").read_bytes()
+    for part in ("grads/store/answer_d16.npy", "grads/store/refusal_d16.npy"):  # after a DDP warm-up: round-off
+        np.testing.assert_allclose(np.load(facts["two"] / part), np.load(facts["one"] / part), rtol=1e-4, atol=1e-6)
+    manifests = ["eval/facts-id/Init/basic/outcomes.jsonl", "eval/facts-id/GRAIT/refuse/outcomes.jsonl",
+                 "train/cor_rait/train.json", "train/grait/train.json"]
+    for part in manifests:  # each ran on both processes
+        assert json.loads((facts["two"] / f"{part}.manifest.json").read_text())["processes"] == 2, part
+    assert json.loads((facts["two"] / "probe/table.parquet.manifest.json").read_text())["timing"]["processes"] == 2
+    results = {name: pd.read_csv(tmp_path / name / "results.csv").drop(columns=["seconds"], errors="ignore")
+               for name in ("one", "two")}
+    pd.testing.assert_frame_equal(results["two"], results["one"])
+    keys = {name: [s["key"] for s in json.loads((tmp_path / name / "pipeline.json").read_text())["stages"]]
+            for name in ("one", "two")}
+    assert keys["two"] == keys["one"]
+    again = one_process("run", str(config), "--out", str(tmp_path / "two"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(s["cached"] for s in json.loads((tmp_path / "two" / "pipeline.json").read_text())["stages"])
+
+
+def test_a_failing_worker_fails_the_call_with_its_rank_and_error(tmp_path, tiny_model_dir):
+    """`rait run --processes 2` hands stages to a worker group (`Workers`): a rank that raises ends the group, and
+    the call raises that rank's error; no table is merged."""
+    from rait.distributed import Workers
+    from rait.errors import RaitError
+    from rait.probe.stage import ProbeSettings, run
+
+    records = open_pool(tmp_path / "pool.jsonl")
+    out = tmp_path / "table.jsonl"
+    (tmp_path / "table.jsonl.work").mkdir()
+    (tmp_path / "table.jsonl.work" / "shard-00001.json").write_text(json.dumps({"rows": [{"id": "other"}]}))
+    settings = ProbeSettings(k=2, max_new_tokens=4, shard_size=2, batch_size=2)
+    with Workers(2) as workers, pytest.raises(RaitError, match="rank 1: .*does not hold the questions of its shard"):
+        workers.run(run, settings=settings, records=records, out=out, model=tiny_model_dir)
+    assert not out.exists()

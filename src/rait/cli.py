@@ -578,16 +578,18 @@ def pik_command(
 def run_command(
     config: Path = typer.Argument(..., help="Pipeline config (YAML), e.g. configs/demo.yaml."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: runs/<config name>)."),
+    processes: int = typer.Option(1, min=1, help="Run the probes, gradients, SFT trainings and evaluations on N processes of this machine (torchrun; one GPU each, or CPU processes), the same global batch; the rest on one (docs/distributed.md)."),
 ) -> None:
     """Probe, rehearse, gradients, build every method, train each, evaluate ID/OOD, report; resumable stage by stage."""
     from rait.pipeline import PipelineConfig, run_pipeline
 
     out = out or Path("runs") / config.stem
     _check_output("--out", out, folder=True)
+    _check_processes(processes)
     parsed = PipelineConfig.from_yaml(config)
     terminal.log_to(out / "rait.log")
     try:
-        run_pipeline(parsed, out, console=console)
+        run_pipeline(parsed, out, console=console, processes=processes)
     finally:
         terminal.log_to(None)
     typer.echo((out / "results.md").read_text(encoding="utf-8"))
@@ -673,6 +675,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(143 if terminated else 130)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _check_processes(processes: int) -> None:
+    """N processes need N GPUs where there are GPUs; `rait run` starts them itself, so it is not to be launched."""
+    import torch
+
+    from rait.distributed import launched
+
+    if launched():
+        raise RaitError("rait run starts its own processes (--processes N): under torchrun/accelerate launch every "
+                        "rank would run the whole pipeline. On several machines, launch the stage commands "
+                        "(docs/distributed.md)")
+    if processes > 1 and torch.cuda.is_available() and processes > torch.cuda.device_count():
+        raise RaitError(f"--processes {processes}: this machine has {torch.cuda.device_count()} GPU(s), one per process")
 
 
 def _main_process() -> bool:

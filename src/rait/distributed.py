@@ -11,20 +11,23 @@ on CPU) and each copy reads its rank from the environment. The stages split thei
 - a rank that raises ends its process with its error; the launcher then stops the others and exits
   non-zero.
 
-`launch(function, kwargs, processes=N)` runs a stage's entry point that way from one process (`rait run
---processes N`): it starts `torchrun --standalone` on this machine and returns rank 0's result, or raises
-the failing rank's error. Several machines: start the stage commands with `torchrun`/`accelerate launch` on
-each (README, "Several GPUs and machines").
+`Workers(N)` runs stage entry points that way for one process that drives them (`rait run --processes N`):
+N workers started once on this machine, each call given to all of them, rank 0's result returned, a failing
+rank's error raised. Several machines: start the stage commands with `torchrun`/`accelerate launch` on each
+(docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -32,7 +35,7 @@ from typing import Any, Callable, TypeVar
 from rait.errors import RaitError
 
 T = TypeVar("T")
-_CALL, _RESULT, _LOG = "call.pkl", "result.pkl", "launch.log"
+_LOG = "workers.log"
 
 
 def processes():
@@ -77,54 +80,152 @@ def gather_units(own: dict[int, T], count: int, state=None) -> list[T] | None:
     return [merged[i] for i in range(count)]
 
 
-def launch(function: Callable[..., T], kwargs: dict[str, Any], processes: int) -> T:
-    """`function(**kwargs)` on `processes` processes of this machine, under `torchrun --standalone`; rank 0's result.
+def split_batch(batch_size: int, grad_accum: int, processes: int) -> tuple[int, int]:
+    """(micro-batch, accumulation) per process that keep one process's global batch `batch_size × grad_accum`.
 
-    `function` is a module-level stage entry point (the workers import it by name) and `kwargs` must pickle.
-    The workers' output goes to a log; a failure raises `RaitError` with the failing rank's error and the log's
-    tail. One process calls `function` here, directly.
+    Under N processes the global batch is micro-batch × accumulation × N, so `rait run --processes N` divides
+    the accumulation by N where it can, else the micro-batch; a recipe whose global batch does not split is
+    refused rather than silently changed.
     """
-    if processes == 1:
-        return function(**kwargs)
-    with tempfile.TemporaryDirectory(prefix="rait-launch-") as folder:
-        folder = Path(folder)
-        with open(folder / _CALL, "wb") as file:
-            pickle.dump((function.__module__, function.__qualname__, kwargs), file)
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   "-m", "rait.distributed", str(folder)]
-        with open(folder / _LOG, "wb") as log:
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
-        if code != 0:
-            errors = sorted(folder.glob("error-rank*.txt"))
-            first = errors[0].read_text(encoding="utf-8") if errors else _tail(folder / _LOG)
-            raise RaitError(f"{function.__module__}.{function.__name__} on {processes} processes failed: {first}")
-        with open(folder / _RESULT, "rb") as file:
-            return pickle.load(file)
+    if grad_accum % processes == 0:
+        return batch_size, grad_accum // processes
+    if batch_size % processes == 0:
+        return batch_size // processes, grad_accum
+    raise RaitError(f"a global batch of {batch_size} x {grad_accum} does not split over {processes} processes: make "
+                    f"batch_size or grad_accum a multiple of {processes}")
+
+
+class Workers:
+    """N processes of this machine, started once (`torchrun --standalone`), that run stage entry points as one group.
+
+    `rait run --processes N` keeps its own single process for the plan, the cache and the stages that run on one,
+    and hands each stage that can use N processes to the workers: `workers.run(function, **kwargs)` gives every
+    worker the call (the workers each import `function` by name, so it is a module-level entry point and `kwargs`
+    pickle), and returns rank 0's result. The workers start at the first call, so a run whose stages are all cached
+    starts none. A failing rank stops the group; the call then raises `RaitError` with that rank's error.
+    With one process, `run` calls the function here.
+    """
+
+    POLL_SECONDS = 0.05
+
+    def __init__(self, processes: int = 1):
+        self.processes = processes
+        self._process: subprocess.Popen | None = None
+        self._folder: Path | None = None
+        self._calls = 0
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run(self, function: Callable[..., T], **kwargs: Any) -> T:
+        if self.processes == 1:
+            return function(**kwargs)
+        if self._process is None:
+            self._start()
+        index, self._calls = self._calls, self._calls + 1
+        _write_pickle(self._folder / f"call-{index:05d}.pkl", (function.__module__, function.__qualname__, kwargs))
+        result = self._folder / f"result-{index:05d}.pkl"
+        while not result.exists():
+            if self._process.poll() is not None:
+                self._process = None
+                # the first error is the cause: the other ranks fail after it, in a collective whose peer is gone
+                errors = sorted(self._folder.glob("error-rank*.txt"), key=lambda path: path.stat().st_mtime_ns)
+                first = errors[0].read_text(encoding="utf-8") if errors else _tail(self._folder / _LOG)
+                raise RaitError(f"{function.__module__}.{function.__name__} on {self.processes} processes failed: "
+                                f"{first}")
+            time.sleep(self.POLL_SECONDS)
+        with open(result, "rb") as file:
+            value = pickle.load(file)
+        result.unlink()
+        return value
+
+    def close(self) -> None:
+        """Tell the workers to stop and wait for them; their folder goes."""
+        if self._process is not None:
+            _write_pickle(self._folder / f"call-{self._calls:05d}.pkl", None)
+            try:
+                self._process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def _start(self) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="rait-workers-"))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.processes}",
+                   "-m", "rait.distributed", str(self._folder), str(os.getpid())]
+        with open(self._folder / _LOG, "wb") as log:  # the workers' own output; a failure quotes its tail
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _write_pickle(path: Path, value: Any) -> None:
+    """Whole or not at all: the reader polls for the name."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as file:
+        pickle.dump(value, file)
+    os.replace(partial, path)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
-def _worker(folder: Path) -> None:
-    """One rank of a `launch`: call the function; rank 0 keeps the result, a failing rank its error."""
+def _serve(folder: Path, driver: int) -> None:
+    """One worker of a `Workers` group: run each call as it comes; rank 0 keeps the results, a failing rank its
+    error. Stops when told, or when the process that started the group is gone."""
     state = processes()
-    with open(folder / _CALL, "rb") as file:
-        module, name, kwargs = pickle.load(file)
-    function = importlib.import_module(module)
-    for part in name.split("."):
-        function = getattr(function, part)
+    for index in itertools.count():
+        call_path = folder / f"call-{index:05d}.pkl"
+        while not call_path.exists():
+            if not _alive(driver):
+                return
+            time.sleep(Workers.POLL_SECONDS)
+        with open(call_path, "rb") as file:
+            call = pickle.load(file)
+        if call is None:
+            return
+        module, name, kwargs = call
+        function = importlib.import_module(module)
+        for part in name.split("."):
+            function = getattr(function, part)
+        try:
+            result = function(**kwargs)
+        except BaseException as err:  # noqa: BLE001 - any failure ends this rank, and the caller reports it
+            message = str(err) if isinstance(err, RaitError) else "".join(traceback.format_exception(err)).strip()
+            (folder / f"error-rank{state.process_index}.txt").write_text(f"rank {state.process_index}: {message}",
+                                                                          encoding="utf-8")
+            raise SystemExit(1) from err
+        if state.is_main_process:
+            _write_pickle(folder / f"result-{index:05d}.pkl", result)
+        _release_memory()
+
+
+def _alive(pid: int) -> bool:
     try:
-        result = function(**kwargs)
-    except BaseException as err:  # noqa: BLE001 — any failure ends this rank, and the launcher reports it
-        message = str(err) if isinstance(err, RaitError) else "".join(traceback.format_exception(err)).strip()
-        (folder / f"error-rank{state.process_index}.txt").write_text(f"rank {state.process_index}: {message}",
-                                                                      encoding="utf-8")
-        raise SystemExit(1) from err
-    if state.is_main_process:
-        with open(folder / _RESULT, "wb") as file:
-            pickle.dump(result, file)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _release_memory() -> None:
+    """Between calls a worker holds no model: give its cached GPU memory back (the caller's own stages use GPU 0)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))
+    _serve(Path(sys.argv[1]), int(sys.argv[2]))

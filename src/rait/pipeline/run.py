@@ -35,6 +35,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from rait.artifacts import identity_key, read_jsonl, sha256_file, write_json
+from rait.distributed import Workers, split_batch
 from rait.errors import RaitError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
@@ -64,9 +65,15 @@ CONFIG_FILE = "config.yaml"  # the config of a finished run, for `rait report`
 class Stages:
     """Runs stages at most once per key and keeps the log that becomes pipeline.json."""
 
-    def __init__(self, view: StageLines, cached_only: bool = False):
+    def __init__(self, view: StageLines, cached_only: bool = False, workers: Workers | None = None):
         self.view, self.cached_only = view, cached_only
+        self.workers = workers or Workers(1)
+        self.processes = self.workers.processes
         self.log: list[dict[str, Any]] = []
+
+    def launch(self, function: Callable, **kwargs: Any) -> Any:
+        """A stage entry point that can use several processes, on the run's workers (`rait.distributed.Workers`)."""
+        return self.workers.run(function, **kwargs)
 
     def run(self, name: str, folder: Path, parts: dict[str, Any], compute: Callable[[Path], dict | None]) -> tuple[str, dict]:
         """(key, result): the cached result if `folder` finished with the same key, else compute(folder)'s."""
@@ -153,8 +160,8 @@ class TrackRun:
                  "exemplars": [r.id for r in shots]}
 
         def compute(folder: Path) -> dict:
-            table = probe(settings, records, table_path, model=self.model_path, exemplars=shots,
-                          inputs={"records": self.dir / "pool.jsonl"})
+            table = self.stages.launch(probe, settings=settings, records=records, out=table_path, model=self.model_path,
+                                       exemplars=shots, inputs={"records": self.dir / "pool.jsonl"})
             return table_summary(table)
 
         key, _ = self.stages.run(f"{self.track.name}: probe", table_path.parent, parts, compute)
@@ -207,8 +214,8 @@ class TrackRun:
 
         def compute(folder: Path) -> dict:
             write_records(folder / "items.jsonl", records)
-            probe(settings, records, folder / "table.parquet", model=self.model_path, exemplars=shots,
-                  inputs={"records": folder / "items.jsonl"})
+            self.stages.launch(probe, settings=settings, records=records, out=folder / "table.parquet",
+                               model=self.model_path, exemplars=shots, inputs={"records": folder / "items.jsonl"})
             return {}
 
         key, _ = self.stages.run(f"{self.track.name}: probe {test.name}", folder, parts, compute)
@@ -280,7 +287,11 @@ class TrackRun:
         parts = {"probe": probe_key, "settings": settings.as_dict()}
 
         def compute(folder: Path) -> dict:
-            store = grads(settings, pool_path, folder, model=str(self.model_path), table_path=table_path)
+            warm = settings.warmup  # the same global batch on any number of processes
+            shared = replace(settings, warmup=replace(warm, **dict(zip(("batch_size", "grad_accum"), split_batch(
+                warm.batch_size, warm.grad_accum, self.stages.processes)))))
+            store = self.stages.launch(grads, settings=shared, records_path=pool_path, out_dir=folder,
+                                       model=str(self.model_path), table_path=table_path)
             return {"store": str(store)}
 
         key, _ = self.stages.run(f"{self.track.name}: grads", folder, parts, compute)
@@ -331,7 +342,12 @@ class TrackRun:
         parts = {"data": sha256_file(data), "model": self.model_sha, "train": recipe}
 
         def compute(folder: Path) -> dict:
-            result = fit(settings, data, folder, model=self.model_path)
+            if METHODS[method].kind == "sft":  # checked on several processes (docs/distributed.md); DPO and GRPO on one
+                batch = split_batch(settings.batch_size, settings.grad_accum, self.stages.processes)
+                result = self.stages.launch(fit, settings=replace(settings, batch_size=batch[0], grad_accum=batch[1]),
+                                            data=data, out_dir=folder, model=self.model_path)
+            else:
+                result = fit(settings, data, folder, model=self.model_path)
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
                     "train_loss": result.train_loss}
 
@@ -361,12 +377,14 @@ class TrackRun:
                         loaded.extend(in_use.enter_context(models_of_stage.use(spec)))
                     return tuple(loaded)
 
-                rows += self._evaluate_model(label, model_key, prompts, model, references, folder)
+                rows += self._evaluate_model(label, model_key, prompts, model, references, folder, spec)
         return rows
 
     def _evaluate_model(self, label: str, model_key: str, prompts: list[str], model: Callable[[], tuple],
-                        references: dict, eval_dir: Path) -> list[dict]:
-        """One model on every test set under each of its prompts; Init-Basic's outcomes become `references`."""
+                        references: dict, eval_dir: Path, spec: str | Path) -> list[dict]:
+        """One model on every test set under each of its prompts; Init-Basic's outcomes become `references`.
+
+        On one process `model()` is the model loaded once for the stage; on several, each process loads `spec`."""
         from rait.evaluate.runner import EvalSettings
         from rait.evaluate.suite import run as evaluate_stage
 
@@ -382,6 +400,9 @@ class TrackRun:
                          "reference": reference[0] if reference else None}
 
                 def compute(folder: Path, settings=settings, records=records, reference=reference) -> dict:
+                    if self.stages.processes > 1:
+                        return self.stages.launch(evaluate_stage, settings=settings, records=records, out_dir=folder,
+                                                  model=str(spec), reference_rows=reference[1] if reference else None)[1]
                     loaded = model()
                     with progress(f"eval {test.name} / {prompt}", len(records)) as bar:
                         _, summary = evaluate_stage(settings, records, folder, model=loaded,
@@ -634,14 +655,17 @@ def _without_outcomes(row: dict) -> dict:
 
 
 def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console | None = None,
-                 cached_only: bool = False) -> list[dict]:
+                 cached_only: bool = False, processes: int = 1) -> list[dict]:
     """Run every track of `config` into `out_dir` (resumable) and write the report; returns the result rows.
 
     `cached_only` rebuilds the report of a finished run (`rait report`): a stage that would have to be computed
-    is an error instead. A finished run keeps its config as `<out_dir>/config.yaml` for that."""
+    is an error instead. A finished run keeps its config as `<out_dir>/config.yaml` for that. `processes` > 1
+    runs the probes, the gradient stage, the SFT trainings and the evaluations on that many processes of this
+    machine (docs/distributed.md); the stage keys do not depend on it, so a run resumes with any number."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    tracks, stages, model_path = _run_tracks(config, out_dir, console or Console(stderr=True), cached_only)
+    with Workers(processes) as workers:
+        tracks, stages, model_path = _run_tracks(config, out_dir, console or Console(stderr=True), cached_only, workers)
     rows = [row for track in tracks for row in track.rows]
     wall = time.perf_counter() - start
     computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
@@ -649,7 +673,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     _write_results(config, tracks, out_dir, notes)
     if config.source is not None and Path(config.source[0]).resolve() != (out_dir / CONFIG_FILE).resolve():
         shutil.copyfile(config.source[0], out_dir / CONFIG_FILE)
-    write_json(out_dir / "pipeline.json", {"model": str(model_path), "wall_seconds": round(wall, 1),
+    write_json(out_dir / "pipeline.json", {"model": str(model_path), "processes": processes, "wall_seconds": round(wall, 1),
                                           "computed_seconds": round(computed, 1), "stages": stages.log})
     return rows
 
@@ -699,7 +723,7 @@ def merge_runs(run_dirs: list[Path], out_dir: str | Path, console: Console | Non
 
 
 def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console,
-                cached_only: bool) -> tuple[list[TrackRun], Stages, Path]:
+                cached_only: bool, workers: Workers | None = None) -> tuple[list[TrackRun], Stages, Path]:
     """Prepare every track (bad input fails here, before any work), then run each; the tracks keep their rows."""
     from rait.models import model_fingerprint, resolve_model_path
 
@@ -707,7 +731,7 @@ def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console,
     model_sha = model_fingerprint(model_path)["weights_sha256"]
     view = stage_view(console, out_dir, f"rait run {config.source[0] if config.source else out_dir}",
                       live=not cached_only and not is_verbose())
-    stages = Stages(view, cached_only)
+    stages = Stages(view, cached_only, workers)
     tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
     for track in tracks:
         track.prepare()
