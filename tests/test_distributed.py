@@ -190,3 +190,51 @@ def test_a_failing_worker_fails_the_call_with_its_rank_and_error(tmp_path, tiny_
     with Workers(2) as workers, pytest.raises(RaitError, match="rank 1: .*does not hold the questions of its shard"):
         workers.run(run, settings=settings, records=records, out=out, model=tiny_model_dir)
     assert not out.exists()
+
+
+def test_a_global_batch_keeps_its_size_on_several_processes():
+    from rait.distributed import split_batch
+    from rait.errors import RaitError
+
+    assert split_batch(8, 2, 1) == (8, 2)
+    assert split_batch(8, 2, 2) == (8, 1)  # the accumulation first
+    assert split_batch(8, 1, 2) == (4, 1)
+    assert split_batch(1, 32, 8) == (1, 4)  # GRAIT's warm-up on 8 GPUs
+    with pytest.raises(RaitError, match="does not split over 2 processes"):
+        split_batch(3, 1, 2)
+
+
+def test_what_cannot_use_several_processes_refuses_a_launch(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    """Under torchrun every rank runs the command: a one-process command (here `rait build`) would do its work
+    N times into the same files, and `rait run` would run N pipelines; both stop with one line naming the rank.
+    `rait run --processes 2` checks before any work that the config's global batch splits over 2."""
+    from rait.cli import main
+
+    def exit_code(argv) -> int:
+        try:
+            main(argv)
+        except SystemExit as exit_:
+            return exit_.code or 0
+        return 0
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"""
+model: {tiny_model_dir}
+methods: [cor_rait]
+train: {{batch_size: 3, grad_accum: 1}}
+tracks:
+  - name: facts
+    pool: {{data: "facts:train", sample: 4}}
+    test_sets: [{{name: facts-id, data: "facts:test_id", sample: 2}}]
+""")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert exit_code(["build", "--table", "t.parquet", "--records", "p.jsonl", "--out", str(tmp_path / "b")]) == 2
+    assert "rank 1: rait build runs as one process" in capsys.readouterr().err
+    assert exit_code(["run", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "every rank would run the whole pipeline" in capsys.readouterr().err
+    monkeypatch.delenv("WORLD_SIZE")
+    assert exit_code(["run", str(config), "--out", str(tmp_path / "run"), "--processes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "train" in err and "does not split over 2 processes" in err
+    assert not (tmp_path / "run" / "facts" / "probe").exists()

@@ -643,6 +643,7 @@ def main(argv: list[str] | None = None) -> None:
     previous = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
     args = sys.argv[1:] if argv is None else argv
     try:
+        _check_launch(args)
         code = command.main(args=args, prog_name="rait", standalone_mode=False)
     except SettingsError as err:
         # A stage's settings name their field; on the command line that field is an option (`rait run` maps
@@ -675,6 +676,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(143 if terminated else 130)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+# The commands whose stage splits its work over the processes of a launch (docs/distributed.md); `rait run` starts
+# its own (--processes) and says so itself.
+LAUNCHABLE = ("probe", "grads", "train", "eval", "run")
+
+
+def _check_launch(args: list[str]) -> None:
+    """Under torchrun/accelerate launch, a command that would only do the same work N times is refused."""
+    from rait.distributed import launched
+
+    if launched() and args and not args[0].startswith("-") and args[0] not in LAUNCHABLE:
+        raise RaitError(f"rait {args[0]} runs as one process; under torchrun/accelerate launch only probe, grads, "
+                        "train and eval split their work (docs/distributed.md)")
 
 
 def _check_processes(processes: int) -> None:

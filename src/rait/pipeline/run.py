@@ -449,6 +449,7 @@ class TrackRun:
             except RaitError as err:
                 raise self.config.error((*self.keys, "pool"), str(err)) from err
         self.probe_setup = self._probe_settings(self.pool_data[2][0].task)  # a field the task does not use fails here
+        self._check_batches(methods)
         self.tests = []
         if self.validation:
             self.tests.append((TestSet(name="validation", data=str(self.dir / "validation.jsonl"), domain="VAL"),
@@ -465,6 +466,27 @@ class TrackRun:
                                         f"question(s) with the validation split (e.g. {min(shared)!r}): choices made "
                                         "on validation would see test items")
             self.tests.append((test, records))
+
+    def _check_batches(self, methods: list[str]) -> None:
+        """On several processes, the SFT recipe's and the warm-up's global batches must split over them (`split_batch`)."""
+        if self.stages.processes == 1:
+            return
+        from rait.train import TrainSettings
+
+        batches = []
+        if any(METHODS[m].kind == "sft" for m in methods):
+            train = self.config.merged_train(self.track)
+            where = (*self.keys, "train") if self.track.train else ("train",)
+            batches.append((where, train.get("batch_size", TrainSettings.batch_size),
+                            train.get("grad_accum", TrainSettings.grad_accum)))
+        if any(METHODS[m].needs_gradients for m in methods):
+            warm = self.track.grads.warmup
+            batches.append(((*self.keys, "grads", "warmup"), warm.batch_size, warm.grad_accum))
+        for where, batch_size, grad_accum in batches:
+            try:
+                split_batch(batch_size, grad_accum, self.stages.processes)
+            except RaitError as err:
+                raise self.config.error(where, str(err)) from err
 
     def _methods(self) -> tuple[list[str], list[str], list[str]]:
         """The track's methods, those that train, and what the build selects: every SFT method, and the method
