@@ -238,3 +238,18 @@ tracks:
     err = capsys.readouterr().err
     assert "train" in err and "does not split over 2 processes" in err
     assert not (tmp_path / "run" / "facts" / "probe").exists()
+
+
+def test_a_worker_group_serves_calls_until_closed(tmp_path):
+    """`Workers(2)` starts two ranks once; each call runs on both and returns rank 0's result (its share of five
+    units: 0, 2, 4), a second call reuses the group, and closing it ends the processes and removes its folder."""
+    from rait.distributed import Workers, own_units
+
+    with Workers(2, log=tmp_path / "workers.log") as workers:
+        assert workers.run(own_units, count=5) == [0, 2, 4]
+        first = workers._process.pid
+        assert workers.run(own_units, count=3) == [0, 2]
+        assert workers._process.pid == first
+        folder, process = workers._folder, workers._process
+    assert process.returncode == 0 and not folder.exists()
+    assert (tmp_path / "workers.log").exists()

@@ -4,8 +4,9 @@ A stage runs on N processes when `torchrun` or `accelerate launch` starts it N t
 on CPU) and each copy reads its rank from the environment. The stages split their work the same way:
 
 - the work is cut into fixed units that do not depend on N (probe shards, gradient batches, evaluation
-  batches), and unit i belongs to rank i mod N, so one process and N processes compute the same units
-  with the same arithmetic and give the same artifact;
+  items; training's micro-batches are DDP's), and unit i belongs to rank i mod N: the probe and the gradient
+  stage compute the same units with the same arithmetic as one process and give its artifact byte for byte,
+  training and evaluation agree with it to round-off (docs/distributed.md);
 - each rank computes its units; the main process (rank 0) alone merges them and writes the artifact, its
   manifest and the progress bar, after every rank has finished, so a failed rank leaves no merged file;
 - a rank that raises ends its process with its error; the launcher then stops the others and exits
@@ -35,7 +36,6 @@ from typing import Any, Callable, TypeVar
 from rait.errors import RaitError
 
 T = TypeVar("T")
-_LOG = "workers.log"
 
 
 def processes():
@@ -108,8 +108,8 @@ class Workers:
 
     POLL_SECONDS = 0.05
 
-    def __init__(self, processes: int = 1):
-        self.processes = processes
+    def __init__(self, processes: int = 1, log: str | Path | None = None):
+        self.processes, self.log = processes, Path(log) if log is not None else None
         self._process: subprocess.Popen | None = None
         self._folder: Path | None = None
         self._calls = 0
@@ -117,8 +117,8 @@ class Workers:
     def __enter__(self) -> "Workers":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, value, trace) -> None:
+        self.close(stop_now=kind is not None)
 
     def run(self, function: Callable[..., T], **kwargs: Any) -> T:
         if self.processes == 1:
@@ -133,7 +133,7 @@ class Workers:
                 self._process = None
                 # the first error is the cause: the other ranks fail after it, in a collective whose peer is gone
                 errors = sorted(self._folder.glob("error-rank*.txt"), key=lambda path: path.stat().st_mtime_ns)
-                first = errors[0].read_text(encoding="utf-8") if errors else _tail(self._folder / _LOG)
+                first = errors[0].read_text(encoding="utf-8") if errors else _tail(self._log_path)
                 raise RaitError(f"{function.__module__}.{function.__name__} on {self.processes} processes failed: "
                                 f"{first}")
             time.sleep(self.POLL_SECONDS)
@@ -142,10 +142,14 @@ class Workers:
         result.unlink()
         return value
 
-    def close(self) -> None:
-        """Tell the workers to stop and wait for them; their folder goes."""
+    def close(self, stop_now: bool = False) -> None:
+        """Tell the workers to stop once their call is done and wait for them, or (`stop_now`: the caller failed or
+        was interrupted) stop them at once; their folder goes."""
         if self._process is not None:
-            _write_pickle(self._folder / f"call-{self._calls:05d}.pkl", None)
+            if stop_now:
+                self._process.terminate()  # torchrun stops its workers on SIGTERM
+            else:
+                _write_pickle(self._folder / f"call-{self._calls:05d}.pkl", None)
             try:
                 self._process.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -160,7 +164,9 @@ class Workers:
         self._folder = Path(tempfile.mkdtemp(prefix="rait-workers-"))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.processes}",
                    "-m", "rait.distributed", str(self._folder), str(os.getpid())]
-        with open(self._folder / _LOG, "wb") as log:  # the workers' own output; a failure quotes its tail
+        self._log_path = self.log or self._folder / "workers.log"
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_path, "ab") as log:  # the workers' own output; a failure quotes its tail
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 

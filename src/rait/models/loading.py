@@ -46,10 +46,16 @@ def resolve_model_path(spec: str | Path | None) -> Path:
 
 
 def default_device() -> str:
-    """The GPU of this process (its `LOCAL_RANK` under `torchrun`/`accelerate launch`), else the CPU."""
-    if not torch.cuda.is_available():
-        return "cpu"
-    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def own_device(device: str | torch.device | None) -> torch.device:
+    """`device` (default: the GPU if there is one), "cuda" meaning this process's GPU: under `torchrun`/`accelerate
+    launch` rank r of a machine takes GPU `LOCAL_RANK`, not every rank GPU 0."""
+    device = torch.device(device or default_device())
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
 
 
 def default_dtype(device: str | torch.device) -> torch.dtype:
@@ -86,7 +92,7 @@ def load_model(
     """Return `(model, tokenizer)` for a local causal-LM folder, in eval mode on `device`."""
     folder = resolve_model_path(path)
     _check_causal_lm(folder)
-    device = torch.device(device or default_device())
+    device = own_device(device)
     dtype = _as_dtype(dtype) if dtype is not None else default_dtype(device)
     tokenizer = load_tokenizer(folder)
     try:

@@ -20,6 +20,7 @@ starts from an empty folder.
     <out>/<track>/eval/<test set>/<model>/<prompt>/outcomes.jsonl, metrics.json
     <out>/results.md, results.csv, pc_pw.png, ths.png, report.html
     <out>/pipeline.json                          every stage: key, seconds, cached or not
+    <out>/workers.log                            with --processes N: the worker group's output
 """
 
 from __future__ import annotations
@@ -686,7 +687,7 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     machine (docs/distributed.md); the stage keys do not depend on it, so a run resumes with any number."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    with Workers(processes) as workers:
+    with Workers(processes, log=out_dir / "workers.log") as workers:
         tracks, stages, model_path = _run_tracks(config, out_dir, console or Console(stderr=True), cached_only, workers)
     rows = [row for track in tracks for row in track.rows]
     wall = time.perf_counter() - start

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from rait.data.records import QARecord
+from rait.distributed import processes
 from rait.errors import RaitError, SettingsError, check_count
 from rait.probe.backends import load_backend
 from rait.probe.mcqa import MCQASettings, probe_mcqa
@@ -103,6 +104,7 @@ def run(
     """
     task = pool_task(records)
     task_settings = (settings or ProbeSettings()).for_task(task)
+    processes()  # under a launcher: join the ranks first, which also makes each rank's GPU its current one
     engine = load_backend(backend, model, device=device, dtype=dtype)
     if task == "mcqa":
         return probe_mcqa(engine, records, out, exemplars=exemplars, settings=task_settings, **run_options)
