@@ -125,6 +125,7 @@ class Workers:
             return function(**kwargs)
         if self._process is None:
             self._start()
+        _release_memory()  # what this process's own stages cached on GPU 0 is worker 0's to use now
         index, self._calls = self._calls, self._calls + 1
         _write_pickle(self._folder / f"call-{index:05d}.pkl", (function.__module__, function.__qualname__, kwargs))
         result = self._folder / f"result-{index:05d}.pkl"
@@ -223,7 +224,8 @@ def _alive(pid: int) -> bool:
 
 
 def _release_memory() -> None:
-    """Between calls a worker holds no model: give its cached GPU memory back (the caller's own stages use GPU 0)."""
+    """Give cached GPU memory back: between calls a worker holds no model, and the driving process's own stages
+    share GPU 0 with worker 0."""
     import gc
 
     import torch
