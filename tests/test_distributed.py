@@ -253,3 +253,46 @@ def test_a_worker_group_serves_calls_until_closed(tmp_path):
         folder, process = workers._folder, workers._process
     assert process.returncode == 0 and not folder.exists()
     assert (tmp_path / "workers.log").exists()
+
+
+class RecordingView:
+    """Stands in for `rait run`'s live view: records every bar `rait.terminal.progress` opens and how far it got."""
+
+    def __init__(self):
+        self.bars: list[dict] = []
+
+    def progress(self, description, total, completed=0):
+        from contextlib import contextmanager
+
+        from rait.terminal import Bar
+
+        record = {"description": description, "total": total, "completed": completed}
+        self.bars.append(record)
+
+        class Recorder(Bar):
+            def advance(self, n=1):
+                record["completed"] += n
+
+            def restart(self, total):
+                record.update(total=total, completed=0)
+
+        @contextmanager
+        def bar():
+            yield Recorder()
+        return bar()
+
+
+def test_the_workers_bars_are_drawn_by_the_process_that_drives_them(tmp_path, tiny_model_dir):
+    """Under `rait run --processes 2` the stage runs in the workers, whose output is a log: rank 0 relays its bar
+    (a file), and the driving process draws it in its own view, over all the questions (rank 0's pace stands for
+    both ranks'), to the end."""
+    from rait.distributed import Workers
+    from rait.probe.stage import ProbeSettings, run
+    from rait.terminal import use_view
+
+    records = open_pool(tmp_path / "pool.jsonl")
+    view = RecordingView()
+    with use_view(view), Workers(2) as workers:
+        workers.run(run, settings=ProbeSettings(k=2, max_new_tokens=4, shard_size=2, batch_size=2), records=records,
+                    out=tmp_path / "table.jsonl", model=tiny_model_dir)
+    assert view.bars == [{"description": "open QA, k=2", "total": 8, "completed": 8}]

@@ -527,9 +527,8 @@ def evaluate(
 
         reference_rows = read_jsonl(reference / "outcomes.jsonl")
     loaded = load_for_eval(model)
-    with terminal.progress(f"eval {data} / {prompt}", len(records), enabled=_main_process()) as bar:
-        rows, summary = run(settings, records, out, model=loaded, reference_rows=reference_rows,
-                            on_batch=bar.advance)
+    rows, summary = run(settings, records, out, model=loaded, reference_rows=reference_rows,
+                        description=f"eval {data} / {prompt}")
     if not _main_process():
         return
     if confidence is not None:

@@ -30,10 +30,12 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from rait.errors import RaitError
+from rait.terminal import ProgressFollower, relay_progress
 
 T = TypeVar("T")
 
@@ -78,6 +80,21 @@ def gather_units(own: dict[int, T], count: int, state=None) -> list[T] | None:
     if missing:
         raise RuntimeError(f"units {missing[:5]} were computed by no process")
     return [merged[i] for i in range(count)]
+
+
+def share_progress(advance: Callable[[int], None] | None, share: int, total: int) -> Callable[[int], None] | None:
+    """The main process's progress on its `share` of the items, reported as progress on all `total` (the ranks'
+    shares are equal to within one unit, so the main one's pace is the group's)."""
+    if advance is None or share == total:
+        return advance
+    done = [0, 0]  # items of the share, items reported
+
+    def report(n: int) -> None:
+        done[0] += n
+        shown = total if done[0] >= share else done[0] * total // max(share, 1)
+        advance(shown - done[1])
+        done[1] = shown
+    return report
 
 
 def split_batch(batch_size: int, grad_accum: int, processes: int) -> tuple[int, int]:
@@ -129,15 +146,21 @@ class Workers:
         index, self._calls = self._calls, self._calls + 1
         _write_pickle(self._folder / f"call-{index:05d}.pkl", (function.__module__, function.__qualname__, kwargs))
         result = self._folder / f"result-{index:05d}.pkl"
-        while not result.exists():
-            if self._process.poll() is not None:
-                self._process = None
-                # the first error is the cause: the other ranks fail after it, in a collective whose peer is gone
-                errors = sorted(self._folder.glob("error-rank*.txt"), key=lambda path: path.stat().st_mtime_ns)
-                first = errors[0].read_text(encoding="utf-8") if errors else _tail(self._log_path)
-                raise RaitError(f"{function.__module__}.{function.__name__} on {self.processes} processes failed: "
-                                f"{first}")
-            time.sleep(self.POLL_SECONDS)
+        bars = ProgressFollower(self._folder / f"progress-{index:05d}.json")  # rank 0's bars, drawn here
+        try:
+            while not result.exists():
+                bars.poll()
+                if self._process.poll() is not None:
+                    self._process = None
+                    # the first error is the cause: the other ranks fail after it, in a collective whose peer is gone
+                    errors = sorted(self._folder.glob("error-rank*.txt"), key=lambda path: path.stat().st_mtime_ns)
+                    first = errors[0].read_text(encoding="utf-8") if errors else _tail(self._log_path)
+                    raise RaitError(f"{function.__module__}.{function.__name__} on {self.processes} processes "
+                                    f"failed: {first}")
+                time.sleep(self.POLL_SECONDS)
+            bars.poll()
+        finally:
+            bars.close()
         with open(result, "rb") as file:
             value = pickle.load(file)
         result.unlink()
@@ -202,7 +225,8 @@ def _serve(folder: Path, driver: int) -> None:
         for part in name.split("."):
             function = getattr(function, part)
         try:
-            result = function(**kwargs)
+            with relay_progress(folder / f"progress-{index:05d}.json") if state.is_main_process else nullcontext():
+                result = function(**kwargs)
         except BaseException as err:  # noqa: BLE001 - any failure ends this rank, and the caller reports it
             message = str(err) if isinstance(err, RaitError) else "".join(traceback.format_exception(err)).strip()
             (folder / f"error-rank{state.process_index}.txt").write_text(f"rank {state.process_index}: {message}",

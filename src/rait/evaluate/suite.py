@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rait.artifacts import changed_field, read_jsonl, read_manifest, write_json, write_jsonl, write_manifest
-from rait.distributed import gather_units, own_units, processes
+from rait.distributed import gather_units, own_units, processes, share_progress
 from rait.evaluate.runner import EvalSettings, evaluate_records, summarize
+from rait.terminal import progress
 
 REFERENCE_PROMPT = "basic"  # Init-Basic: the THS reference of every paper table
 
@@ -89,12 +90,13 @@ class EvalModels:
 
 
 def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Path | tuple,
-        reference_rows=None, on_batch=None) -> tuple[list[dict], dict]:
+        reference_rows=None, description: str | None = None) -> tuple[list[dict], dict]:
     """The evaluation stage (`rait eval`, and `rait run` per model, test set and prompt), cached in `out_dir`.
 
     `model` is a model folder, 'default', a `rait train` output, or a loaded (model, tokenizer,
     fingerprint) triple (`EvalModels.use`); `reference_rows` are Init-Basic's outcomes on the
-    same items, for THS. Returns the per-item outcomes and the metrics.
+    same items, for THS; `description` names the progress bar (none without it). Returns the per-item
+    outcomes and the metrics. Under a launcher each rank answers its share of the items (`rait.distributed`).
 
     The answers are what is cached: a rerun with the same identity (model, settings, items) reads them
     back and only recomputes the metrics, which also depend on the reference and are cheap.
@@ -115,8 +117,9 @@ def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Pa
     state = processes()
     mine = own_units(len(records), state)
     start = time.perf_counter()
-    answered = evaluate_records(loaded, tokenizer, [records[i] for i in mine], settings,
-                                on_batch=_scaled(on_batch, len(mine), len(records)) if state.is_main_process else None)
+    with progress(description or "eval", len(records), enabled=description is not None and state.is_main_process) as bar:
+        answered = evaluate_records(loaded, tokenizer, [records[i] for i in mine], settings,
+                                    on_batch=share_progress(bar.advance, len(mine), len(records)))
     rows = gather_units(dict(zip(mine, answered)), len(records), state)
     seconds = time.perf_counter() - start
     if state.is_main_process:  # the others wait, then read what it wrote
@@ -131,16 +134,3 @@ def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Pa
         rows, summary = read_jsonl(outcomes_path), json.loads(metrics_path.read_text(encoding="utf-8"))
     return rows, summary
 
-
-def _scaled(on_batch, share: int, total: int):
-    """The main process's progress on its share, drawn as progress on all `total` items (the shares are equal)."""
-    if on_batch is None or share == total:
-        return on_batch
-    done = [0, 0]  # items of the share, items reported
-
-    def advance(n: int) -> None:
-        done[0] += n
-        shown = total if done[0] >= share else done[0] * total // max(share, 1)
-        on_batch(shown - done[1])
-        done[1] = shown
-    return advance

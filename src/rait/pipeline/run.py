@@ -43,7 +43,7 @@ from rait.evaluate.suite import REFERENCE_PROMPT
 from rait.pipeline.config import PipelineConfig, TrackConfig
 from rait.pipeline.view import LiveView, StageLines, stage_view
 from rait.report.explorer import explorer_items
-from rait.terminal import is_verbose, progress, use_view
+from rait.terminal import is_verbose, use_view
 from rait.select.methods import METHODS
 
 # Paired comparisons reported for every test set (a minus b): each method against the untouched model,
@@ -400,16 +400,12 @@ class TrackRun:
                 parts = {"model": model_key, "items": identity_key([r.id for r in records]), "settings": settings.as_dict(),
                          "reference": reference[0] if reference else None}
 
-                def compute(folder: Path, settings=settings, records=records, reference=reference) -> dict:
-                    if self.stages.processes > 1:
-                        return self.stages.launch(evaluate_stage, settings=settings, records=records, out_dir=folder,
-                                                  model=str(spec), reference_rows=reference[1] if reference else None)[1]
-                    loaded = model()
-                    with progress(f"eval {test.name} / {prompt}", len(records)) as bar:
-                        _, summary = evaluate_stage(settings, records, folder, model=loaded,
-                                                    reference_rows=reference[1] if reference else None,
-                                                    on_batch=bar.advance)
-                    return summary
+                def compute(folder: Path, settings=settings, records=records, reference=reference,
+                            description=f"eval {test.name} / {prompt}") -> dict:
+                    return self.stages.launch(evaluate_stage, settings=settings, records=records, out_dir=folder,
+                                              model=model() if self.stages.processes == 1 else str(spec),
+                                              reference_rows=reference[1] if reference else None,
+                                              description=description)[1]
 
                 key, summary = self.stages.run(self._eval_name(label, test.name, prompt, eval_dir), folder, parts,
                                                compute)

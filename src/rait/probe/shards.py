@@ -30,7 +30,7 @@ import pandas as pd
 
 from rait.artifacts import changed_field, write_json, write_manifest
 from rait.data.records import QARecord
-from rait.distributed import own_units, processes
+from rait.distributed import own_units, processes, share_progress
 from rait.errors import RaitError
 from rait.probe.table import read_table, write_table
 from rait.terminal import progress as show_progress
@@ -103,13 +103,15 @@ def probe_pool(
     done = {i: _load_shard(paths[i], shards[i]) for i in mine if paths[i].exists()}
     resumed = [len(done)]
     started = time.perf_counter()
-    with show_progress(description, sum(len(shards[i]) for i in mine), sum(len(shards[i]) for i in done),
-                       enabled=progress and state.is_main_process) as bar:
+    finished = sum(len(shard) for shard, path in zip(shards, paths) if path.exists())  # every rank's, for the bar
+    with show_progress(description, len(records), finished, enabled=progress and state.is_main_process) as bar:
+        advance = share_progress(bar.advance, sum(len(shards[i]) for i in mine if i not in done),
+                                 len(records) - finished)
         for index in mine:
             if index in done:
                 continue
             t0 = time.perf_counter()
-            rows = probe_shard(shards[index], shard_seed(seed, index), bar.advance)
+            rows = probe_shard(shards[index], shard_seed(seed, index), advance)
             if [row["id"] for row in rows] != [r.id for r in shards[index]]:
                 raise RuntimeError(f"shard {index} returned rows that do not match its questions")
             done[index] = {"index": index, "seconds": time.perf_counter() - t0, "rows": rows}
