@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -666,6 +667,11 @@ def main(argv: list[str] | None = None) -> None:
             message = err.format_message() if hasattr(err, "format_message") else str(err)
             _error_line(f"{ctx.command_path}: {message}" if ctx is not None else message)
         sys.exit(getattr(err, "exit_code", 2))
+    except Exception as err:
+        if not _peer_failed(err):
+            raise
+        _error_line(f"stopped: another process of the launch failed ({str(err).splitlines()[0][:120]})")
+        sys.exit(1)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -689,6 +695,17 @@ def _check_launch(args: list[str]) -> None:
     if launched() and args and not args[0].startswith("-") and args[0] not in LAUNCHABLE:
         raise RaitError(f"rait {args[0]} runs as one process; under torchrun/accelerate launch only probe, grads, "
                         "train and eval split their work (docs/distributed.md)")
+
+
+def _peer_failed(err: Exception) -> bool:
+    """Whether `err` is a collective's failure under a launcher (another rank is gone): the failing rank has printed
+    its own error, so this one prints a line, not a traceback of the collective it was waiting in."""
+    from rait.distributed import launched
+
+    if not launched() or err.__traceback__ is None:
+        return False
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(f"torch{os.sep}distributed{os.sep}" in frame.filename for frame in frames[-3:])
 
 
 def _check_processes(processes: int) -> None:
