@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import json
 import os
 import pickle
 import shutil
@@ -30,14 +31,16 @@ import sys
 import tempfile
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from rait.artifacts import atomic_path, write_json
 from rait.errors import RaitError
-from rait.terminal import ProgressFollower, relay_progress
+from rait.terminal import Bar, progress, use_view
 
 T = TypeVar("T")
+RELAY_SECONDS = 0.5  # how often a worker's relayed bar writes its state
 
 
 def processes():
@@ -146,7 +149,7 @@ class Workers:
         index, self._calls = self._calls, self._calls + 1
         _write_pickle(self._folder / f"call-{index:05d}.pkl", (function.__module__, function.__qualname__, kwargs))
         result = self._folder / f"result-{index:05d}.pkl"
-        bars = ProgressFollower(self._folder / f"progress-{index:05d}.json")  # rank 0's bars, drawn here
+        bars = FollowedBars(self._folder / f"progress-{index:05d}.json")  # rank 0's bars, drawn here
         try:
             while not result.exists():
                 bars.poll()
@@ -196,10 +199,73 @@ class Workers:
 
 def _write_pickle(path: Path, value: Any) -> None:
     """Whole or not at all: the reader polls for the name."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as file:
+    with atomic_path(path) as partial, open(partial, "wb") as file:
         pickle.dump(value, file)
-    os.replace(partial, path)
+
+
+class RelayView:
+    """A worker's stand-in for `rait run`'s live view (`rait.terminal.use_view`): each bar's state (description,
+    total, completed) goes to a file, at most every RELAY_SECONDS, for the driving process to draw (`FollowedBars`)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @contextmanager
+    def progress(self, description: str, total: int | None, completed: int = 0):
+        yield RelayBar(self.path, {"description": description, "total": total, "completed": completed})
+
+
+class RelayBar(Bar):
+    def __init__(self, path: Path, state: dict):
+        super().__init__()
+        self.path, self.state = path, state
+        self._write()
+
+    def advance(self, n: int = 1) -> None:
+        self.state["completed"] += n
+        if time.monotonic() - self._written >= RELAY_SECONDS or self.state["completed"] == self.state["total"]:
+            self._write()
+
+    def restart(self, total: int | None) -> None:
+        self.state |= {"total": total, "completed": 0}
+        self._write()
+
+    def _write(self) -> None:
+        write_json(self.path, self.state)
+        self._written = time.monotonic()
+
+
+class FollowedBars:
+    """Draws, with `rait.terminal.progress`, the bars a worker relays (`RelayView`): `poll()` often, then `close()`.
+    A new description closes the bar before it and opens its own."""
+
+    def __init__(self, path: Path):
+        self.path, self._stamp, self._shown, self._bar, self._open = path, None, None, None, None
+
+    def poll(self) -> None:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        state = json.loads(self.path.read_text(encoding="utf-8"))
+        if self._shown is None or state["description"] != self._shown["description"]:
+            self.close()
+            self._open = progress(state["description"], state["total"], state["completed"])
+            self._bar = self._open.__enter__()
+        elif state["total"] != self._shown["total"] or state["completed"] < self._shown["completed"]:
+            self._bar.restart(state["total"])
+            self._bar.advance(state["completed"])
+        else:
+            self._bar.advance(state["completed"] - self._shown["completed"])
+        self._shown = state
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open.__exit__(None, None, None)
+        self._shown, self._bar, self._open = None, None, None
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -225,7 +291,8 @@ def _serve(folder: Path, driver: int) -> None:
         for part in name.split("."):
             function = getattr(function, part)
         try:
-            with relay_progress(folder / f"progress-{index:05d}.json") if state.is_main_process else nullcontext():
+            relay = RelayView(folder / f"progress-{index:05d}.json")
+            with use_view(relay) if state.is_main_process else nullcontext():
                 result = function(**kwargs)
         except BaseException as err:  # noqa: BLE001 - any failure ends this rank, and the caller reports it
             message = str(err) if isinstance(err, RaitError) else "".join(traceback.format_exception(err)).strip()

@@ -10,11 +10,9 @@ terminal: they are about the user's data or settings.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +26,7 @@ LIBRARIES = ("transformers", "datasets", "trl", "peft", "accelerate", "huggingfa
 SPEED_WINDOW = 600  # seconds of progress behind a bar's rate and ETA: a probe batch can take over rich's default 30
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 RAIT_DIR = str(Path(__file__).resolve().parent)
-_state: dict = {"verbose": False, "quiet": False, "handler": None, "view": None, "relay": None}
-RELAY_SECONDS = 0.5  # how often a relayed bar writes its state
+_state: dict = {"verbose": False, "quiet": False, "handler": None, "view": None}
 _original_showwarning = warnings.showwarning
 
 
@@ -109,9 +106,6 @@ def progress(description: str, total: int | None, completed: int = 0, enabled: b
     if not enabled:
         yield Bar()
         return
-    if _state["relay"] is not None:
-        yield RelayBar(_state["relay"], description, total, completed)
-        return
     if _state["view"] is not None:
         with _state["view"].progress(description, total, completed) as bar:
             yield bar
@@ -125,76 +119,6 @@ def progress(description: str, total: int | None, completed: int = 0, enabled: b
         return
     with Progress(*progress_columns(), console=console, speed_estimate_period=SPEED_WINDOW) as bars:
         yield Bar(bars, bars.add_task(description, total=total, completed=completed))
-
-
-class RelayBar(Bar):
-    """A bar drawn by another process: its state (description, total, completed) written to a file, whole, at most
-    every RELAY_SECONDS and when the total changes (`relay_progress`, `follow_progress`)."""
-
-    def __init__(self, path: Path, description: str, total: int | None, completed: int = 0):
-        super().__init__()
-        self.path, self.state, self._written = path, {"description": description, "total": total,
-                                                      "completed": completed}, 0.0
-        self._write()
-
-    def advance(self, n: int = 1) -> None:
-        self.state["completed"] += n
-        if time.monotonic() - self._written >= RELAY_SECONDS or self.state["completed"] == self.state["total"]:
-            self._write()
-
-    def restart(self, total: int | None) -> None:
-        self.state |= {"total": total, "completed": 0}
-        self._write()
-
-    def _write(self) -> None:
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps(self.state), encoding="utf-8")
-        os.replace(partial, self.path)
-        self._written = time.monotonic()
-
-
-@contextmanager
-def relay_progress(path: str | Path) -> Iterator[None]:
-    """While inside, every `progress` bar of this process writes its state to `path` instead of drawing: a worker
-    process whose bars the process that started it draws (`rait.distributed.Workers`)."""
-    _state["relay"] = Path(path)
-    try:
-        yield
-    finally:
-        _state["relay"] = None
-
-
-class ProgressFollower:
-    """Draws, with `progress`, the bars another process relays to a file (`relay_progress`): `poll()` often, then
-    `close()`. A new description closes the bar before it and opens its own."""
-
-    def __init__(self, path: str | Path):
-        self.path, self._stamp, self._shown, self._bar, self._open = Path(path), None, None, None, None
-
-    def poll(self) -> None:
-        try:
-            stamp = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        state = json.loads(self.path.read_text(encoding="utf-8"))
-        if self._shown is None or state["description"] != self._shown["description"]:
-            self.close()
-            self._open = progress(state["description"], state["total"], state["completed"])
-            self._bar = self._open.__enter__()
-        elif state["total"] != self._shown["total"] or state["completed"] < self._shown["completed"]:
-            self._bar.restart(state["total"])
-            self._bar.advance(state["completed"])
-        else:
-            self._bar.advance(state["completed"] - self._shown["completed"])
-        self._shown = state
-
-    def close(self) -> None:
-        if self._open is not None:
-            self._open.__exit__(None, None, None)
-        self._shown, self._bar, self._open = None, None, None
 
 
 @contextmanager

@@ -76,6 +76,12 @@ class Stages:
         """A stage entry point that can use several processes, on the run's workers (`rait.distributed.Workers`)."""
         return self.workers.run(function, **kwargs)
 
+    def per_process(self, train):
+        """Training settings whose micro-batch and accumulation give, on the run's processes, the global batch they
+        give on one (`rait.distributed.split_batch`)."""
+        batch_size, grad_accum = split_batch(train.batch_size, train.grad_accum, self.processes)
+        return replace(train, batch_size=batch_size, grad_accum=grad_accum)
+
     def run(self, name: str, folder: Path, parts: dict[str, Any], compute: Callable[[Path], dict | None]) -> tuple[str, dict]:
         """(key, result): the cached result if `folder` finished with the same key, else compute(folder)'s."""
         key = identity_key(parts)
@@ -288,9 +294,7 @@ class TrackRun:
         parts = {"probe": probe_key, "settings": settings.as_dict()}
 
         def compute(folder: Path) -> dict:
-            warm = settings.warmup  # the same global batch on any number of processes
-            shared = replace(settings, warmup=replace(warm, **dict(zip(("batch_size", "grad_accum"), split_batch(
-                warm.batch_size, warm.grad_accum, self.stages.processes)))))
+            shared = replace(settings, warmup=self.stages.per_process(settings.warmup))
             store = self.stages.launch(grads, settings=shared, records_path=pool_path, out_dir=folder,
                                        model=str(self.model_path), table_path=table_path)
             return {"store": str(store)}
@@ -344,9 +348,8 @@ class TrackRun:
 
         def compute(folder: Path) -> dict:
             if METHODS[method].kind == "sft":  # checked on several processes (docs/distributed.md); DPO and GRPO on one
-                batch = split_batch(settings.batch_size, settings.grad_accum, self.stages.processes)
-                result = self.stages.launch(fit, settings=replace(settings, batch_size=batch[0], grad_accum=batch[1]),
-                                            data=data, out_dir=folder, model=self.model_path)
+                result = self.stages.launch(fit, settings=self.stages.per_process(settings), data=data, out_dir=folder,
+                                            model=self.model_path)
             else:
                 result = fit(settings, data, folder, model=self.model_path)
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,

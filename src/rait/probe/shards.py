@@ -92,18 +92,17 @@ def probe_pool(
     identity = {"task": task, "settings": settings, "seed": seed, "data_sha256": data["sha256"],
                 "model_weights_sha256": model_info.get("weights_sha256"),
                 "device": backend.info.get("device"), "dtype": backend.info.get("dtype"), **identity_extra}
+    shards = [list(records[start:start + shard_size]) for start in range(0, len(records), shard_size)]
+    paths = [work_dir / f"shard-{index:05d}.json" for index in range(len(shards))]
     state = processes()
     if state.is_main_process:
         _claim(work_dir, identity)
+    on_disk = [path.exists() for path in paths]  # before any rank writes a shard of this run
     state.wait_for_everyone()
-
-    shards = [list(records[start:start + shard_size]) for start in range(0, len(records), shard_size)]
-    paths = [work_dir / f"shard-{index:05d}.json" for index in range(len(shards))]
     mine = own_units(len(shards), state)
-    done = {i: _load_shard(paths[i], shards[i]) for i in mine if paths[i].exists()}
-    resumed = [len(done)]
+    done = {i: _load_shard(paths[i], shards[i]) for i in mine if on_disk[i]}
     started = time.perf_counter()
-    finished = sum(len(shard) for shard, path in zip(shards, paths) if path.exists())  # every rank's, for the bar
+    finished = sum(len(shard) for shard, there in zip(shards, on_disk) if there)  # every rank's, for the bar
     with show_progress(description, len(records), finished, enabled=progress and state.is_main_process) as bar:
         advance = share_progress(bar.advance, sum(len(shards[i]) for i in mine if i not in done),
                                  len(records) - finished)
@@ -116,15 +115,12 @@ def probe_pool(
                 raise RuntimeError(f"shard {index} returned rows that do not match its questions")
             done[index] = {"index": index, "seconds": time.perf_counter() - t0, "rows": rows}
             write_json(paths[index], done[index])
-    if state.num_processes > 1:  # also waits until every shard is on disk: the main process merges them
-        from accelerate.utils import gather_object
-
-        resumed = gather_object(resumed)
+    state.wait_for_everyone()  # every shard is on disk: the main process merges them
     if state.is_main_process:
         done |= {i: _load_shard(paths[i], shards[i]) for i in range(len(shards)) if i not in done}
         table = pd.DataFrame([row for index in range(len(shards)) for row in done[index]["rows"]])
         compute = sum(done[i]["seconds"] for i in done)
-        timing = {"shards": len(shards), "shard_size": shard_size, "shards_resumed": sum(resumed),
+        timing = {"shards": len(shards), "shard_size": shard_size, "shards_resumed": sum(on_disk),
                   "processes": state.num_processes, "compute_seconds": compute,
                   "seconds_per_question": compute / len(records), "wall_seconds_this_run": time.perf_counter() - started}
         write_table(table, out)
