@@ -668,6 +668,8 @@ def main(argv: list[str] | None = None) -> None:
             _error_line(f"{ctx.command_path}: {message}" if ctx is not None else message)
         sys.exit(getattr(err, "exit_code", 2))
     except Exception as err:
+        if in_main_thread:  # torchrun's SIGTERM to the survivors may land while this one words its line: end quietly
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if not _peer_failed(err):
             raise
         _error_line(f"stopped: another process of the launch failed ({str(err).splitlines()[0][:120]})")
@@ -704,8 +706,8 @@ def _peer_failed(err: Exception) -> bool:
 
     if not launched() or err.__traceback__ is None:
         return False
-    frames = traceback.extract_tb(err.__traceback__)
-    return any(f"torch{os.sep}distributed{os.sep}" in frame.filename for frame in frames[-3:])
+    files = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(err.__traceback__)]  # no source reads
+    return any(f"torch{os.sep}distributed{os.sep}" in name for name in files[-3:])
 
 
 def _check_processes(processes: int) -> None:
