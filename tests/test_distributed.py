@@ -126,19 +126,55 @@ def test_two_processes_train_to_one_processs_parameters_with_the_same_global_bat
     assert runs["two"].stdout.count("optimiser steps") == 1
 
 
+def test_two_processes_train_dpo_to_one_processs_parameters_with_the_same_global_batch(tmp_path, tiny_model_dir):
+    """TRL's DPOTrainer under DDP: each rank's pairs give its share of the mean loss, and DDP averages the ranks'
+    gradients, so two processes at micro-batch 2 reach one process's adapter at batch 4 (float32 round-off)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from rait.prompts import training_example
+
+    rows = []
+    for i, record in enumerate(open_pool(tmp_path / "pool.jsonl", 8)):
+        prompt = training_example(record, "refuse", record.answer)["prompt"]
+        chosen, rejected = (record.answer, "I don't know") if i % 2 else ("I don't know", record.answer)
+        rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
+                     "rejected": [{"role": "assistant", "content": rejected}]})
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    train = ["train", "--objective", "dpo", "--model", str(tiny_model_dir), "--data", str(data), "--epochs", "2",
+             "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--lr", "1e-2",
+             "--seed", "3"]
+    runs = {"one": one_process(*train, "--batch-size", "4", "--out", str(tmp_path / "one")),
+            "two": two_processes(*train, "--batch-size", "2", "--out", str(tmp_path / "two")),
+            "small": one_process(*train, "--batch-size", "2", "--out", str(tmp_path / "small"))}
+    for name, result in runs.items():
+        assert result.returncode == 0, (name, result.stderr[-2000:])
+    adapters = {name: load_file(tmp_path / name / "adapter" / "adapter_model.safetensors") for name in runs}
+    summaries = {name: json.loads((tmp_path / name / "train.json").read_text()) for name in runs}
+    assert summaries["one"]["optimizer_steps"] == summaries["two"]["optimizer_steps"] == 4
+    assert summaries["two"]["train_loss"] == pytest.approx(summaries["one"]["train_loss"], rel=1e-5)
+    assert json.loads((tmp_path / "two" / "train.json.manifest.json").read_text())["processes"] == 2
+    for key, one in adapters["one"].items():
+        torch.testing.assert_close(adapters["two"][key], one, rtol=1e-4, atol=1e-6, msg=key)
+    assert any(not torch.allclose(adapters["small"][key], one, rtol=1e-2, atol=1e-4)
+               for key, one in adapters["one"].items())
+
+
 def test_rait_run_on_two_processes_gives_one_processs_report(tmp_path, tiny_model_dir):
     """`rait run --processes 2`: the probe, the gradient store (its warm-up at the same global batch: micro-batch
-    4 -> 2 per process) and the evaluations on two processes, the rest on one; the probe table and the store are
-    byte-identical to a one-process run's, every result row equal, and the stage keys the same, so a one-process
-    rerun of the two-process folder computes nothing."""
+    4 -> 2 per process), the SFT and DPO trainings and the evaluations on two processes, the rest on one; the
+    probe table and the store are byte-identical to a one-process run's, every result row equal, and the stage
+    keys the same, so a one-process rerun of the two-process folder computes nothing."""
     import numpy as np
     import pandas as pd
 
     config = tmp_path / "tiny.yaml"
     config.write_text(f"""
 model: {tiny_model_dir}
-methods: [cor_rait, grait]
+methods: [cor_rait, grait, dpo_rait]
 train: {{epochs: 1, batch_size: 2, grad_accum: 2, lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}}}}
+dpo: {{pairs_from: cor_rait}}
 eval: {{batch_size: 4, n_boot: 20, max_new_tokens: {{oeqa: 4}}}}
 tracks:
   - name: facts
@@ -161,7 +197,7 @@ tracks:
     for part in ("grads/store/answer_d16.npy", "grads/store/refusal_d16.npy"):  # after a DDP warm-up: round-off
         np.testing.assert_allclose(np.load(facts["two"] / part), np.load(facts["one"] / part), rtol=1e-4, atol=1e-6)
     manifests = ["eval/facts-id/Init/basic/outcomes.jsonl", "eval/facts-id/GRAIT/refuse/outcomes.jsonl",
-                 "train/cor_rait/train.json", "train/grait/train.json"]
+                 "train/cor_rait/train.json", "train/grait/train.json", "train/dpo_rait/train.json"]
     for part in manifests:  # each ran on both processes
         assert json.loads((facts["two"] / f"{part}.manifest.json").read_text())["processes"] == 2, part
     assert json.loads((facts["two"] / "probe/table.parquet.manifest.json").read_text())["timing"]["processes"] == 2
@@ -238,6 +274,17 @@ tracks:
     assert exit_code(["run", str(config), "--out", str(tmp_path / "run"), "--processes", "2"]) == 2
     err = capsys.readouterr().err
     assert "train" in err and "does not split over 2 processes" in err
+    # DPO-RAIT's recipe is the global train, then dpo.train: the error names the entry that set the batch
+    dpo = config.read_text().replace("methods: [cor_rait]", "methods: [dpo_rait]\ndpo: {pairs_from: cor_rait}")
+    config.write_text(dpo)
+    assert exit_code(["run", str(config), "--out", str(tmp_path / "run"), "--processes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'train'" in err and "does not split over 2 processes" in err
+    config.write_text(dpo.replace("batch_size: 3", "batch_size: 2").replace(
+        "dpo: {pairs_from: cor_rait}", "dpo: {pairs_from: cor_rait, train: {batch_size: 1, grad_accum: 1}}"))
+    assert exit_code(["run", str(config), "--out", str(tmp_path / "run"), "--processes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "field 'dpo.train'" in err and ":4:" in err and "does not split over 2 processes" in err
     assert not (tmp_path / "run" / "facts" / "probe").exists()
 
 

@@ -578,7 +578,7 @@ def pik_command(
 def run_command(
     config: Path = typer.Argument(..., help="Pipeline config (YAML), e.g. configs/demo.yaml."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: runs/<config name>)."),
-    processes: int = typer.Option(1, min=1, help="Run the probes, gradients, SFT trainings and evaluations on N processes of this machine (torchrun; one GPU each, or CPU processes), the same global batch; the rest on one (docs/distributed.md)."),
+    processes: int = typer.Option(1, min=1, help="Run the probes, gradients, SFT and DPO trainings and evaluations on N processes of this machine (torchrun; one GPU each, or CPU processes), the same global batch; the rest on one (docs/distributed.md)."),
 ) -> None:
     """Probe, rehearse, gradients, build every method, train each, evaluate ID/OOD, report; resumable stage by stage."""
     from rait.pipeline import PipelineConfig, run_pipeline

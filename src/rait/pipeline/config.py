@@ -134,6 +134,15 @@ class PipelineConfig:
         except RaitError as err:
             raise self.error(keys, str(err)) from err
 
+    def sets(self, keys: tuple) -> bool:
+        """Whether the config file itself has the entry `keys` (not only a default or an inherited value)."""
+        node = self.source[1] if self.source else None
+        for key in keys:
+            if not isinstance(node, yaml.MappingNode):
+                return False
+            node = next((v for k, v in node.value if k.value == key), None)
+        return node is not None
+
     def error(self, keys: tuple, message: str) -> DataError:
         """A DataError pointing at the config entry `keys` (e.g. ("tracks", 0, "probe", "k"))."""
         path, root = self.source or ("<config>", None)

@@ -347,9 +347,12 @@ class TrackRun:
         parts = {"data": sha256_file(data), "model": self.model_sha, "train": recipe}
 
         def compute(folder: Path) -> dict:
-            if METHODS[method].kind == "sft":  # checked on several processes (docs/distributed.md); DPO and GRPO on one
+            if METHODS[method].kind == "sft":  # checked on several processes (docs/distributed.md); GRPO on one
                 result = self.stages.launch(fit, settings=self.stages.per_process(settings), data=data, out_dir=folder,
                                             model=self.model_path)
+            elif METHODS[method].kind == "preference":
+                shared = replace(settings, train=self.stages.per_process(settings.train))
+                result = self.stages.launch(fit, settings=shared, data=data, out_dir=folder, model=self.model_path)
             else:
                 result = fit(settings, data, folder, model=self.model_path)
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
@@ -468,7 +471,8 @@ class TrackRun:
             self.tests.append((test, records))
 
     def _check_batches(self, methods: list[str]) -> None:
-        """On several processes, the SFT recipe's and the warm-up's global batches must split over them (`split_batch`)."""
+        """On several processes, the SFT and DPO recipes' and the warm-up's global batches must split over them
+        (`split_batch`)."""
         if self.stages.processes == 1:
             return
         from rait.train import TrainSettings
@@ -479,6 +483,9 @@ class TrackRun:
             where = (*self.keys, "train") if self.track.train else ("train",)
             batches.append((where, train.get("batch_size", TrainSettings.batch_size),
                             train.get("grad_accum", TrainSettings.grad_accum)))
+        if any(METHODS[m].kind == "preference" for m in methods):
+            where = ("dpo", "train") if self.config.sets(("dpo", "train")) else ("train",)
+            batches.append((where, self.config.dpo.train.batch_size, self.config.dpo.train.grad_accum))
         if any(METHODS[m].needs_gradients for m in methods):
             warm = self.track.grads.warmup
             batches.append(((*self.keys, "grads", "warmup"), warm.batch_size, warm.grad_accum))
@@ -682,8 +689,8 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
 
     `cached_only` rebuilds the report of a finished run (`rait report`): a stage that would have to be computed
     is an error instead. A finished run keeps its config as `<out_dir>/config.yaml` for that. `processes` > 1
-    runs the probes, the gradient stage, the SFT trainings and the evaluations on that many processes of this
-    machine (docs/distributed.md); the stage keys do not depend on it, so a run resumes with any number."""
+    runs the probes, the gradient stage, the SFT and DPO trainings and the evaluations on that many processes of
+    this machine (docs/distributed.md); the stage keys do not depend on it, so a run resumes with any number."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
     with Workers(processes, log=out_dir / "workers.log") as workers:
