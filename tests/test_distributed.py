@@ -35,6 +35,31 @@ def open_pool(path, n: int = 8):
     return records
 
 
+def train_on_one_and_two_processes(tmp_path, train: list[str]) -> dict:
+    """`train` on one process at batch 4, on two at micro-batch 2 (the same global batch) and on one at batch 2:
+    the first two reach the same adapter (float32 round-off: DDP sums the gradients in another order) and the
+    same logged loss, while the third ends elsewhere, so the comparison can tell."""
+    import torch
+    from safetensors.torch import load_file
+
+    runs = {"one": one_process(*train, "--batch-size", "4", "--out", str(tmp_path / "one")),
+            "two": two_processes(*train, "--batch-size", "2", "--out", str(tmp_path / "two")),
+            "small": one_process(*train, "--batch-size", "2", "--out", str(tmp_path / "small"))}
+    for name, result in runs.items():
+        assert result.returncode == 0, (name, result.stderr[-2000:])
+    adapters = {name: load_file(tmp_path / name / "adapter" / "adapter_model.safetensors") for name in runs}
+    summaries = {name: json.loads((tmp_path / name / "train.json").read_text()) for name in runs}
+    assert summaries["one"]["optimizer_steps"] == summaries["two"]["optimizer_steps"] == 4
+    assert json.loads((tmp_path / "two" / "train.json.manifest.json").read_text())["processes"] == 2
+    assert summaries["two"]["train_loss"] == pytest.approx(summaries["one"]["train_loss"], rel=1e-5)
+    assert adapters["one"].keys() == adapters["two"].keys()
+    for key, one in adapters["one"].items():
+        torch.testing.assert_close(adapters["two"][key], one, rtol=1e-4, atol=1e-6, msg=key)
+    assert any(not torch.allclose(adapters["small"][key], one, rtol=1e-2, atol=1e-4)
+               for key, one in adapters["one"].items())
+    return runs
+
+
 def test_two_processes_probe_the_pool_into_one_processs_table(tmp_path, tiny_model_dir):
     """Shard i is rank i mod 2's; the main process merges: the table is byte-identical to one process's (each
     shard samples from its own seed, whichever rank draws it), and the manifest says 2 processes."""
@@ -94,9 +119,6 @@ def test_two_processes_train_to_one_processs_parameters_with_the_same_global_bat
     weighted objective divides by the samples of the whole global batch (rait.train.weighted): the adapters
     agree to float32 round-off (the gradients are summed in another order), while one process with a global
     batch of 2 ends elsewhere, so the comparison can tell."""
-    import torch
-    from safetensors.torch import load_file
-
     from rait.prompts import training_example
 
     records = open_pool(tmp_path / "pool.jsonl", 8)
@@ -107,31 +129,13 @@ def test_two_processes_train_to_one_processs_parameters_with_the_same_global_bat
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     train = ["train", "--model", str(tiny_model_dir), "--data", str(data), "--epochs", "2", "--grad-accum", "1",
              "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--lr", "1e-2", "--seed", "3"]
-    runs = {"one": one_process(*train, "--batch-size", "4", "--out", str(tmp_path / "one")),
-            "two": two_processes(*train, "--batch-size", "2", "--out", str(tmp_path / "two")),
-            "small": one_process(*train, "--batch-size", "2", "--out", str(tmp_path / "small"))}
-    for name, result in runs.items():
-        assert result.returncode == 0, (name, result.stderr[-2000:])
-    adapters = {name: load_file(tmp_path / name / "adapter" / "adapter_model.safetensors") for name in runs}
-    summaries = {name: json.loads((tmp_path / name / "train.json").read_text()) for name in runs}
-    assert summaries["one"]["optimizer_steps"] == summaries["two"]["optimizer_steps"] == 4
-    assert json.loads((tmp_path / "two" / "train.json.manifest.json").read_text())["processes"] == 2
-    # the objective's value: each rank divides by the samples of both ranks, and DDP averages over the ranks
-    assert summaries["two"]["train_loss"] == pytest.approx(summaries["one"]["train_loss"], rel=1e-5)
-    assert adapters["one"].keys() == adapters["two"].keys()
-    for key, one in adapters["one"].items():
-        torch.testing.assert_close(adapters["two"][key], one, rtol=1e-4, atol=1e-6, msg=key)
-    assert any(not torch.allclose(adapters["small"][key], one, rtol=1e-2, atol=1e-4)
-               for key, one in adapters["one"].items())
+    runs = train_on_one_and_two_processes(tmp_path, train)
     assert runs["two"].stdout.count("optimiser steps") == 1
 
 
 def test_two_processes_train_dpo_to_one_processs_parameters_with_the_same_global_batch(tmp_path, tiny_model_dir):
     """TRL's DPOTrainer under DDP: each rank's pairs give its share of the mean loss, and DDP averages the ranks'
     gradients, so two processes at micro-batch 2 reach one process's adapter at batch 4 (float32 round-off)."""
-    import torch
-    from safetensors.torch import load_file
-
     from rait.prompts import training_example
 
     rows = []
@@ -145,20 +149,7 @@ def test_two_processes_train_dpo_to_one_processs_parameters_with_the_same_global
     train = ["train", "--objective", "dpo", "--model", str(tiny_model_dir), "--data", str(data), "--epochs", "2",
              "--grad-accum", "1", "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--lr", "1e-2",
              "--seed", "3"]
-    runs = {"one": one_process(*train, "--batch-size", "4", "--out", str(tmp_path / "one")),
-            "two": two_processes(*train, "--batch-size", "2", "--out", str(tmp_path / "two")),
-            "small": one_process(*train, "--batch-size", "2", "--out", str(tmp_path / "small"))}
-    for name, result in runs.items():
-        assert result.returncode == 0, (name, result.stderr[-2000:])
-    adapters = {name: load_file(tmp_path / name / "adapter" / "adapter_model.safetensors") for name in runs}
-    summaries = {name: json.loads((tmp_path / name / "train.json").read_text()) for name in runs}
-    assert summaries["one"]["optimizer_steps"] == summaries["two"]["optimizer_steps"] == 4
-    assert summaries["two"]["train_loss"] == pytest.approx(summaries["one"]["train_loss"], rel=1e-5)
-    assert json.loads((tmp_path / "two" / "train.json.manifest.json").read_text())["processes"] == 2
-    for key, one in adapters["one"].items():
-        torch.testing.assert_close(adapters["two"][key], one, rtol=1e-4, atol=1e-6, msg=key)
-    assert any(not torch.allclose(adapters["small"][key], one, rtol=1e-2, atol=1e-4)
-               for key, one in adapters["one"].items())
+    train_on_one_and_two_processes(tmp_path, train)
 
 
 def test_rait_run_on_two_processes_gives_one_processs_report(tmp_path, tiny_model_dir):
