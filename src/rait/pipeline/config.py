@@ -136,12 +136,7 @@ class PipelineConfig:
 
     def sets(self, keys: tuple) -> bool:
         """Whether the config file itself has the entry `keys` (not only a default or an inherited value)."""
-        node = self.source[1] if self.source else None
-        for key in keys:
-            if not isinstance(node, yaml.MappingNode):
-                return False
-            node = next((v for k, v in node.value if k.value == key), None)
-        return node is not None
+        return self.source is not None and _find(self.source[1], keys)[1]
 
     def error(self, keys: tuple, message: str) -> DataError:
         """A DataError pointing at the config entry `keys` (e.g. ("tracks", 0, "probe", "k"))."""
@@ -216,19 +211,24 @@ _SET_BY_PIPELINE = {DataSettings: ("seed",), BuildSettings: ("methods", "seed"),
 
 def _line_of(root, keys: tuple) -> int | None:
     """1-based line of the YAML node at `keys` (mapping keys and list indices), or of its closest parent."""
+    return _find(root, keys)[0]
+
+
+def _find(root, keys: tuple) -> tuple[int | None, bool]:
+    """(the line of the deepest node on the path `keys`, whether the whole path is in the YAML tree)."""
     node, line = root, None
     for key in keys:
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == key), None)
             if match is None:
-                break
+                return line, False
             line, node = match[0].start_mark.line + 1, match[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
             line = node.start_mark.line + 1
         else:
-            break
-    return line
+            return line, False
+    return line, True
 
 
 def _build(cls, raw: Any, path: Path, root, keys: tuple):

@@ -347,14 +347,12 @@ class TrackRun:
         parts = {"data": sha256_file(data), "model": self.model_sha, "train": recipe}
 
         def compute(folder: Path) -> dict:
-            if METHODS[method].kind == "sft":  # checked on several processes (docs/distributed.md); GRPO on one
-                result = self.stages.launch(fit, settings=self.stages.per_process(settings), data=data, out_dir=folder,
-                                            model=self.model_path)
-            elif METHODS[method].kind == "preference":
-                shared = replace(settings, train=self.stages.per_process(settings.train))
-                result = self.stages.launch(fit, settings=shared, data=data, out_dir=folder, model=self.model_path)
-            else:
+            if METHODS[method].kind == "rl":  # one process: sampled per rank, N processes cannot be checked against one
                 result = fit(settings, data, folder, model=self.model_path)
+            else:  # SFT and DPO on the run's processes at the recipe's global batch (docs/distributed.md)
+                shared = (self.stages.per_process(settings) if METHODS[method].kind == "sft"
+                          else replace(settings, train=self.stages.per_process(settings.train)))
+                result = self.stages.launch(fit, settings=shared, data=data, out_dir=folder, model=self.model_path)
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
                     "train_loss": result.train_loss}
 
