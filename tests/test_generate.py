@@ -26,6 +26,8 @@ from rait.generate import (
 )
 from tiny_model import INIT_STD, build_tokenizer
 
+pytestmark = pytest.mark.numerics  # floats computed two ways: run again on a second kernel path (Makefile)
+
 PROMPTS = ["Question: who wrote the novel?\nAnswer:", "A", "The capital of India is New Delhi. The largest planet is"]
 SHOTS = "Q: the capital of France?\nA: Paris\nQ: the largest planet?\nA: Jupiter\nQ: "
 FEW_SHOT = [SHOTS + "who wrote Hamlet?\nA:", SHOTS + "x?\nA:", SHOTS + "the tallest mountain on Earth, by height above sea level?\nA:"]

@@ -29,6 +29,8 @@ from rait.grads.persample import lora_linears
 from rait.grads.warmup import load_warm_model, warmup, warmup_settings
 from rait.train import LoraSettings
 
+pytestmark = pytest.mark.numerics  # floats computed two ways: run again on a second kernel path (Makefile)
+
 PAIRS = [
     ("What is the capital of France?", "Paris"),
     ("Who wrote the novel?", "Sinclair Lewis"),
@@ -203,10 +205,25 @@ def test_projection_depends_on_seed_and_name_only(make):
     a = make(7).project("layer.weight", x)
     b = make(7)
     b.project("another.weight", torch.randn(2, 50))  # visiting other parameters first changes nothing
-    assert torch.equal(b.project("layer.weight", x), a)
-    assert torch.equal(make(7).project("layer.weight", x[1:2]), a[1:2])  # nor does the batch
+    assert torch.equal(b.project("layer.weight", x), a)  # same process, same shapes: the same kernel, bit for bit
     assert not torch.equal(make(8).project("layer.weight", x), a)
     assert not torch.equal(make(7).project("other.weight", x), a)
+
+
+def test_a_rows_projection_does_not_depend_on_its_batch():
+    """The random map is the batch's; the arithmetic may not be. CountSketch adds each coordinate into its bucket
+    row by row in index order (`index_add_` on CPU), so a row alone gets its bits exactly. The dense map is a
+    matmul, and BLAS picks its kernel by the batch's shape and the CPU (issue 34: a Xeon's MKL gave one row alone
+    other last bits than the same row among three): the row agrees to the round-off bound of a float32 dot product
+    of n terms in any order, n * eps * sum|x_i * p_i| (Higham, Accuracy and Stability, 3.1), with |p_i| = 1."""
+    x = torch.randn(3, 1000)
+    sketch = CountSketchProjector((256,), seed=7)
+    assert torch.equal(sketch.project("layer.weight", x[1:2]), sketch.project("layer.weight", x)[1:2])
+    dense = DenseProjector((256,), seed=7)
+    bound = x.shape[1] * torch.finfo(torch.float32).eps * float(x[1].abs().sum())
+    together, alone = dense.project("layer.weight", x)[1:2], dense.project("layer.weight", x[1:2])
+    torch.testing.assert_close(alone, together, rtol=0, atol=bound)
+    assert float(together.abs().max()) > 100 * bound  # the bound is far below the values: a wrong map shows
 
 
 def test_countsketch_sizes_must_divide_the_largest():
