@@ -8,24 +8,16 @@ sample of them as real subprocesses and reads their stderr.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from rait.cli import main
+from hostile import assert_refused, assert_refused_in_a_process, fill, jsonl
 
 GOOD_RECORD = {"id": "o1", "question": "What is the capital of France?", "source": "facts", "split": "test",
                "answer": "Paris"}
 OTHER_RECORD = {"id": "o2", "question": "Who wrote Hamlet?", "source": "facts", "split": "test",
                 "answer": "Shakespeare"}
-
-
-def _jsonl(*rows) -> str:
-    return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)
 
 
 def _config(extra_track: str = "", top: str = "", track_name: str = "a", methods: str = "[cor_rait]") -> str:
@@ -36,29 +28,29 @@ def _config(extra_track: str = "", top: str = "", track_name: str = "a", methods
 
 # Files every case may use: a good pool, table and training set, and the bad ones the cases point at.
 FILES = {
-    "pool.jsonl": _jsonl(GOOD_RECORD, OTHER_RECORD),
-    "train.jsonl": _jsonl(GOOD_RECORD, OTHER_RECORD),
-    "table.jsonl": _jsonl({"id": "o1", "task": "oeqa", "mu": 1.0, "sigma": 0.5},
+    "pool.jsonl": jsonl(GOOD_RECORD, OTHER_RECORD),
+    "train.jsonl": jsonl(GOOD_RECORD, OTHER_RECORD),
+    "table.jsonl": jsonl({"id": "o1", "task": "oeqa", "mu": 1.0, "sigma": 0.5},
                           {"id": "o2", "task": "oeqa", "mu": 0.0, "sigma": 0.5}),
-    "stranger_table.jsonl": _jsonl({"id": "zz", "task": "oeqa", "mu": 1.0, "sigma": 0.5}),
-    "bad_json.jsonl": _jsonl(GOOD_RECORD, '{"id": "x", "question": "q", '),
-    "no_answer.jsonl": _jsonl(GOOD_RECORD, {k: v for k, v in OTHER_RECORD.items() if k != "answer"}),
-    "number_id.jsonl": _jsonl(GOOD_RECORD, {**OTHER_RECORD, "id": 42}),
-    "empty_alias.jsonl": _jsonl(GOOD_RECORD, {**OTHER_RECORD, "aliases": [""]}),
-    "bad_gold.jsonl": _jsonl(GOOD_RECORD, {"id": "m", "question": "q", "source": "s", "split": "t",
+    "stranger_table.jsonl": jsonl({"id": "zz", "task": "oeqa", "mu": 1.0, "sigma": 0.5}),
+    "bad_json.jsonl": jsonl(GOOD_RECORD, '{"id": "x", "question": "q", '),
+    "no_answer.jsonl": jsonl(GOOD_RECORD, {k: v for k, v in OTHER_RECORD.items() if k != "answer"}),
+    "number_id.jsonl": jsonl(GOOD_RECORD, {**OTHER_RECORD, "id": 42}),
+    "empty_alias.jsonl": jsonl(GOOD_RECORD, {**OTHER_RECORD, "aliases": [""]}),
+    "bad_gold.jsonl": jsonl(GOOD_RECORD, {"id": "m", "question": "q", "source": "s", "split": "t",
                                            "choices": ["a", "b"], "gold": "C"}),
-    "array_line.jsonl": _jsonl(GOOD_RECORD, "[1, 2]"),
+    "array_line.jsonl": jsonl(GOOD_RECORD, "[1, 2]"),
     "empty.jsonl": "",
     "a_file.txt": "not a folder\n",
 }
-BYTES = {"latin1.jsonl": _jsonl(GOOD_RECORD).encode() + '{"id": "é"}\n'.encode("latin-1"),
+BYTES = {"latin1.jsonl": jsonl(GOOD_RECORD).encode() + '{"id": "é"}\n'.encode("latin-1"),
          "truncated.parquet": b"PAR1\x15\x04\x15"}
 
 
 def _training_rows(second_weight: float) -> str:
     from rait.prompts import training_example
 
-    return _jsonl({"id": "o1", "weight": 1.0, **training_example(_record(GOOD_RECORD), "refuse", "Paris")},
+    return jsonl({"id": "o1", "weight": 1.0, **training_example(_record(GOOD_RECORD), "refuse", "Paris")},
                   {"id": "o2", "weight": second_weight,
                    **training_example(_record(OTHER_RECORD), "refuse", "Shakespeare")})
 
@@ -252,14 +244,6 @@ def workspace(tmp_path, tiny_model_dir):
     return tmp_path, tiny_model_dir
 
 
-def _fill(text: str, tmp: Path, model: Path) -> str:
-    return text.replace("{tmp}", str(tmp)).replace("{model}", str(model))
-
-
-def _snapshot(folder: Path) -> dict:
-    return {p: (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
-
-
 def test_the_suite_holds_at_least_sixty_distinct_cases():
     assert len(CASES) >= 60 and len({case[0] for case in CASES}) == len(CASES)
 
@@ -277,17 +261,8 @@ def _params():
 def test_hostile_input_is_one_line_exit_2_and_writes_nothing(workspace, capfd, argv, config, fragments):
     tmp, model = workspace
     if config is not None:
-        (tmp / "c.yaml").write_text(_fill(config, tmp, model), encoding="utf-8")
-    before = _snapshot(tmp)
-    with pytest.raises(SystemExit) as exit_:
-        main([_fill(a, tmp, model) for a in argv])
-    err = capfd.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert exit_.value.code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert all(_fill(f, tmp, model) in lines[0] for f in fragments), (fragments, lines[0])
-    assert "Traceback" not in err
-    assert _snapshot(tmp) == before
+        (tmp / "c.yaml").write_text(fill(config, tmp, model), encoding="utf-8")
+    assert_refused([fill(a, tmp, model) for a in argv], tmp, capfd, [fill(f, tmp, model) for f in fragments])
 
 
 SUBPROCESS_SAMPLE = ["records: bad UTF-8", "probe: --top-p 2", "probe: --match-mode bogus", "grads: --dims abc",
@@ -299,12 +274,8 @@ def test_no_case_prints_a_traceback_in_a_real_process(workspace, name):
     tmp, model = workspace
     _, argv, config, _ = next(case for case in CASES if case[0] == name)
     if config is not None:
-        (tmp / "c.yaml").write_text(_fill(config, tmp, model), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "rait", *(_fill(a, tmp, model) for a in argv)], capture_output=True,
-                          text=True, timeout=300, env=env)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
+        (tmp / "c.yaml").write_text(fill(config, tmp, model), encoding="utf-8")
+    assert_refused_in_a_process([fill(a, tmp, model) for a in argv], tmp)
 
 
 def test_an_output_in_a_folder_this_user_cannot_write_is_refused_before_any_work(workspace, capfd, monkeypatch):
@@ -314,9 +285,5 @@ def test_an_output_in_a_folder_this_user_cannot_write_is_refused_before_any_work
 
     tmp, _ = workspace
     monkeypatch.setattr(rait.cli.os, "access", lambda path, mode: Path(path) != tmp)
-    before = _snapshot(tmp)
-    with pytest.raises(SystemExit) as exit_:
-        main(["data", "load", f"jsonl:{tmp}/pool.jsonl", "--out", f"{tmp}/x.jsonl"])
-    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
-    assert exit_.value.code == 2 and len(lines) == 1 and f"{tmp} is not writable" in lines[0]
-    assert _snapshot(tmp) == before
+    assert_refused(["data", "load", f"jsonl:{tmp}/pool.jsonl", "--out", f"{tmp}/x.jsonl"], tmp, capfd,
+                   [f"{tmp} is not writable"])

@@ -59,7 +59,12 @@ def test_dtype_env_overrides_the_device_default(monkeypatch):
     monkeypatch.setenv("RAIT_DTYPE", "float32")
     assert default_dtype("cuda") == torch.float32
     monkeypatch.setenv("RAIT_DTYPE", "half")
-    assert default_dtype("cpu") == torch.float16
+    assert default_dtype("cuda") == torch.float16
+    with pytest.raises(ModelError, match=r"\$RAIT_DTYPE=half: half precision is not supported on a CPU"):
+        default_dtype("cpu")
+    monkeypatch.setenv("RAIT_DTYPE", "int8")
+    with pytest.raises(ModelError, match="unknown dtype 'int8'"):
+        default_dtype("cuda")
     monkeypatch.setenv("RAIT_DTYPE", "float33")
     with pytest.raises(ModelError, match=r"\$RAIT_DTYPE: unknown dtype 'float33'"):
         default_dtype("cpu")

@@ -28,6 +28,8 @@ from rait.train import (
     run as train,
 )
 
+pytestmark = pytest.mark.numerics  # floats computed two ways: run again on a second kernel path (Makefile)
+
 ANSWERS = ["Paris", "New Delhi", "Jupiter", "Sinclair Lewis is the answer", "1930", "the capital of India", "C", "I don't know"]
 
 
@@ -416,7 +418,10 @@ def test_a_save_killed_at_any_moment_over_an_earlier_output_leaves_it_whole_or_n
 
 
 @pytest.mark.parametrize("bad, words", [
-    (dict(epochs=0), "epochs must be > 0"), (dict(learning_rate=-1.0), "learning rate must be > 0"),
+    (dict(epochs=0), "'epochs': must be a finite number > 0"), (dict(epochs=float("inf")), "'epochs'"),
+    (dict(max_steps=0), "'max_steps'"), (dict(max_steps=-5), "'max_steps'"),
+    (dict(learning_rate=-1.0), "learning rate must be a finite number > 0"),
+    (dict(learning_rate=float("nan")), "learning rate"), (dict(learning_rate=float("inf")), "learning rate"),
     (dict(batch_size=0), "batch_size must be a whole number >= 1"), (dict(grad_accum=1.5), "grad_accum"),
     (dict(lora=dict(r=0)), "LoRA r must be"), (dict(lora=dict(dropout=1.0)), "LoRA dropout"),
     (dict(lora=dict(alpha=0)), "LoRA alpha"),

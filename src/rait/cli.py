@@ -55,28 +55,53 @@ def options(
     console.quiet = quiet
 
 
+def _input_path(value: object) -> Path | None:
+    """The file or folder an input option reads, resolved: a path, or the path of a dataset spec that names one
+    (`jsonl:FILE`, `triviaqa:FILE`); None for a shipped dataset (`mmlu:test`, `facts:train`) or a missing path."""
+    from rait.data.loaders import SOURCES
+
+    if value is None:
+        return None
+    name, colon, arg = str(value).partition(":")
+    if colon and name in SOURCES:
+        if "<path>" not in SOURCES[name][0]:  # a shipped dataset; the sources that read a file say so in their usage
+            return None
+        value = arg
+    path = str(value)  # empty for `jsonl:` alone, which its loader refuses
+    return Path(os.path.realpath(path)) if path and Path(path).exists() else None
+
+
 def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
     """Refuse, before any work, a command whose outputs would replace one of its own inputs (issue 17: `rait
-    probe --data pool.jsonl --out pool.jsonl` replaced the pool with the table). `inputs` maps option names to
-    paths or dataset specs (`jsonl:FILE`); `outputs` are the files and folders the command writes or replaces."""
-    given = {}
-    for name, value in inputs.items():
-        path = Path(str(value).removeprefix("jsonl:")) if value is not None else None
-        if path is not None and path.exists():
-            given[name] = path.resolve()
+    probe --data pool.jsonl --out pool.jsonl` replaced the pool with the table) or write into an input folder
+    (`rait train --start-from X --out X`). `inputs` maps option names (`data` is --data; a name that is not an
+    identifier, e.g. "run folder", is shown as it is) to paths or dataset specs; `outputs` are the files and
+    folders the command writes or replaces. Paths are compared resolved (`./r2/.`, a symbolic link)."""
+    given = {name: path for name, value in inputs.items() if (path := _input_path(value)) is not None}
     for out in outputs:
-        target = Path(out).resolve()
+        target = Path(os.path.realpath(out))  # realpath, unlike resolve(), survives a loop of links
         for name, source in given.items():
+            label = f"--{name.replace('_', '-')}" if name.isidentifier() else name
             if source == target or target in source.parents:
-                raise RaitError(f"--{name.replace('_', '-')} {source}: the output {out} would overwrite this input; "
-                                "write the output elsewhere")
+                what = "overwrite"
+            elif source in target.parents:
+                what = "write into"
+            else:
+                continue
+            raise RaitError(f"{label} {source}: the output {out} would {what} this input; write the output elsewhere")
 
 
 def _check_output(option: str, path: Path, folder: bool) -> None:
     """Refuse, before any work, an output that cannot go where it is meant to: a file where a folder is meant (or
-    the other way round), a path under a file, or a folder this user cannot write into."""
+    the other way round), a path under a file, a folder this user cannot write into, or a symbolic link that
+    would be replaced or written through (a link to a folder is where a folder output may go)."""
     path = Path(path)
     kind, other = ("folder", "file") if folder else ("file", "folder")
+    if path.is_symlink() and not (folder and path.is_dir()):
+        raise RaitError(f"{option} {path}: is a symbolic link (to {os.readlink(path)}), which writing would replace "
+                        "or follow; give the real path")
+    if link := next((p for p in path.parents if p.is_symlink() and not p.exists()), None):
+        raise RaitError(f"{option} {path}: {link} is a symbolic link to {os.readlink(link)}, which does not exist")
     if path.exists():
         if path.is_dir() != folder:
             raise RaitError(f"{option} {path}: is a {other}, not a {kind}")
@@ -108,7 +133,8 @@ def data_load(
     limit: Optional[int] = typer.Option(None, help="Keep only the first N records as loaded."),
     sample: Optional[int] = typer.Option(None, help="A seeded sample of N records (after --validation is held out)."),
     validation: Optional[int] = typer.Option(None, help="Hold N records out first as the validation split "
-                                             "(written to <out stem>.validation.jsonl)."),
+                                             "(written to <out stem>.validation.jsonl, which may replace only a "
+                                             "split an earlier `rait data load` wrote there)."),
     stratify: Optional[str] = typer.Option(None, help="Stratify the sample and the split by this record field (e.g. subject)."),
     max_chars: Optional[int] = typer.Option(None, help="Drop questions whose text and options are longer."),
     seed: int = typer.Option(0, help="Seed of the sample and the split."),
@@ -121,10 +147,30 @@ def data_load(
     settings = DataSettings(data=source, sample=sample, stratify=stratify, max_chars=max_chars, validation=validation,
                             limit=limit, arc_mode=arc_mode, seed=seed)
     _check_output("--out", out, folder=False)
-    _spare_inputs({"source": source if source.startswith("jsonl:") else None}, [out, manifest_path(out)])
-    pool = run(settings, out)
+    outputs, held_out = [out, manifest_path(out)], None
+    if validation:
+        held_out = out.with_name(f"{out.stem}.validation.jsonl")
+        _check_output("--validation", held_out, folder=False)
+        outputs += [held_out, manifest_path(held_out)]
+    _spare_inputs({"source spec": source}, outputs)
+    if held_out is not None and held_out.exists() and not _held_out_by_data_load(held_out):
+        raise RaitError(f"--validation {validation}: {held_out} exists and is not a validation split written by "
+                        "`rait data load` (its manifest would say so); move it or choose another --out")
+    pool = run(settings, out, validation_out=held_out)
     held = f" and {len(pool.validation)} validation records to {pool.validation_path}" if pool.validation else ""
     console.print(f"wrote {len(pool.records)} records to {out}{held}")
+
+
+def _held_out_by_data_load(path: Path) -> bool:
+    """Whether `path` is a validation split an earlier `rait data load` wrote, which a rerun may replace; a file
+    of that name the user did not name as an output is theirs."""
+    from rait.artifacts import read_manifest
+
+    try:
+        manifest = read_manifest(path)
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("stage") == "data" and manifest.get("split") == "validation"
 
 
 @data_app.command("validate")
@@ -153,11 +199,11 @@ def data_split(
 
     written = [out_dir / f"{name}.jsonl" for name in ("train", "test")]
     _check_output("--out-dir", out_dir, folder=True)
-    _spare_inputs({"path": path}, written + [manifest_path(f) for f in written])
-    size = int(test_size) if test_size >= 1 else test_size
+    _spare_inputs({"records file": path}, written + [manifest_path(f) for f in written])
+    size = int(test_size) if test_size >= 1 and test_size.is_integer() else test_size  # 1.5 and inf are neither
     records = read_records(path)
     if not 0 < size < (1 if isinstance(size, float) else len(records)):
-        raise RaitError(f"--test-size {test_size:g}: give a share in (0, 1) or a count below the file's "
+        raise RaitError(f"--test-size {test_size:g}: give a share in (0, 1) or a whole count below the file's "
                         f"{len(records)} records")
     train, test = split_records(records, test_size=size, seed=seed, stratify_by=stratify)
     for name, part in (("train", train), ("test", test)):
@@ -175,6 +221,7 @@ def data_facts(
     """Write the templated facts open-QA pool (countries, cities, elements, US states) and its splits."""
     from rait.data.facts import write_facts
 
+    _check_output("--out", out_dir, folder=True)
     counts = write_facts(out_dir, seed=seed)
     console.print(f"wrote facts splits to {out_dir}: {counts}")
 
@@ -232,8 +279,7 @@ def probe(
     from rait.artifacts import manifest_path
     from rait.probe.stage import ProbeSettings, pool_task, run
     from rait.probe.summary import table_summary
-    from rait.probe.shards import default_work_dir
-
+    from rait.probe.shards import check_work_dir, default_work_dir
     from rait.probe.table import check_table_path
 
     settings = ProbeSettings(scoring=scoring, shots=shots, chat=chat, prompt=prompt, k=k, temperature=temperature,
@@ -244,6 +290,8 @@ def probe(
         check_table_path(out)
     except RaitError as err:
         raise RaitError(f"--out {err}") from None
+    _check_output("--out", manifest_path(out), folder=False)
+    check_work_dir(default_work_dir(out))  # a resume's shards, read after the model is loaded: checked now
     _spare_inputs({"data": data, "exemplars": exemplars}, [out, manifest_path(out), default_work_dir(out)])
     check_choice("backend", backend, ("hf", "vllm"))
     _check_device(device)
@@ -340,10 +388,13 @@ def build(
     from rait.select.build import summary_markdown
 
     _check_output("--out", out, folder=True)
-    settings = BuildSettings(methods=method or None, n_total=n_total, n_vanilla=n_vanilla, n_idk=n_idk,
-                             idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, seed=seed, refusal=refusal,
-                             prompt=prompt, answer=answer, crss_model=crss_model, crss_pooling=crss_pooling,
-                             grait={"rule": grait_rule, "weight_sign": weight_sign})
+    try:
+        settings = BuildSettings(methods=method or None, n_total=n_total, n_vanilla=n_vanilla, n_idk=n_idk,
+                                 idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, seed=seed,
+                                 refusal=refusal, prompt=prompt, answer=answer, crss_model=crss_model,
+                                 crss_pooling=crss_pooling, grait={"rule": grait_rule, "weight_sign": weight_sign})
+    except SettingsError as err:  # the settings' `methods` is the repeatable option --method here
+        raise SettingsError("method" if err.field == "methods" else err.field, err.message) from None
     files = [out / "summary.json", *(out / f"{name}.jsonl" for name in METHODS)]
     _spare_inputs({"table": table, "records": records, "grads": grads_store},
                   files + [manifest_path(f) for f in files] + [out / "summary.md", out / "xtuner", out / "dpo"])
@@ -390,10 +441,14 @@ def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: flo
     from rait.train import LoraSettings, TrainSettings
 
     targets = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
-    return TrainSettings(method=method, lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-                                                          target_modules=targets),
-                         epochs=epochs, learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
-                         merge=merge)
+    try:
+        return TrainSettings(method=method, lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+                                                              target_modules=targets),
+                             epochs=epochs, learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+                             merge=merge)
+    except SettingsError as err:  # the settings' names of these options
+        options = {"learning_rate": "lr", "r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
+        raise SettingsError(options.get(err.field, err.field), err.message) from None
 
 
 @app.command("train")
@@ -406,10 +461,10 @@ def train_command(
     merge: bool = typer.Option(False, help="Also save the LoRA adapter merged into the base model."),
     objective: str = typer.Option("sft", help="sft (weighted SFT, the papers'), dpo (DPO-RAIT on a build's answer-vs-refusal pairs) or grpo (GRPO-RAIT on a pool's questions, reward +1 correct / 0 refused / -1 wrong; docs/grpo.md)."),
     beta: Optional[float] = typer.Option(None, help="DPO: beta, the strength of the pull towards the reference (the base model; default 0.1). GRPO: the KL penalty (default 0: none, TRL's)."),
-    num_generations: int = typer.Option(4, help="GRPO: completions per question (G >= 2); --batch-size counts completions."),
-    max_completion_length: int = typer.Option(24, help="GRPO: tokens per completion."),
+    num_generations: Optional[int] = typer.Option(None, help="GRPO: completions per question (G >= 2, default 4); --batch-size counts completions."),
+    max_completion_length: Optional[int] = typer.Option(None, help="GRPO: tokens per completion (default 24)."),
     start_from: Optional[Path] = typer.Option(None, help="GRPO: a `rait train` output whose LoRA adapter training continues (e.g. Cor-RAIT's)."),
-    refusal_mode: str = typer.Option("paper", help="GRPO's reward: paper (\"i don't know\") or keywords (docs/eval.md)."),
+    refusal_mode: Optional[str] = typer.Option(None, help="GRPO's reward: paper (\"i don't know\", the default) or keywords (docs/eval.md)."),
     max_steps: int = typer.Option(-1, help="Stop after this many optimiser steps (-1: --epochs decide; GRPO runs by steps)."),
     train=None,
 ) -> None:
@@ -421,12 +476,21 @@ def train_command(
 
     _check_output("--out", out, folder=True)
     check_choice("objective", objective, ("sft", "dpo", "grpo"))
-    if max_steps > 0:
+    grpo_only = {name: value for name, value in (("num_generations", num_generations), ("start_from", start_from),
+                                                 ("max_completion_length", max_completion_length),
+                                                 ("refusal_mode", refusal_mode)) if value is not None}
+    if grpo_only and objective != "grpo":  # ignored, they would let a user believe they took effect
+        raise SettingsError(next(iter(grpo_only)), f"is a GRPO setting (--objective grpo), not one of {objective}")
+    if beta is not None and objective == "sft":
+        raise SettingsError("beta", "is a DPO or GRPO setting; weighted SFT has no reference model to stay near")
+    if max_steps != -1:  # TrainSettings refuses 0 and other negatives
         from dataclasses import replace
 
         train = replace(train, max_steps=max_steps)
     _spare_inputs({"data": data, "model": model if model != "default" else None},
                   [*(out / name for name in OUTPUT_FOLDERS), out / SUMMARY_FILE, manifest_path(out / SUMMARY_FILE)])
+    # GRPO also keeps its checkpoints and rewards in --out: the adapter it starts from must lie outside it
+    _spare_inputs({"start_from": start_from}, [out])
     if objective == "dpo":
         from rait.train.preference import DPOSettings
         from rait.train.preference import run as dpo
@@ -439,9 +503,8 @@ def train_command(
         from rait.train.grpo import run as grpo
 
         check_choice("refusal-mode", refusal_mode, ("paper", "keywords"))
-        settings = GRPOSettings(num_generations=num_generations, max_completion_length=max_completion_length,
-                                beta=0.0 if beta is None else beta, refusal_mode=refusal_mode,
-                                train=train)
+        grpo_only.pop("start_from", None)  # the adapter, not a setting
+        settings = GRPOSettings(**grpo_only, beta=0.0 if beta is None else beta, train=train)
         result = grpo(settings, data, out, model=model, start_adapter=start_from)
     else:
         result = run(train, data, out, model=model)
@@ -518,24 +581,37 @@ def evaluate(
         check_number("threshold", threshold, 0, 1)  # sigma (a mean cosine) and P(IK) both lie in [0, 1]
     _spare_inputs({"data": data, "model": model if model != "default" else None,
                    "reference": reference / "outcomes.jsonl" if reference else None, "confidence": confidence},
-                  [out / "outcomes.jsonl", out / "metrics.json"])
+                  [out / "outcomes.jsonl", out / "metrics.json", out / "abstain"])
+    if reference is not None and reference.is_file():
+        raise RaitError(f"--reference {reference}: is a file; give the folder of a `rait eval` run")
     settings = EvalSettings(prompt=prompt, max_new_tokens=max_new_tokens, batch_size=batch_size,
                             refusal_mode=refusal_mode, match_mode=match_mode, n_boot=n_boot, seed=seed)
     records = load_test_records(TestSet(name="eval", data=data, sample=sample, stratify=stratify), seed)
-    reference_rows = None
+    ids = [record.id for record in records]
+    # the reference and the confidences are read before the model answers, so a bad one costs no work and no file
+    reference_rows = scores = None
     if reference is not None:
-        from rait.artifacts import read_jsonl
+        from rait.evaluate.suite import read_reference
 
-        reference_rows = read_jsonl(reference / "outcomes.jsonl")
+        try:
+            reference_rows = read_reference(reference, ids)
+        except DataError as err:
+            raise RaitError(f"--reference {err}") from None
+    if confidence is not None:
+        from rait.evaluate.abstain import read_confidence
+
+        try:
+            scores = read_confidence(confidence, ids)
+        except DataError as err:
+            raise RaitError(f"--confidence {err}") from None
     loaded = load_for_eval(model)
     rows, summary = run(settings, records, out, model=loaded, reference_rows=reference_rows,
                         description=f"eval {data} / {prompt}")
     if not _main_process():
         return
     if confidence is not None:
-        from rait.evaluate.abstain import apply_rule, read_confidence
+        from rait.evaluate.abstain import apply_rule
 
-        scores = read_confidence(confidence, [row["id"] for row in rows])
         summary = apply_rule(rows, scores, out, threshold=threshold, reference=reference_rows, n_boot=n_boot,
                              seed=seed)
     typer.echo(json.dumps(summary, indent=2))
@@ -555,18 +631,15 @@ def pik_command(
     known/unknown labels, scoring other questions for abstention without training."""
     from rait.artifacts import write_jsonl
     from rait.data import TestSet, load_test_records, read_records
-    from rait.evaluate.abstain import p_ik_scores
+    from rait.evaluate.abstain import check_both_sides, p_ik_labels, p_ik_scores
     from rait.probe.table import read_table
 
     _check_output("--out", out, folder=False)
     _spare_inputs({"table": table, "records": records, "items": items}, [out])
+    pool, knowledge = read_records(records), read_table(table)
+    check_both_sides(p_ik_labels(pool, knowledge, tau, table), tau)  # before the model is loaded
     scored = load_test_records(TestSet(name="items", data=items), seed)
-    try:
-        scores, _ = p_ik_scores(model, read_records(records), read_table(table), tau, {"items": scored}, seed=seed)
-    except DataError as err:
-        raise DataError(table, err.message, field=err.field) from None
-    except ValueError as err:
-        raise RaitError(f"--tau {tau}: {err}") from None
+    scores, _ = p_ik_scores(model, pool, knowledge, tau, {"items": scored}, seed=seed)
     write_jsonl(out, [{"id": qid, "confidence": score} for qid, score in scores["items"].items()])
     typer.echo(f"P(IK) of {len(scored)} questions -> {out}")
 
@@ -616,12 +689,17 @@ def report_command(
         if len(runs) < 2:
             raise RaitError("--out merges several runs (seeds of one config); give two or more run folders")
         _check_output("--out", out, folder=True)
+        for run_dir in runs:  # the merged report goes beside the runs, not into one (`--out r1`, `--out ./r2/.`)
+            _spare_inputs({"run folder": run_dir}, [out])
         merge_runs(runs, out, console=console)
         typer.echo((out / "results.md").read_text(encoding="utf-8"))
         typer.echo(f"report: {out / 'report.html'}")
         return
     for run_dir in runs:
-        run_pipeline(PipelineConfig.from_yaml(run_dir / CONFIG_FILE), run_dir, console=console, cached_only=True)
+        _check_output("run folder", run_dir, folder=True)  # its report is rebuilt in place
+    configs = [PipelineConfig.from_yaml(run_dir / CONFIG_FILE) for run_dir in runs]  # a bad one before any report
+    for run_dir, config in zip(runs, configs):
+        run_pipeline(config, run_dir, console=console, cached_only=True)
         typer.echo(f"report: {run_dir / 'report.html'}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -46,20 +47,30 @@ def check_choice(field: str, value, allowed) -> None:
         raise SettingsError(field, f"{value!r} is not one of {', '.join(map(str, allowed))}")
 
 
-def check_count(field: str, value, minimum: int) -> None:
-    """Raise a `SettingsError` unless `value` is a whole number >= `minimum` (True and 2.5 are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SettingsError(field, f"must be a whole number >= {minimum}, got {value!r}")
+# The largest seed every seeded library takes (numpy's legacy seeding and scikit-learn's random_state stop here).
+MAX_SEED = 2**32 - 1
+
+
+def check_count(field: str, value, minimum: int, maximum: int | None = None) -> None:
+    """Raise a `SettingsError` unless `value` is a whole number >= `minimum` (True and 2.5 are not counts) and, given
+    a `maximum`, <= it: a count far beyond any use runs out of memory (or time) instead of failing here."""
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise SettingsError(field, f"must be a whole number {bounds}, got {value!r}")
 
 
 def check_number(field: str, value, low: float | None = None, high: float | None = None, *,
                  low_open: bool = False) -> None:
-    """Raise a `SettingsError` unless `value` is a number within [low, high] (`low_open`: strictly above low)."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    """Raise a `SettingsError` unless `value` is a finite number within [low, high] (`low_open`: strictly above low);
+    nan passes no comparison and inf no setting, so neither is ever a value."""
+    ok = not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, float) and math.isfinite(value))
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
         ok = value <= high
     if not ok:
-        bounds = (f"> {low}" if low_open else f">= {low}") if high is None else f"between {low} and {high}"
-        raise SettingsError(field, f"must be a number {bounds}, got {value!r}")
+        bounds = "" if low is None else f" > {low}" if low_open else f" >= {low}"
+        if high is not None:
+            bounds = f" > {low} and <= {high}" if low_open else f" between {low} and {high}"
+        raise SettingsError(field, f"must be a finite number{bounds}, got {value!r}")

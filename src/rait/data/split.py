@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from rait.data.records import QARecord
-from rait.errors import RaitError
+from rait.errors import MAX_SEED, RaitError, check_count
 
 
 def split_records(
@@ -25,6 +25,7 @@ def split_records(
     """
     from sklearn.model_selection import train_test_split  # here: importing sklearn takes seconds
 
+    check_count("seed", seed, 0, MAX_SEED)  # scikit-learn's own refusal names no option
     records = sorted(records, key=lambda r: r.id)
     for before, after in zip(records, records[1:]):
         if before.id == after.id:

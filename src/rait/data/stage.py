@@ -17,7 +17,7 @@ from rait.data.loaders import ARC_MODES, load_source
 from rait.data.records import QARecord
 from rait.data.split import split_records
 from rait.data.testsets import select_records
-from rait.errors import RaitError, check_choice, check_count
+from rait.errors import MAX_SEED, RaitError, SettingsError, check_choice, check_count
 
 
 @dataclass
@@ -42,6 +42,10 @@ class DataSettings:
         for name in ("sample", "max_chars", "validation", "limit"):
             if getattr(self, name) is not None:
                 check_count(name, getattr(self, name), 1)
+        if self.limit is not None and self.sample is not None:  # a sample of the first records is neither
+            raise SettingsError("limit", "keeps the first records as loaded, --sample draws a seeded sample of them "
+                                "all: give one of the two")
+        check_count("seed", self.seed, 0, MAX_SEED)
         check_choice("arc_mode", self.arc_mode, ARC_MODES)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rait.data.loaders import load_source
-from rait.errors import check_count
+from rait.errors import SettingsError, check_count
 from rait.data.records import QARecord
 from rait.data.split import split_records
 
@@ -39,6 +39,9 @@ def select_records(records: list[QARecord], sample: int | None, stratify: str | 
     """The records of at most `max_chars`, then a seeded sample of `sample` (stratified by `stratify`) if fewer."""
     if max_chars is not None:
         records = [r for r in records if record_chars(r) <= max_chars]
+    if sample is not None and sample > len(records):  # silently fewer would pass for the sample asked for
+        kept = f" of at most {max_chars} characters" if max_chars is not None else ""
+        raise SettingsError("sample", f"{sample} is more than the {len(records)} records{kept} there are")
     if sample is not None and sample < len(records):
         _, records = split_records(records, test_size=sample, seed=seed, stratify_by=stratify)
     return records

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rait.errors import RaitError
+from rait.errors import SettingsError
 from rait.evaluate.metrics import ths_of
 
 REFUSAL_OUTPUT = "I don't know"
@@ -65,11 +65,28 @@ def fit_p_ik(features: np.ndarray, known: Sequence[bool], seed: int = 0):
     from sklearn.preprocessing import StandardScaler
 
     labels = np.asarray(known, dtype=bool)
+    check_both_sides(labels)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(features, labels)
+
+
+def check_both_sides(labels: np.ndarray, tau: float | None = None) -> None:
+    """P(IK) learns from known and unknown questions: refuse a pool with one side of τ empty."""
     if labels.all() or not labels.any():
         side = "known" if labels.all() else "unknown"
-        raise RaitError(f"P(IK) needs known and unknown questions in the training pool (both sides of τ); all "
-                        f"{len(labels)} are {side}: a larger pool, or another τ in the build settings")
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(features, labels)
+        at = "" if tau is None else f" at τ = {tau:g}"
+        raise SettingsError("tau", f"P(IK) needs known and unknown questions in the training pool (both sides of "
+                            f"τ); all {len(labels)} are {side}{at}: a larger pool, or another τ")
+
+
+def p_ik_labels(pool: Sequence, table, tau: float, source: str | Path = "<knowledge table>") -> np.ndarray:
+    """Known (μ ≥ τ, the build's split) per pool question, from the pool's own knowledge table: a table of another
+    pool or task is refused (`rait.probe.table.check_table_pool`)."""
+    from rait.select.base import split_by_correctness
+    from rait.probe.table import check_table_pool
+
+    check_table_pool(table, pool, source, complete=True)
+    mu = table.assign(id=table["id"].astype(str)).set_index("id")["mu"]
+    return split_by_correctness(mu.loc[[record.id for record in pool]], tau)[0].to_numpy()
 
 
 def p_ik_scores(model: str | Path, pool: Sequence, table, tau: float, item_sets: dict[str, Sequence],
@@ -77,20 +94,13 @@ def p_ik_scores(model: str | Path, pool: Sequence, table, tau: float, item_sets:
     """P(IK) of every item of every set, and how many pool questions were known: the probe is fitted on the pool's
     questions, labelled by their knowledge table (`table`; known = μ ≥ τ, the build's split), and applied to each
     set; features are the last hidden state under the BASIC prompt."""
-    from rait.errors import DataError
     from rait.models import load_model
-    from rait.select.base import split_by_correctness
     from rait.select.static_conflicts import question_features
 
-    mu = table.assign(id=table["id"].astype(str)).set_index("id")["mu"]
-    missing = [record.id for record in pool if record.id not in mu.index]
-    if missing:
-        raise DataError("<knowledge table>", f"has no row for pool question {missing[0]!r} (probed on another pool?)",
-                        field="id")
-    known, _ = split_by_correctness(mu.loc[[record.id for record in pool]], tau)
+    known = p_ik_labels(pool, table, tau)
     loaded, tokenizer = load_model(model)
     loaded.eval()
-    probe = fit_p_ik(question_features(loaded, tokenizer, list(pool), prompt="basic"), known.to_numpy(), seed=seed)
+    probe = fit_p_ik(question_features(loaded, tokenizer, list(pool), prompt="basic"), known, seed=seed)
     scores = {}
     for name, items in item_sets.items():
         probabilities = probe.predict_proba(question_features(loaded, tokenizer, list(items), prompt="basic"))[:, 1]
@@ -114,23 +124,45 @@ def risk_coverage(outcomes: Sequence[str], confidence: Sequence[float]) -> tuple
 
 def read_confidence(path: str | Path, ids: Sequence[str]) -> list[float]:
     """Each item's confidence from a file: a knowledge table of these items (`rait probe`; its certainty σ) or a
-    JSONL of {"id", "confidence"} rows (e.g. P(IK) scores). Every item must have one."""
-    from rait.artifacts import read_jsonl
+    JSONL of {"id", "confidence"} rows (e.g. P(IK) scores). Every item must have one, and each must compare with a
+    threshold in [0, 1]: a P(IK) is a probability, an open-QA σ a mean cosine (an MCQA σ is minus an entropy)."""
+    from rait.artifacts import iter_jsonl_objects
     from rait.errors import DataError
     from rait.probe.table import read_table
 
     path = Path(path)
-    rows = read_jsonl(path) if path.suffix == ".jsonl" else []
-    if rows and "confidence" in rows[0]:
-        scores = {str(row["id"]): float(row["confidence"]) for row in rows}
+    rows = list(iter_jsonl_objects(path)) if path.suffix == ".jsonl" else []
+    scores: dict[str, float] = {}
+    if rows and "confidence" in rows[0][1]:
+        for line, row in rows:
+            qid = row.get("id")
+            if not isinstance(qid, str):
+                raise DataError(path, f"must be a string, got {qid!r}", line=line, field="id")
+            if qid in scores:
+                raise DataError(path, f"{qid!r} appears on an earlier line too", line=line, field="id")
+            scores[qid] = _confidence(path, line, "confidence", row.get("confidence"), 0.0)
     else:
         table = read_table(path)
-        scores = dict(zip(table["id"].astype(str), table["sigma"].astype(float)))
+        sigmas = table["sigma"].astype(float)
+        for line, (qid, task, sigma) in enumerate(zip(table["id"].astype(str), table["task"], sigmas), start=1):
+            if task != "oeqa":
+                raise DataError(path, "an mcqa row: its sigma is minus an entropy, not a confidence in [0, 1] (give "
+                                "an open-QA table or {id, confidence} rows)", line=line, field="task")
+            scores[qid] = _confidence(path, line, "sigma", sigma, -1.0)  # a mean cosine
     missing = [i for i in ids if i not in scores]
     if missing:
         raise DataError(path, f"has no confidence for item {missing[0]!r} ({len(missing)} of {len(ids)} missing)",
                         field="id")
     return [scores[i] for i in ids]
+
+
+def _confidence(path: Path, line: int, field: str, value, low: float) -> float:
+    """`value` as a float within [low, 1], up to rounding; NaN, text and booleans are refused, naming the line."""
+    from rait.errors import DataError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low - 1e-9 <= value <= 1 + 1e-9:
+        raise DataError(path, f"must be a number in [{low:g}, 1], got {value!r}", line=line, field=field)
+    return float(value)
 
 
 def rule_result(rows: Sequence[dict], confidence: Sequence[float], threshold: float, reference: Sequence[dict],

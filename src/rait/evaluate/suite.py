@@ -89,6 +89,32 @@ class EvalModels:
         yield load_for_eval(str(spec))
 
 
+def read_reference(folder: str | Path, ids: list[str]) -> list[dict]:
+    """The outcome rows of a reference run (Init-Basic, for THS) for `ids`, the items evaluated, in their order: THS
+    compares item by item, so the run must hold each of them once, with an outcome of the scorer's (a run over
+    more items, e.g. the whole set of a sample, serves)."""
+    from rait.artifacts import iter_jsonl_objects
+    from rait.data.scoring import Outcome
+    from rait.errors import DataError
+
+    path = Path(folder) / "outcomes.jsonl"
+    outcomes = tuple(outcome.value for outcome in Outcome)
+    rows: dict[str, dict] = {}
+    for line, row in iter_jsonl_objects(path):
+        qid, outcome = row.get("id"), row.get("outcome")
+        if not isinstance(qid, str):
+            raise DataError(path, f"must be a string, got {qid!r}", line=line, field="id")
+        if qid in rows:
+            raise DataError(path, f"{qid!r} appears on an earlier line too", line=line, field="id")
+        if outcome not in outcomes:
+            raise DataError(path, f"{outcome!r} is not one of {', '.join(outcomes)}", line=line, field="outcome")
+        rows[qid] = row
+    if missing := [i for i in ids if i not in rows]:
+        raise DataError(path, f"a run over other items: it lacks {len(missing)} of the {len(ids)} items evaluated, "
+                        f"e.g. {missing[0]!r}; evaluate the reference on the same items", field="id")
+    return [rows[i] for i in ids]
+
+
 def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Path | tuple,
         reference_rows=None, description: str | None = None) -> tuple[list[dict], dict]:
     """The evaluation stage (`rait eval`, and `rait run` per model, test set and prompt), cached in `out_dir`.

@@ -84,7 +84,10 @@ class GradsSettings:
             recipe = dict(self.warmup)
             if isinstance(recipe.get("lora"), dict):
                 recipe["lora"] = {**asdict(warmup_settings().lora), **recipe["lora"]}
-            object.__setattr__(self, "warmup", warmup_settings(**recipe))
+            try:
+                object.__setattr__(self, "warmup", warmup_settings(**recipe))
+            except SettingsError as err:  # the warm-up's, not the trained model's: `rait grads --warmup-epochs`
+                raise SettingsError(f"warmup_{err.field}", err.message) from None
         if isinstance(self.dims, int):
             object.__setattr__(self, "dims", (self.dims,))
         if not self.dims:

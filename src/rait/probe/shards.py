@@ -132,22 +132,49 @@ def probe_pool(
     return table if state.is_main_process else read_table(out)
 
 
+def check_work_dir(work_dir: str | Path) -> dict[str, Any] | None:
+    """The identity an existing work folder holds (None when there is none yet), or a `RaitError` for a file where
+    the folder goes or a `run.json` that is not one: `rait probe` asks before loading anything, as a resume would
+    otherwise fail after the model is loaded."""
+    work_dir = Path(work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise RaitError(f"{work_dir}: is a file where the probe keeps its work folder (finished shards); move or "
+                        "delete it")
+    marker = work_dir / "run.json"
+    return _read_json_object(marker, work_dir) if marker.exists() else None
+
+
+def _read_json_object(path: Path, work_dir: Path) -> dict[str, Any]:
+    """A JSON object written by the probe, or a `RaitError` naming the file: the folder was tampered with."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        saved = err
+    if not isinstance(saved, dict):
+        reason = f": {saved}" if isinstance(saved, Exception) else ""
+        raise RaitError(f"{path}: not a file of the probe's work folder{reason}; delete the folder {work_dir} to "
+                        "start the probe over")
+    return saved
+
+
 def _claim(work_dir: Path, identity: dict[str, Any]) -> None:
     """Create the work folder for this run, or check that an existing one belongs to it."""
-    marker = work_dir / "run.json"
-    if marker.exists():
-        key = changed_field(json.loads(marker.read_text(encoding="utf-8")), identity)
+    stored = check_work_dir(work_dir)
+    if stored is not None:
+        key = changed_field(stored, identity)
         if key is not None:
             raise RaitError(f"{work_dir} holds shards of a different run ({key!r} differs); "
                             "delete the folder or choose another output")
         return
     work_dir.mkdir(parents=True, exist_ok=True)
-    write_json(marker, identity)
+    write_json(work_dir / "run.json", identity)
 
 
 def _load_shard(path: Path, shard: list[QARecord]) -> dict[str, Any]:
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    if [row["id"] for row in saved["rows"]] != [r.id for r in shard]:
+    saved = _read_json_object(path, path.parent)
+    rows = saved.get("rows") if isinstance(saved.get("seconds"), (int, float)) else None
+    ids = [row.get("id") for row in rows if isinstance(row, dict)] if isinstance(rows, list) else None
+    if ids != [r.id for r in shard] or len(rows) != len(shard):
         raise RaitError(f"{path} does not hold the questions of its shard; delete the work folder and rerun")
     return {**saved, "resumed": True}
 

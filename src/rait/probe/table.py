@@ -23,10 +23,12 @@ id (never by position: the released CRaFT code misaligns that merge).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
 from rait.artifacts import atomic_path
+from rait.data.records import QARecord
 from rait.errors import DataError
 
 REQUIRED_COLUMNS = ("id", "task", "mu", "sigma")
@@ -51,9 +53,9 @@ def validate_table(table: pd.DataFrame, source: str | Path = "<knowledge table>"
         bad = values.isna() | (values < low) | (values > high)
         if bad.any():
             raise DataError(source, f"must be a number in [{low}, {high}]", line=int(bad.idxmax()) + 1, field=col)
-    sigma = pd.to_numeric(table["sigma"], errors="coerce")
-    if sigma.isna().any():
-        raise DataError(source, "must be a number", line=int(sigma.isna().idxmax()) + 1, field="sigma")
+    bad = ~(pd.to_numeric(table["sigma"], errors="coerce").abs() < float("inf"))  # NaN and ±inf
+    if bad.any():
+        raise DataError(source, "must be a finite number", line=int(bad.idxmax()) + 1, field="sigma")
     return table
 
 
@@ -83,6 +85,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "knowledge table not found")
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a knowledge table")
     if path.suffix == ".parquet":
         try:
             table = pd.read_parquet(path)
@@ -121,3 +125,24 @@ def single_task(table: pd.DataFrame) -> str:
     if len(tasks) != 1:
         raise DataError("<knowledge table>", f"holds tasks {tasks}; build each task's table separately", field="task")
     return tasks[0]
+
+
+def check_table_pool(table: pd.DataFrame, records: Sequence[QARecord], source: str | Path = "<knowledge table>",
+                     *, complete: bool = False) -> None:
+    """Refuse a knowledge table of another pool or another task before any work: every row must be a question of
+    `records` probed as its task (an MCQA table's μ and σ mean other things than an open-QA one's); with
+    `complete`, every record must have a row too. A row is named by its line (its position, counting from 1)."""
+    by_id = {record.id: record for record in records}
+    ids = table["id"].astype(str).tolist()
+    for line, (qid, task) in enumerate(zip(ids, table["task"]), start=1):
+        record = by_id.get(qid)
+        if record is None:
+            raise DataError(source, f"question {qid!r} is not among the pool records (was the table probed on "
+                            "another pool?)", line=line, field="id")
+        if task != record.task:
+            raise DataError(source, f"question {qid!r} was probed as {task}, but the pool's record is {record.task} "
+                            "(a table of another pool?)", line=line, field="task")
+    present = set(ids)
+    if complete and (missing := [qid for qid in by_id if qid not in present]):
+        raise DataError(source, f"has no row for pool question {missing[0]!r} ({len(missing)} of {len(by_id)} "
+                        "missing; probed on another pool?)", field="id")

@@ -29,11 +29,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from rait.artifacts import read_manifest, sha256_tree, write_json, write_jsonl, write_manifest
+from rait.artifacts import manifest_path, read_manifest, sha256_tree, write_json, write_jsonl, write_manifest
 from rait.data.records import QARecord
-from rait.errors import DataError, RaitError, check_choice, check_count, check_number
+from rait.errors import DataError, RaitError, SettingsError, check_choice, check_count, check_number
 from rait.models import DEFAULT_SPEC, model_fingerprint
-from rait.probe.table import merge_flow, read_table, single_task, validate_table, write_table
+from rait.probe.table import check_table_pool, merge_flow, read_table, single_task, validate_table, write_table
 from rait.prompts import answer_target, training_example
 from rait.train.finetune import TrainSettings, load_trained
 from rait.train.finetune import run as train
@@ -177,6 +177,28 @@ def rehearse(
     return RehearsalResult(flow, len(rows), result.optimizer_steps, result.updates, out_dir)
 
 
+def probe_manifest(table_path: Path, task: str) -> dict[str, Any]:
+    """The manifest `rait probe` wrote next to a knowledge table: rehearsal re-probes with the settings and model
+    recorded there, so a table without it (or with another stage's) is refused before any work."""
+    path = manifest_path(table_path)
+    if not path.is_file():
+        raise DataError(table_path, f"its manifest {path.name} is missing: rehearsal re-probes with the settings "
+                        "`rait probe` recorded there, so give the table next to the manifest the probe wrote")
+    try:
+        manifest = read_manifest(table_path)
+    except ValueError as err:  # bad JSON or UTF-8
+        raise DataError(path, f"not a readable manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("stage") != "probe":
+        stage = manifest.get("stage") if isinstance(manifest, dict) else None
+        raise DataError(path, f"the manifest of stage {stage!r}, not of a probe", field="stage")
+    for field_, kind in (("task", str), ("model", dict), ("settings", dict)):
+        if not isinstance(manifest.get(field_), kind):
+            raise DataError(path, f"missing or not a {kind.__name__}", field=field_)
+    if manifest["task"] != task:
+        raise DataError(path, f"a probe of task {manifest['task']!r}, but the table holds {task} rows", field="task")
+    return manifest
+
+
 def probe_settings(manifest: dict[str, Any]):
     """The `MCQASettings` / `OpenSettings` a knowledge table was probed with, from its manifest."""
     from rait.probe import MCQASettings, OpenSettings
@@ -218,16 +240,16 @@ def run(
     """
     table_path, out_dir = Path(table_path), Path(out_dir)
     table = read_table(table_path)
-    pool_ids = {record.id for record in records}
-    if missing := [i for i in table["id"].astype(str) if i not in pool_ids]:
-        raise DataError(table_path, f"question {missing[0]!r} is not among the pool records (was the table probed on "
-                        "another pool?)", field="id")
-    manifest = read_manifest(table_path)
-    probed_with = manifest.get("model", {}).get("weights_sha256")
+    check_table_pool(table, records, table_path)
+    manifest = probe_manifest(table_path, single_task(table))
+    probed_with = manifest["model"].get("weights_sha256")
     base = model_fingerprint(model)
     if probed_with != base["weights_sha256"]:
         raise RaitError(f"{table_path} was probed with another model than {base['path']}; the flow must start from the probed model")
-    trained, probe_with = out_dir / "model", probe_settings(manifest)
+    try:
+        trained, probe_with = out_dir / "model", probe_settings(manifest)
+    except (SettingsError, TypeError) as err:
+        raise DataError(manifest_path(table_path), f"not settings of the probe: {err}", field="settings") from None
 
     def probe(tuned, tokenizer, pool: list[QARecord], out: Path) -> pd.DataFrame:
         # the manifest names the model really probed: the base plus this run's fine-tune

@@ -58,8 +58,7 @@ def explorer_html(items: Sequence[dict], reference: str = REFERENCE) -> str:
     """The explorer's section of report.html (empty without items)."""
     if not items:
         return ""
-    data = json.dumps({"items": list(items), "transitions": TRANSITIONS, "reference": reference},
-                      ensure_ascii=False).replace("</", "<\\/")
+    data = script_json({"items": list(items), "transitions": TRANSITIONS, "reference": reference})
     options = "".join(f'<option value="{key}">{html.escape(label)}</option>' for key, label in TRANSITIONS.items())
     outcomes = "".join(f'<option value="{o}">{o}</option>' for o in OUTCOMES)
     return f"""<h2 id="items">Items</h2>
@@ -81,6 +80,14 @@ address, so a view can be linked. With several training seeds, the first seed's 
 <script type="application/json" id="x-data">{data}</script>
 <script>{SCRIPT}</script>
 """
+
+
+def script_json(data) -> str:
+    """`data` as JSON to embed in a <script> element: `<`, `>` and `&` as \\u escapes, which JSON.parse reads back,
+    so that no text can close the element (`</script>`) or open an HTML comment in it (`<!--<script>`, after which
+    a browser ignores the closing tag and the explorer is left empty)."""
+    text = json.dumps(data, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 SCRIPT = r"""

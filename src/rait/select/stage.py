@@ -68,6 +68,11 @@ class BuildSettings:
     def __post_init__(self) -> None:
         if self.methods is not None:
             self.methods = [method_of(name).name for name in self.methods]
+            if repeated := [name for n, name in enumerate(self.methods) if name in self.methods[:n]]:
+                raise SettingsError("methods", f"{repeated[0]!r} is given twice (each method is built once)")
+        if self.refusal is not None and (not isinstance(self.refusal, str) or not self.refusal.strip()):
+            raise SettingsError("refusal", f"{self.refusal!r}: an empty refusal would teach the IdK questions to say "
+                                "nothing; give a text, or leave it out for the papers' \"I don't know\"")
         for name in ("n_total", "n_vanilla", "n_idk"):
             if getattr(self, name) is not None:
                 check_count(name, getattr(self, name), 1 if name == "n_total" else 0)
@@ -114,7 +119,7 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
     others are reported as skipped.
     """
     from rait.data import read_records
-    from rait.probe.table import read_table
+    from rait.probe.table import check_table_pool, read_table
 
     table_path, records_path, out_dir = Path(table_path), Path(records_path), Path(out_dir)
     table = read_table(table_path)
@@ -128,6 +133,14 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
         settings = replace(settings, methods=[name for name, reason in why.items()
                                               if not reason and METHODS[name].kind == "sft"])
     selectors = settings.selectors(gradients)
+    check_table_pool(table, records, table_path)
+    if settings.crss_model is not None:  # its features come after every set is written: check the model first
+        from rait.models import model_fingerprint
+
+        try:
+            model_fingerprint(settings.crss_model)
+        except RaitError as err:
+            raise SettingsError("crss_model", str(err)) from None
 
     summary: dict[str, Any] = {"table": str(table_path), "records": str(records_path), "mode": settings.mode,
                                "skipped": skipped, "methods": {}}

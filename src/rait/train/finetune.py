@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import time
@@ -33,7 +34,7 @@ from datasets import Dataset
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from rait.artifacts import iter_jsonl_objects, manifest_path, write_json, write_manifest
-from rait.errors import DataError, ModelError, RaitError, SettingsError
+from rait.errors import MAX_SEED, DataError, ModelError, RaitError, SettingsError, check_count, check_number
 from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
 from rait.terminal import progress, shows_progress
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
@@ -42,6 +43,7 @@ METHODS = ("lora", "qlora", "full")
 SUMMARY_FILE = "train.json"
 OUTPUT_FOLDERS = ("adapter", "model", "merged")
 STAGING_PREFIX = ".saving-"
+MAX_LORA_R = 4096
 
 
 @dataclass
@@ -57,12 +59,13 @@ class LoraSettings:
     layers: list[int] | None = None
 
     def __post_init__(self):
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise RaitError(f"LoRA r must be a whole number >= 1, got {self.r!r}")
-        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
-            raise RaitError(f"LoRA alpha must be > 0, got {self.alpha!r}")
+        # a rank at the hidden size is already full rank; far beyond it, the adapter's matrices exhaust memory
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or not 1 <= self.r <= MAX_LORA_R:
+            raise SettingsError("r", f"LoRA r must be a whole number between 1 and {MAX_LORA_R}, got {self.r!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < math.inf:
+            raise SettingsError("alpha", f"LoRA alpha must be a finite number > 0, got {self.alpha!r}")
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise RaitError(f"LoRA dropout must lie in [0, 1), got {self.dropout!r}")
+            raise SettingsError("dropout", f"LoRA dropout must lie in [0, 1), got {self.dropout!r}")
         if self.layers is not None and isinstance(self.target_modules, str):
             raise RaitError("LoRA 'layers' needs target_modules as a list of module names (e.g. q_proj, v_proj), "
                             f"not {self.target_modules!r}")
@@ -105,10 +108,15 @@ class TrainSettings:
             self.lora = LoraSettings(**self.lora)
         if self.method not in METHODS:
             raise RaitError(f"unknown training method {self.method!r}; choose from {', '.join(METHODS)}")
-        if not (self.max_steps > 0 or (isinstance(self.epochs, (int, float)) and self.epochs > 0)):
-            raise RaitError(f"epochs must be > 0 (or max_steps set), got {self.epochs!r}: nothing would be trained")
-        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
-            raise RaitError(f"learning rate must be > 0, got {self.learning_rate!r}")
+        if self.max_steps != -1:  # -1: the epochs decide; 0 or -5 would train nothing, or silently every epoch
+            check_count("max_steps", self.max_steps, 1)
+        # epochs 0 trains nothing (unless max_steps decides), inf never ends
+        check_number("epochs", self.epochs, 0, low_open=self.max_steps == -1)
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:  # nan fails too
+            raise SettingsError("learning_rate", f"the learning rate must be a finite number > 0, got {lr!r} "
+                                "(nan or inf trains an adapter of NaNs)")
+        check_count("seed", self.seed, 0, MAX_SEED)
         for name in ("batch_size", "grad_accum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

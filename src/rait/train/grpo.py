@@ -40,6 +40,7 @@ OUTCOMES = ("correct", "refused", "wrong")
 GRPO_TRAIN: dict[str, Any] = {"learning_rate": 1e-5, "max_steps": 50, "batch_size": 8, "grad_accum": 1,
                               "warmup": 0.0, "lr_scheduler": "constant"}
 REWARDS_FILE = "rewards.jsonl"
+MAX_COMPLETION_LENGTH = 4096  # a completion is a short answer (default 24 tokens); far more only exhausts memory
 
 
 @dataclass
@@ -72,7 +73,7 @@ class GRPOSettings:
         if isinstance(self.train, dict):
             self.train = TrainSettings(**self.train)
         check_count("num_generations", self.num_generations, 2)  # a group of one has no advantage to learn from
-        check_count("max_completion_length", self.max_completion_length, 1)
+        check_count("max_completion_length", self.max_completion_length, 1, MAX_COMPLETION_LENGTH)
         check_count("save_steps", self.save_steps, 1)
         check_number("temperature", self.temperature, 0, low_open=True)
         check_number("beta", self.beta, 0)
