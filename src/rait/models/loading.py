@@ -25,6 +25,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from rait.artifacts import sha256_file
 from rait.errors import ModelError
 from rait.models.default import install_default_model
+from rait.models.memory import keep_freed_memory
 
 DEFAULT_SPEC = "default"
 DTYPE_ENV = "RAIT_DTYPE"
@@ -97,7 +98,11 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
 ):
-    """Return `(model, tokenizer)` for a local causal-LM folder, in eval mode on `device`."""
+    """Return `(model, tokenizer)` for a local causal-LM folder, in eval mode on `device`.
+
+    Every stage that computes loads its model here, so this is where the process's allocator is told to keep
+    what torch frees (`rait.models.memory`)."""
+    keep_freed_memory()
     folder = resolve_model_path(path)
     _check_causal_lm(folder)
     device = own_device(device)
