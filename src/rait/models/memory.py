@@ -4,10 +4,11 @@ glibc's allocator serves every block above its mmap threshold (at most 32 MiB) w
 with `munmap` when freed. A training step of the default model allocates its logits and their gradients (batch x
 tokens x 49,152 floats, about 100 MB at batch 8) and many activations above that size, frees them, and allocates
 them again at the next step: each time the kernel zeroes every page again on first touch. Measured on the 2-core
-development box (`benchmarks/in_process.py`; docs/demo.md): 8 LoRA steps took 3.8 M page faults and 9.2 s of
-system time in 31.6 s; with the memory kept, 20 k faults, 0.3 s and 22.7 s. On a virtual machine a page fault
-costs more, and what it costs depends on the host and the process's history (issue 34 measured `rait run`'s
-stages at 4x their time alone on another machine).
+development box (`python benchmarks/in_process.py`, benchmarks/results/in_process_cpu.json): the demo's `rait run`
+from scratch took 18.2 M page faults and 54 s of system time in 448 s with glibc's defaults, and 0.97 M, 9 s and
+406 s with the memory kept (its training stage 156 -> 133 s); the peak resident size rose from 3.4 to 4.2 GB. On
+a virtual machine a page fault can cost more, and what it costs depends on the host (issue 34 measured `rait
+run`'s stages at 4x their time alone on an Intel machine, which this box does not reproduce).
 
 `keep_freed_memory` tells glibc to serve large blocks from its heap too and not to trim the heap, so freed memory
 is reused by the next step and the next stage; the process's resident size then stays at its peak instead of
