@@ -55,29 +55,15 @@ def options(
     console.quiet = quiet
 
 
-def _input_path(value: object) -> Path | None:
-    """The file or folder an input option reads, resolved: a path, or the path of a dataset spec that names one
-    (`jsonl:FILE`, `triviaqa:FILE`); None for a shipped dataset (`mmlu:test`, `facts:train`) or a missing path."""
-    from rait.data.loaders import SOURCES
-
-    if value is None:
-        return None
-    name, colon, arg = str(value).partition(":")
-    if colon and name in SOURCES:
-        if "<path>" not in SOURCES[name][0]:  # a shipped dataset; the sources that read a file say so in their usage
-            return None
-        value = arg
-    path = str(value)  # empty for `jsonl:` alone, which its loader refuses
-    return Path(os.path.realpath(path)) if path and Path(path).exists() else None
-
-
 def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
     """Refuse, before any work, a command whose outputs would replace one of its own inputs (issue 17: `rait
     probe --data pool.jsonl --out pool.jsonl` replaced the pool with the table) or write into an input folder
     (`rait train --start-from X --out X`). `inputs` maps option names (`data` is --data; a name that is not an
     identifier, e.g. "run folder", is shown as it is) to paths or dataset specs; `outputs` are the files and
     folders the command writes or replaces. Paths are compared resolved (`./r2/.`, a symbolic link)."""
-    given = {name: path for name, value in inputs.items() if (path := _input_path(value)) is not None}
+    from rait.data.loaders import source_path
+
+    given = {name: path for name, value in inputs.items() if (path := source_path(value)) is not None}
     for out in outputs:
         target = Path(os.path.realpath(out))  # realpath, unlike resolve(), survives a loop of links
         for name, source in given.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -402,6 +403,21 @@ def _facts_split(name: str, seed: int = 0) -> list[QARecord]:
     if name not in splits:
         raise RaitError(f"unknown facts split {name!r}; choose from {', '.join(splits)}")
     return splits[name]
+
+
+def source_path(spec: object) -> Path | None:
+    """The file or folder a spec reads, resolved: a path, or the path of a source that names one (`jsonl:FILE`,
+    `triviaqa:FILE`); None for a shipped dataset (`mmlu:test`, `facts:train`) or a path that does not exist. What
+    an output is checked against (an output must never replace or lie inside what a command reads)."""
+    if spec is None:
+        return None
+    name, colon, arg = str(spec).partition(":")
+    if colon and name in SOURCES:
+        if "<path>" not in SOURCES[name][0]:  # the sources that read a file say so in their usage
+            return None
+        spec = arg
+    path = str(spec)  # empty for `jsonl:` alone, which its loader refuses
+    return Path(os.path.realpath(path)) if path and Path(path).exists() else None
 
 
 def load_source(spec: str, data_dir: str | Path | None = None, **kwargs: Any) -> list[QARecord]:

@@ -818,7 +818,7 @@ def _check_inputs(config: PipelineConfig, out_dir: Path) -> None:
     """Refuse a model or data file inside the run's own folder (issue 34: `pool: {data: "jsonl:<out>/a/pool.jsonl",
     sample: 4}` was replaced by its own sample). Not only the files at the names a run writes: a stage whose
     settings changed removes its whole folder, so no file under --out is safe to read from."""
-    from rait.data.loaders import SOURCES
+    from rait.data.loaders import source_path
 
     out = Path(os.path.realpath(out_dir))
     entries: list[tuple[tuple, str]] = [(("model",), config.model)]
@@ -826,12 +826,7 @@ def _check_inputs(config: PipelineConfig, out_dir: Path) -> None:
         entries += [(("tracks", i, "pool", "data"), track.pool.data), (("tracks", i, "exemplars"), track.exemplars)]
         entries += [(("tracks", i, "test_sets", j, "data"), test.data) for j, test in enumerate(track.test_sets)]
     for keys, spec in entries:
-        name, colon, arg = spec.partition(":")
-        if colon and name in SOURCES:  # the sources that read a file say so in their usage (`jsonl:<path>`)
-            if "<path>" not in SOURCES[name][0]:
-                continue
-            spec = arg
-        if spec and Path(spec).exists() and (out == (path := Path(os.path.realpath(spec))) or out in path.parents):
+        if (path := source_path(spec)) is not None and (out == path or out in path.parents):
             raise config.error(keys, f"{path} is inside the output folder {out_dir}, which the run rewrites (its "
                                "pools, and every stage folder whose settings change); keep inputs outside --out")
 
