@@ -11,6 +11,10 @@ The four RAIT rules differ in two switches only (CRaFT paper, AAAI'25; docs/buil
 
 Van-Tuning keeps the gold answer of a random draw from the whole table.
 
+``balance="subject"`` (paper mode only) gives every subject of the table's ``subject`` column the
+set's IdK share, each subject taken in the method's own order (`rait.select.balance`; Van-Tuning's
+draw becomes stratified by subject).
+
 Modes:
 
 - ``paper`` (default): vanilla pool μ ≥ τ, IdK pool μ < τ; the flow filter keeps Δμ < 0 (strict);
@@ -36,7 +40,8 @@ from typing import ClassVar
 
 import pandas as pd
 
-from rait.select.base import Selector, rank, resolve_sizes, split_by_correctness
+from rait.select.balance import check_balance, share_of, subjects_of, take_balanced
+from rait.select.base import Selector, draw, rank, resolve_sizes, split_by_correctness
 
 MODES = ("paper", "as_released")
 RELEASED_OEQA_MARGIN = 0.01  # thresholds 0.51 / 0.49 around τ = 0.5
@@ -50,32 +55,45 @@ def _check_mode(mode: str) -> None:
 class VanTuning(Selector):
     """Van-Tuning: questions drawn at random from the whole table, gold answers kept, no IdK.
 
-    The size is n_total, or n_vanilla + n_idk, so it matches the RAIT sets it is compared with.
+    The size is n_total, or n_vanilla + n_idk, so it matches the RAIT sets it is compared with. With
+    ``balance="subject"`` the draw is stratified: each subject gives its share of the table (the balance rule at IdK
+    share 0, `rait.select.balance`), the questions of a subject being the first its seeded draw reaches.
     """
 
     name = "van_tuning"
 
     def __init__(self, n_total: int | None = None, n_vanilla: int | None = None, n_idk: int | None = None,
-                 mode: str = "paper", seed: int = 0):
+                 mode: str = "paper", seed: int = 0, balance: str | None = None):
         self.n_total = n_total
         self.n_vanilla = n_vanilla
         self.n_idk = n_idk
         self.mode = mode
         self.seed = seed
+        self.balance = balance
 
     def fit(self, table: pd.DataFrame) -> "VanTuning":
         _check_mode(self.mode)
+        check_balance(self.balance, released=self.mode == "as_released")
         table, task = self._check_table(table)
         n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, idk_share=0.0)
         n = None if n_van is None and n_idk is None else (n_van or 0) + (n_idk or 0)
         how = "replace" if self.mode == "as_released" and task == "mcqa" else "random"
         warn: list[str] = []
-        vanilla, note = self._take(table, n, "vanilla", how, self.seed, warn)
+        balanced = {}
+        if self.balance:
+            order = list(draw(table, len(table), self.seed, False)["id"])
+            vanilla, _, notes, balanced["balance"] = take_balanced(
+                self.method, subjects_of(table, self.method), order, [], n, None if n is None else 0, share_of(n, 0, 0.0),
+                "random", warn)
+            note = notes["vanilla"]
+        else:
+            vanilla, note = self._take(table, n, "vanilla", how, self.seed, warn)
         self._set_selection(vanilla, [], {
             "mode": self.mode, "task": task,
             "pool": {"table": len(table), "vanilla": len(table), "idk": 0},
             "asked": {"vanilla": n, "idk": 0},
             "how": {"vanilla": note, "idk": "none"},
+            **balanced,
             "warnings": warn,
         })
         return self
@@ -97,6 +115,7 @@ class _RAITSelector(Selector):
         dead_band: float = 0.0,
         seed: int = 0,
         refusal: str | None = None,
+        balance: str | None = None,
     ):
         self.n_total = n_total
         self.n_vanilla = n_vanilla
@@ -107,6 +126,7 @@ class _RAITSelector(Selector):
         self.dead_band = dead_band
         self.seed = seed
         self.refusal = refusal
+        self.balance = balance
 
     def _pools(self, table: pd.DataFrame, task: str) -> tuple[pd.Series, pd.Series, pd.Series]:
         """Boolean masks: vanilla pool, IdK pool before the flow filter, and rows the flow filter keeps."""
@@ -129,8 +149,9 @@ class _RAITSelector(Selector):
             raise ValueError(f"dead_band must be >= 0, got {self.dead_band}")
         table, task = self._check_table(table, needs=("delta_mu",) if self.uses_flow else ())
         n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, self.idk_share)
-        known, unknown, flow_keeps = self._pools(table, task)
         released = self.mode == "as_released"
+        check_balance(self.balance, released=released, n_vanilla=n_van, n_idk=n_idk)
+        known, unknown, flow_keeps = self._pools(table, task)
         sigma = table["sigma"].astype(float)
         table = table.assign(certainty=sigma.round(2) if released and task == "oeqa" else sigma)
 
@@ -143,8 +164,16 @@ class _RAITSelector(Selector):
             how = "replace" if released and task == "mcqa" else "random"
 
         warn: list[str] = []
-        vanilla, van_note = self._take_side(vanilla_pool, n_van, "vanilla", how, task, warn)
-        idk, idk_note = self._take_side(idk_pool, n_idk, "IdK", how, task, warn)
+        balanced = {}
+        if self.balance:  # each pool in the order it is taken from: ranked, or one seeded draw of all of it
+            order = (lambda pool: pool) if how == "top" else (lambda pool: draw(pool, len(pool), self.seed, False))
+            vanilla, idk, notes, balanced["balance"] = take_balanced(
+                self.method, subjects_of(table, self.method), list(order(vanilla_pool)["id"]),
+                list(order(idk_pool)["id"]), n_van, n_idk, share_of(n_van, n_idk, self.idk_share), how, warn)
+            van_note, idk_note = notes["vanilla"], notes["idk"]
+        else:
+            vanilla, van_note = self._take_side(vanilla_pool, n_van, "vanilla", how, task, warn)
+            idk, idk_note = self._take_side(idk_pool, n_idk, "IdK", how, task, warn)
         self._set_selection(vanilla, idk, {
             "mode": self.mode, "task": task,
             "pool": {
@@ -156,6 +185,7 @@ class _RAITSelector(Selector):
             },
             "asked": {"vanilla": n_van, "idk": n_idk},
             "how": {"vanilla": van_note, "idk": idk_note},
+            **balanced,
             "warnings": warn,
         })
         return self

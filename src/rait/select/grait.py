@@ -26,6 +26,12 @@ The paper, its release (`construct_grait_data.py`) and docs/grait.md are the ref
   ``as_released=True`` writes weight 1 the same way (combine with ``rule="greedy_then_bottom"``
   to reproduce the released training file).
 
+Balance (``balance="subject"``, `rait.select.balance`): per-subject quotas, each subject's vanilla
+side its top μ, its IdK side its top I_O1 (I_O1 and α still from the full pools), its seeded draw
+(``random``), or the greedy loop run on the subject's IdK pool against the whole balanced vanilla
+set (``greedy_then_bottom``, which can keep half of a subject's pool); the adaptive weights are
+those of the IdK ids finally selected.
+
 Ties: pools are ordered by id, so ties (in μ, in I_O1, or in the greedy scores) go to the
 smaller id, whatever the row order of the table. The release breaks them by file order.
 """
@@ -40,7 +46,8 @@ from scipy.special import softmax
 
 from rait.errors import RaitError, check_choice, check_count, check_number
 from rait.grads.store import GradientFeatures
-from rait.select.base import Selector, rank, resolve_sizes, split_by_correctness
+from rait.select.balance import check_balance, share_of, subjects_of, take_balanced
+from rait.select.base import Selector, draw, rank, resolve_sizes, split_by_correctness
 
 RULES = ("o1_topk", "greedy_then_bottom", "random")
 TEMPERATURE = 0.05
@@ -111,6 +118,7 @@ class GRAIT(Selector):
         d: int | None = None,
         seed: int = 0,
         refusal: str | None = None,
+        balance: str | None = None,
     ):
         self.features = str(features) if isinstance(features, Path) else features
         self.n_total = n_total
@@ -126,6 +134,7 @@ class GRAIT(Selector):
         self.d = d
         self.seed = seed
         self.refusal = refusal
+        self.balance = balance
 
     def validate(self) -> GRAIT:
         """Check GRAIT's own parameters before any data is read (`BuildSettings` does, for `rait build` and
@@ -149,6 +158,7 @@ class GRAIT(Selector):
         features = self._check_params()
         table, task = self._check_table(table)
         n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, self.idk_share)
+        check_balance(self.balance, released=self.as_released, n_vanilla=n_van, n_idk=n_idk)
         mu = table["mu"].astype(float)
         if self.as_released:
             known, unknown = mu > self.tau, mu < self.tau
@@ -157,7 +167,8 @@ class GRAIT(Selector):
         ik_pool = table[known].sort_values("id", kind="mergesort")
         idk_pool = table[unknown].sort_values("id", kind="mergesort")
         warn: list[str] = []
-        vanilla, van_note = self._take(rank(ik_pool, "mu", descending=True), n_van, "vanilla", "top", self.seed, warn)
+        if not self.balance:
+            vanilla, van_note = self._take(rank(ik_pool, "mu", descending=True), n_van, "vanilla", "top", self.seed, warn)
 
         ik_ids, idk_ids = list(ik_pool["id"]), list(idk_pool["id"])
         refusal_ik = features.rows("refusal", ik_ids)
@@ -168,7 +179,12 @@ class GRAIT(Selector):
         influence = o1_influence(refusal_idk) if idk_ids else np.zeros(0)
         alpha = alpha_scores(refusal_idk, refusal_ik, refusal_idk) if idk_ids else np.zeros(0)
 
-        if self.rule == "o1_topk":
+        balanced = {}
+        if self.balance:
+            vanilla, idk, notes, balanced["balance"] = self._take_balanced(
+                table, ik_pool, idk_pool, influence, refusal_idk, features, n_van, n_idk, warn)
+            van_note, idk_note = notes["vanilla"], notes["idk"]
+        elif self.rule == "o1_topk":
             by_influence = pd.DataFrame({"id": idk_ids, "influence": influence})
             idk, idk_note = self._take(rank(by_influence, "influence", descending=True), n_idk, "IdK", "top", self.seed, warn)
         elif self.rule == "random":
@@ -200,9 +216,37 @@ class GRAIT(Selector):
             "asked": {"vanilla": n_van, "idk": n_idk},
             "how": {"vanilla": van_note, "idk": idk_note},
             "weights": _weight_summary(weights) | {"written": "1 (as released)" if self.as_released else "adaptive"},
+            **balanced,
             "warnings": warn,
         }, weights=None if self.as_released else weight_of)
         return self
+
+    def _take_balanced(self, table: pd.DataFrame, ik_pool: pd.DataFrame, idk_pool: pd.DataFrame, influence: np.ndarray,
+                       refusal_idk: np.ndarray, features: GradientFeatures, n_van: int | None, n_idk: int | None,
+                       warn: list[str]) -> tuple[list[str], list[str], dict, dict]:
+        """Both sides balanced by subject, each subject taken by GRAIT's own rule (module docstring)."""
+        idk_ids = list(idk_pool["id"])
+        extra: dict = {}
+        if self.rule == "o1_topk":
+            by_influence = pd.DataFrame({"id": idk_ids, "influence": influence})
+            idk_order, how = list(rank(by_influence, "influence", descending=True)["id"]), "top"
+        elif self.rule == "random":
+            idk_order, how = list(draw(idk_pool, len(idk_pool), self.seed, False)["id"]), "random"
+        else:
+            if n_idk is None:
+                raise ValueError("rule 'greedy_then_bottom' needs an IdK count (n_idk or n_total)")
+            row_of = {qid: j for j, qid in enumerate(idk_ids)}
+
+            def pick(ids: list[str], n: int, vanilla: list[str]) -> list[str]:
+                answer = features.rows("answer", vanilla) if vanilla else np.zeros((0, refusal_idk.shape[1]))
+                _, kept = greedy_then_bottom(refusal_idk[[row_of[q] for q in ids]], answer, n, n)
+                return [ids[j] for j in kept]
+
+            idk_order, how = idk_ids, "top"
+            extra = {"idk_usable": lambda size: size // 2, "idk_pick": pick}
+        vanilla_order = list(rank(ik_pool, "mu", descending=True)["id"])
+        return take_balanced(self.method, subjects_of(table, self.method), vanilla_order, idk_order, n_van, n_idk,
+                             share_of(n_van, n_idk, self.idk_share), how, warn, **extra)
 
 
 def _weight_summary(weights: np.ndarray) -> dict:

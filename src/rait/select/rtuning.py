@@ -20,7 +20,8 @@ and otherwise μ ≥ τ, with a warning.
 The release uses every question; give n_total (or n_vanilla/n_idk) to draw at random from the
 known and unknown sides instead, like Cor-RAIT, so all methods can be built at the same size. The
 refusal sentence of a question is drawn from a generator seeded by (seed, id), so it does not
-depend on which other questions were selected.
+depend on which other questions were selected. ``balance="subject"`` takes each side by subject
+(`rait.select.balance`), from the same seeded draws.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import pandas as pd
 from rait.data.records import QARecord
 from rait.errors import DataError
 from rait.prompts import answer_target
-from rait.select.base import Selector, resolve_sizes, split_by_correctness
+from rait.select.balance import check_balance, share_of, subjects_of, take_balanced
+from rait.select.base import Selector, draw, resolve_sizes, split_by_correctness
 
 FALSE_RESPONSES = (
     "The answer is unknown.",
@@ -72,6 +74,7 @@ class RTuning(Selector):
         idk_share: float = 0.2,
         seed: int = 0,
         refusals: tuple[str, ...] = FALSE_RESPONSES,
+        balance: str | None = None,
     ):
         self.variant = variant
         self.known_by = known_by
@@ -82,6 +85,7 @@ class RTuning(Selector):
         self.idk_share = idk_share
         self.seed = seed
         self.refusals = refusals
+        self.balance = balance
 
     @property
     def method(self) -> str:
@@ -113,15 +117,25 @@ class RTuning(Selector):
             raise ValueError("refusals must hold at least one sentence")
         table, task = self._check_table(table)
         n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, self.idk_share)
+        check_balance(self.balance, n_vanilla=n_van, n_idk=n_idk)
         warn: list[str] = []
         known, rule = self._known(table, task, warn)
-        vanilla, van_note = self._take(table[known], n_van, "known", "random", self.seed, warn)
-        idk, idk_note = self._take(table[~known], n_idk, "unknown", "random", self.seed, warn)
+        balanced = {}
+        if self.balance:  # each side in one seeded draw of all of it; each subject keeps its first questions
+            order = [list(draw(pool, len(pool), self.seed, False)["id"]) for pool in (table[known], table[~known])]
+            vanilla, idk, notes, balanced["balance"] = take_balanced(
+                self.method, subjects_of(table, self.method), *order, n_van, n_idk,
+                share_of(n_van, n_idk, self.idk_share), "random", warn)
+            van_note, idk_note = notes["vanilla"], notes["idk"]
+        else:
+            vanilla, van_note = self._take(table[known], n_van, "known", "random", self.seed, warn)
+            idk, idk_note = self._take(table[~known], n_idk, "unknown", "random", self.seed, warn)
         self._set_selection(vanilla, idk, {
             "task": task, "variant": self.variant, "known_by": rule,
             "pool": {"table": len(table), "vanilla": int(known.sum()), "idk": int((~known).sum())},
             "asked": {"vanilla": n_van, "idk": n_idk},
             "how": {"vanilla": van_note, "idk": idk_note},
+            **balanced,
             "warnings": warn,
         })
         return self

@@ -4,7 +4,8 @@
 it, a `rait run` config's `build:` section is it (the pipeline sets `methods` and `seed`), and
 `BuildSettings.selectors` hands each registered method (`rait.select.methods`) the parameters
 its selector takes. The known/unknown split is the same for every method: known μ ≥ τ, unknown
-μ < τ (`rait.select.base.split_by_correctness`; docs/build.md).
+μ < τ (`rait.select.base.split_by_correctness`; docs/build.md). `balance="subject"` gives every
+subject of the records the set's IdK share (`rait.select.balance`; docs/build.md, "Balance by subject").
 
 Writes ``<out>/<method>.jsonl`` (+ manifest), ``xtuner/<method>.json`` and ``dpo/<method>.jsonl``
 (per `exports`), and ``summary.json`` / ``summary.md`` (pools, sizes, warnings, and CRSS per method
@@ -20,6 +21,7 @@ from typing import Any, Sequence
 from rait.artifacts import atomic_path, write_json, write_manifest
 from rait.errors import DataError, RaitError, SettingsError, check_choice, check_count, check_number
 from rait.prompts.render import PROMPT_NAMES
+from rait.select.balance import check_balance, with_subjects
 from rait.select.base import Selector
 from rait.select.build import (
     ANSWERS,
@@ -53,6 +55,8 @@ class BuildSettings:
     tau: float = 0.5
     mode: str = "paper"
     dead_band: float = 0.0
+    # None: the methods' own selection; "subject": every subject (QARecord.subject) gets the set's IdK share
+    balance: str | None = None
     seed: int = 0
     refusal: str | None = None
     prompt: str = "refuse"
@@ -86,6 +90,9 @@ class BuildSettings:
         for export in self.exports:
             check_choice("exports", export, EXPORTS)
         check_count("batch_size", self.batch_size, 1)
+        check_balance(self.balance, released=self.mode == "as_released",
+                      n_vanilla=1 if self.n_total is not None else self.n_vanilla,
+                      n_idk=1 if self.n_total is not None else self.n_idk)
         unknown = [key for key in self.grait if key not in GRAIT_OWN]
         if unknown:
             raise SettingsError("grait", f"unknown GRAIT parameter {unknown[0]!r} (GRAIT's own: {', '.join(GRAIT_OWN)}; "
@@ -134,6 +141,8 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
                                               if not reason and METHODS[name].kind == "sft"])
     selectors = settings.selectors(gradients)
     check_table_pool(table, records, table_path)
+    if settings.balance is not None:  # the selectors read each question's subject from the table
+        table = with_subjects(table, records)
     if settings.crss_model is not None:  # its features come after every set is written: check the model first
         from rait.models import model_fingerprint
 
