@@ -416,6 +416,20 @@ def test_a_validation_split_that_overlaps_a_test_set_is_refused_before_any_work(
     assert not (tmp_path / "out" / "a" / "probe").exists()
 
 
+def test_a_val_domain_set_that_overlaps_a_test_set_is_refused_before_any_work(tmp_path, tiny_model_dir, capsys):
+    """A further validation set (domain VAL, e.g. facts:validation_ood) is chosen on: it must not hold test items."""
+    config = tmp_path / "overlap.yaml"
+    config.write_text(f"model: {tiny_model_dir}\nmethods: [cor_rait]\ntracks:\n  - name: a\n"
+                      "    pool: {data: 'facts:train', sample: 4}\n"
+                      "    test_sets:\n"
+                      "      - {name: v, data: 'facts:validation_ood', domain: VAL}\n"
+                      "      - {name: t, data: 'facts:validation_ood', sample: 5, domain: OOD}\n")
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:8" in err and "shares 5 question(s) with the validation set 'v'" in err
+    assert not (tmp_path / "out" / "a" / "probe").exists()
+
+
 def test_abstention_without_training_needs_a_validation_split(tmp_path, tiny_model_dir, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(f"model: {tiny_model_dir}\nmethods: [p_ik]\ntracks:\n  - name: a\n"

@@ -392,8 +392,10 @@ SOURCES: dict[str, tuple[str, Callable[..., list[QARecord]]]] = {
     "facts": ("facts:{train,test_id,test_ood,train_wide,test_id_wide,validation_ood} (seed 0; `rait data facts` "
               "for other seeds)",
               lambda arg, data, **kw: _facts_split(arg, **kw)),
+    "general": ("general:validation (hand-written general-knowledge questions, for choosing recipes only)",
+                lambda arg, data, **kw: _general_split(arg)),
 }
-SOURCES_WITH_PATH = ("triviaqa", "jsonl", "facts")
+SOURCES_WITH_PATH = ("triviaqa", "jsonl", "facts", "general")
 
 
 def _facts_split(name: str, seed: int = 0) -> list[QARecord]:
@@ -404,6 +406,12 @@ def _facts_split(name: str, seed: int = 0) -> list[QARecord]:
     if name not in splits:
         raise RaitError(f"unknown facts split {name!r}; choose from {', '.join(splits)}")
     return splits[name]
+
+
+def _general_split(name: str) -> list[QARecord]:
+    from rait.data.general import load_general
+
+    return load_general(name)
 
 
 def source_path(spec: object) -> Path | None:

@@ -443,10 +443,11 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
 # ------------------------------------------------------------------ what a stage would refuse, checked up front
 
 # Track and test-set names become folder names (and parts of the stage folders' paths below them, hence the
-# length); test sets are in-domain or out-of-domain ("VAL" is the pool's own validation split, which the pipeline
-# names "validation").
+# length); test sets are in-domain or out-of-domain, or "VAL": a further validation set that recipes are chosen
+# on like the pool's own validation split (which the pipeline names "validation"), e.g. relations held out of
+# training and tests (docs/transfer.md). A VAL set may share no question with an ID or OOD set.
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-DOMAINS = ("ID", "OOD")
+DOMAINS = ("ID", "OOD", "VAL")
 VALIDATION = "validation"
 
 
