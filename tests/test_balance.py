@@ -380,3 +380,20 @@ def test_cli_build_refuses_a_bad_balance(tmp_path, capsys, options, words):
               "--n-total", "30", *options])
     assert done.value.code == 2 and words in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_subjects_restrict_the_candidates_and_combine_with_balance(tmp_path):
+    """build.subjects draws the same sample count from fewer kinds of question (the diversity curve)."""
+    *inputs, records = write_inputs(tmp_path)
+    of = subject_of(records)
+    chosen = ["country_capital", "element_number"]
+    summary = build(tmp_path, "some", inputs, n_total=12, subjects=chosen, methods=["cor_rait", "craft"], seed=1)
+    for name in summary["methods"]:
+        rows = rows_of(tmp_path / "some" / f"{name}.jsonl")
+        assert {of[r["id"]] for r in rows} <= set(chosen) and len(rows) == 12
+    balanced = build(tmp_path, "both", inputs, n_total=10, subjects=chosen, balance="subject", methods=["cor_rait"])
+    assert set(balanced["methods"]["cor_rait"]["report"]["balance"]["subjects"]) <= set(chosen)
+    with pytest.raises(SettingsError, match="subjects.*'planets' is the subject of no pool question"):
+        build(tmp_path, "bad", inputs, n_total=10, subjects=["planets"], methods=["cor_rait"])
+    with pytest.raises(SettingsError, match="subjects"):
+        BuildSettings(subjects="country_capital")

@@ -68,6 +68,9 @@ class BuildSettings:
     crss_pooling: str = "last_token"
     crss_thresholds: Sequence[float] = CRSS_THRESHOLDS
     batch_size: int = 16  # CRSS feature batches
+    # Only the pool questions of these subjects are candidates (None: all): the same sample count drawn from fewer
+    # kinds of question, e.g. the diversity curve of docs/transfer.md.
+    subjects: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         if self.methods is not None:
@@ -90,6 +93,10 @@ class BuildSettings:
         for export in self.exports:
             check_choice("exports", export, EXPORTS)
         check_count("batch_size", self.batch_size, 1)
+        if self.subjects is not None:
+            if isinstance(self.subjects, str) or not self.subjects or not all(isinstance(x, str) for x in self.subjects):
+                raise SettingsError("subjects", f"{self.subjects!r}: give a non-empty list of subject names")
+            self.subjects = list(self.subjects)
         check_balance(self.balance, released=self.mode == "as_released",
                       n_vanilla=1 if self.n_total is not None else self.n_vanilla,
                       n_idk=1 if self.n_total is not None else self.n_idk)
@@ -117,6 +124,16 @@ class BuildSettings:
         return out
 
 
+def of_subjects(table, records: Sequence, subjects: Sequence[str]):
+    """The table's rows whose question is of one of `subjects`; a subject no record has is refused."""
+    present = {record.subject for record in records}
+    if missing := [name for name in subjects if name not in present]:
+        raise SettingsError("subjects", f"{missing[0]!r} is the subject of no pool question (the pool's: "
+                            f"{', '.join(sorted(present))})")
+    ids = {record.id for record in records if record.subject in set(subjects)}
+    return table[table["id"].astype(str).isin(ids)].reset_index(drop=True)
+
+
 def run(settings: BuildSettings, table_path: str | Path, records_path: str | Path, out_dir: str | Path, *,
         gradients: str | Path | None = None) -> dict[str, Any]:
     """Every method's training set from one knowledge (or flow) table; returns the summary.
@@ -141,6 +158,8 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
                                               if not reason and METHODS[name].kind == "sft"])
     selectors = settings.selectors(gradients)
     check_table_pool(table, records, table_path)
+    if settings.subjects is not None:
+        table = of_subjects(table, records, settings.subjects)
     if settings.balance is not None:  # the selectors read each question's subject from the table
         table = with_subjects(table, records)
     if settings.crss_model is not None:  # its features come after every set is written: check the model first

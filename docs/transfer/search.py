@@ -1,0 +1,144 @@
+"""The transfer search of docs/transfer.md: every grid point on the validation sets, then the pick by the rule.
+
+    python docs/transfer/search.py run [--out runs/transfer-search]   # each point not yet in docs/transfer/
+    python docs/transfer/search.py table                              # the table and the pick, from the files
+
+Each point is `configs/transfer_search.yaml` with its `build:` changed, run into one folder so that the pool,
+the probe and the untouched model's rows are shared (resumable; a finished point is skipped). Its small result
+files are copied to `docs/transfer/search-<point>/`. The rule (fixed in docs/transfer.md before any point ran):
+among the trained points whose in-domain validation THS is at least +15, the highest mean THS over the two
+out-of-domain validation sets (validation-ood, general); within 1 point of it, the lowest over-refusal there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+BASE = ROOT / "configs" / "transfer_search.yaml"
+STUDY_RELATIONS = ["country_capital", "country_continent", "country_currency", "city_country", "element_symbol",
+                   "element_number"]
+OUT_OF_DOMAIN = ("validation-ood", "general")
+FLOOR_IN_DOMAIN = 15.0
+
+
+def _wide_relations() -> list[str]:
+    from rait.data.facts import WIDE_RELATIONS
+
+    return [*STUDY_RELATIONS, *WIDE_RELATIONS]
+
+
+def _nested(n: int) -> list[str]:
+    """The first n of one seeded order of the 16 relations: 2 ⊂ 4 ⊂ 8 ⊂ 16."""
+    order = _wide_relations()
+    random.Random("transfer/diversity").shuffle(order)
+    return order[:n]
+
+
+def points() -> dict[str, tuple[str, dict]]:
+    """point -> (what it changes, the build settings it adds to the base config's)."""
+    return {
+        "study6": ("the study's six relations only (the study's recipe on this pool)", {"subjects": STUDY_RELATIONS}),
+        "study6-balance": ("the study's six relations, balanced by relation",
+                           {"subjects": STUDY_RELATIONS, "balance": "subject"}),
+        "wide": ("all 16 relations", {}),
+        "wide-balance": ("all 16 relations, balanced by relation", {"balance": "subject"}),
+        "div2-balance": ("2 relations, balanced", {"subjects": _nested(2), "balance": "subject"}),
+        "div4-balance": ("4 relations, balanced", {"subjects": _nested(4), "balance": "subject"}),
+        "div8-balance": ("8 relations, balanced", {"subjects": _nested(8), "balance": "subject"}),
+        "wide-balance-idk0.2": ("all 16, balanced, IdK share 0.2", {"balance": "subject", "idk_share": 0.2}),
+    }
+
+
+def run(out: Path) -> None:
+    base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
+    for point, (_, build) in points().items():
+        folder = HERE / f"search-{point}"
+        if (folder / "results.csv").exists():
+            continue
+        config = dict(base, title=f"{base['title']}: {point}")
+        config["tracks"] = [dict(base["tracks"][0], build={**base["tracks"][0]["build"], **build})]
+        path = out.parent / f"{out.name}-{point}.yaml"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        print(f"== {point}", flush=True)
+        subprocess.run([sys.executable, "-m", "rait", "run", str(path), "--out", str(out)], check=True)
+        folder.mkdir(exist_ok=True)
+        for name in ("results.csv", "results.md", "abstention.csv", "comparisons.md", "summary.json"):
+            if (out / name).exists():
+                shutil.copy(out / name, folder / name)
+
+
+def _rows(folder: Path, name: str) -> list[dict]:
+    with open(folder / name, encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def table() -> list[dict]:
+    rows = []
+    for point, (changed, _) in points().items():
+        folder = HERE / f"search-{point}"
+        if not (folder / "results.csv").exists():
+            continue
+        results = {(r["test_set"], r["method"]): r for r in _rows(folder, "results.csv")}
+        abstention = {(r["test_set"], r["method"]): r for r in _rows(folder, "abstention.csv")}
+        for method in ("Cor-RAIT", "Self-consistency (σ)", "P(IK)"):
+            if ("validation", method) not in results:
+                continue
+            ths = {t: float(results[(t, method)]["ths"]) for t in ("validation", *OUT_OF_DOMAIN)}
+            over = [float(abstention[(t, method)]["over_refusal"]) for t in OUT_OF_DOMAIN]
+            rows.append({"point": point, "changed": changed, "method": method, "ths": ths, "results": results,
+                         "ood_mean": sum(ths[t] for t in OUT_OF_DOMAIN) / 2, "over_refusal": sum(over) / 2})
+    return rows
+
+
+def pick(rows: list[dict]) -> dict | None:
+    eligible = [r for r in rows if r["method"] == "Cor-RAIT" and r["ths"]["validation"] >= FLOOR_IN_DOMAIN]
+    if not eligible:
+        return None
+    best = max(r["ood_mean"] for r in eligible)
+    return min((r for r in eligible if r["ood_mean"] >= best - 1.0), key=lambda r: r["over_refusal"])
+
+
+def markdown(rows: list[dict]) -> str:
+    def cell(r: dict, test: str) -> str:
+        row = r["results"][(test, r["method"])]
+        return f"{float(row['ths']):+.1f} [{float(row['ths_low']):+.1f}, {float(row['ths_high']):+.1f}]"
+
+    lines = ["| point | change | method | validation (ID) THS | validation-ood THS | general THS | OOD mean | "
+             "over-refusal OOD |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    seen = set()
+    for r in rows:
+        if r["method"] != "Cor-RAIT" and r["method"] in seen:
+            continue  # the training-free rules are the same at every point
+        seen.add(r["method"])
+        lines.append(f"| `{r['point']}` | {r['changed']} | {r['method']} | {cell(r, 'validation')} | "
+                     f"{cell(r, 'validation-ood')} | {cell(r, 'general')} | {r['ood_mean']:+.1f} | "
+                     f"{r['over_refusal']:.0f} % |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["run", "table"])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transfer-search")
+    args = parser.parse_args(argv)
+    if args.step == "run":
+        run(args.out)
+    rows = table()
+    print(markdown(rows))
+    chosen = pick(rows)
+    print("\nPick by the rule: " + (f"`{chosen['point']}`" if chosen else "none reaches the in-domain floor"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
