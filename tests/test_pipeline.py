@@ -638,3 +638,38 @@ def test_a_pool_too_small_for_one_grpo_step_is_refused_before_any_work(tmp_path,
     err = capsys.readouterr().err
     assert "a step takes 2" in err and f"{config}:" in err
     assert not (tmp_path / "out" / "facts" / "probe").exists()
+
+
+def test_transfer_methods_run_inside_rait_run_on_the_wide_pool(tmp_path, tiny_model_dir):
+    """docs/transfer.md at tiny size: Consistency-RAIT, balance by relation and a subset of relations, trained on
+    facts:train_wide, with the validation-OOD and general validation sets (domain VAL) in the report."""
+    config = tmp_path / "transfer.yaml"
+    config.write_text(f"""
+model: {tiny_model_dir}
+methods: [cor_rait, consistency_rait]
+train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
+eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 3}}}}
+tracks:
+  - name: facts
+    pool: {{data: "facts:train_wide", sample: 24, validation: 16, stratify: subject}}
+    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot}}
+    build: {{n_total: 4, tau: 0.0, idk_share: 0.0, balance: subject, subjects: [addition, multiplication, square, roman_numeral, month_translation, country_neighbour]}}
+    test_sets:
+      - {{name: validation-ood, data: "facts:validation_ood", sample: 4, domain: VAL}}
+      - {{name: general, data: "general:validation", sample: 4, domain: VAL}}
+""")
+    out = tmp_path / "out"
+    assert run(["run", str(config), "--out", str(out)]) == 0
+    assert_planned(config, out)
+    import pandas as pd
+
+    results = pd.read_csv(out / "results.csv")
+    assert {"Cor-RAIT", "Consistency-RAIT"} <= set(results["method"])
+    assert set(results.loc[results["test_set"].isin(["validation-ood", "general"]), "domain"]) == {"VAL"}
+    summary = json.loads((out / "facts" / "build" / "summary.json").read_text())
+    pool = {json.loads(line)["id"]: json.loads(line)["subject"] for line in (out / "facts" / "pool.jsonl").read_text().splitlines()}
+    for name in ("cor_rait", "consistency_rait"):
+        assert summary["methods"][name]["report"]["balance"]["by"] == "subject"
+        rows = [json.loads(line) for line in (out / "facts" / "build" / f"{name}.jsonl").read_text().splitlines()]
+        assert rows and {pool[row["id"]] for row in rows} <= {"addition", "multiplication", "square", "roman_numeral",
+                                                               "month_translation", "country_neighbour"}

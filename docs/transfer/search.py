@@ -6,7 +6,7 @@
 Each point is `configs/transfer_search.yaml` with its `build:` changed, run into one folder so that the pool,
 the probe and the untouched model's rows are shared (resumable; a finished point is skipped). Its small result
 files are copied to `docs/transfer/search-<point>/`. The rule (fixed in docs/transfer.md before any point ran):
-among the trained points whose in-domain validation THS is at least +15, the highest mean THS over the two
+among the trained rows whose in-domain validation THS is at least +15, the highest mean THS over the two
 out-of-domain validation sets (validation-ood, general); within 1 point of it, the lowest over-refusal there.
 """
 
@@ -44,9 +44,9 @@ def _nested(n: int) -> list[str]:
     return order[:n]
 
 
-def points() -> dict[str, tuple[str, dict]]:
-    """point -> (what it changes, the build settings it adds to the base config's)."""
-    return {
+def points() -> dict[str, tuple[str, dict, str]]:
+    """point -> (what it changes, the build settings it adds to the base config's, the trained method)."""
+    points = {
         "study6": ("the study's six relations only (the study's recipe on this pool)", {"subjects": STUDY_RELATIONS}),
         "study6-balance": ("the study's six relations, balanced by relation",
                            {"subjects": STUDY_RELATIONS, "balance": "subject"}),
@@ -57,15 +57,19 @@ def points() -> dict[str, tuple[str, dict]]:
         "div8-balance": ("8 relations, balanced", {"subjects": _nested(8), "balance": "subject"}),
         "wide-balance-idk0.2": ("all 16, balanced, IdK share 0.2", {"balance": "subject", "idk_share": 0.2}),
     }
+    points = {name: (*entry, "cor_rait") for name, entry in points.items()}
+    points["wide-balance-consistency"] = ("all 16, balanced, Consistency-RAIT (IdK only where the samples disagree)",
+                                          {"balance": "subject"}, "consistency_rait")
+    return points
 
 
 def run(out: Path) -> None:
     base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
-    for point, (_, build) in points().items():
+    for point, (_, build, method) in points().items():
         folder = HERE / f"search-{point}"
         if (folder / "results.csv").exists():
             continue
-        config = dict(base, title=f"{base['title']}: {point}")
+        config = dict(base, title=f"{base['title']}: {point}", methods=[method, *base["methods"][1:]])
         config["tracks"] = [dict(base["tracks"][0], build={**base["tracks"][0]["build"], **build})]
         path = out.parent / f"{out.name}-{point}.yaml"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -85,24 +89,27 @@ def _rows(folder: Path, name: str) -> list[dict]:
 
 def table() -> list[dict]:
     rows = []
-    for point, (changed, _) in points().items():
+    from rait.select.methods import METHODS
+
+    for point, (changed, _, trained) in points().items():
         folder = HERE / f"search-{point}"
         if not (folder / "results.csv").exists():
             continue
         results = {(r["test_set"], r["method"]): r for r in _rows(folder, "results.csv")}
         abstention = {(r["test_set"], r["method"]): r for r in _rows(folder, "abstention.csv")}
-        for method in ("Cor-RAIT", "Self-consistency (σ)", "P(IK)"):
+        for method in (METHODS[trained].label, "Self-consistency (σ)", "P(IK)"):
             if ("validation", method) not in results:
                 continue
             ths = {t: float(results[(t, method)]["ths"]) for t in ("validation", *OUT_OF_DOMAIN)}
             over = [float(abstention[(t, method)]["over_refusal"]) for t in OUT_OF_DOMAIN]
-            rows.append({"point": point, "changed": changed, "method": method, "ths": ths, "results": results,
+            rows.append({"point": point, "changed": changed, "method": method, "trained": method == METHODS[trained].label,
+                         "ths": ths, "results": results,
                          "ood_mean": sum(ths[t] for t in OUT_OF_DOMAIN) / 2, "over_refusal": sum(over) / 2})
     return rows
 
 
 def pick(rows: list[dict]) -> dict | None:
-    eligible = [r for r in rows if r["method"] == "Cor-RAIT" and r["ths"]["validation"] >= FLOOR_IN_DOMAIN]
+    eligible = [r for r in rows if r["trained"] and r["ths"]["validation"] >= FLOOR_IN_DOMAIN]
     if not eligible:
         return None
     best = max(r["ood_mean"] for r in eligible)
@@ -118,7 +125,7 @@ def markdown(rows: list[dict]) -> str:
              "over-refusal OOD |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     seen = set()
     for r in rows:
-        if r["method"] != "Cor-RAIT" and r["method"] in seen:
+        if not r["trained"] and r["method"] in seen:
             continue  # the training-free rules are the same at every point
         seen.add(r["method"])
         lines.append(f"| `{r['point']}` | {r['changed']} | {r['method']} | {cell(r, 'validation')} | "

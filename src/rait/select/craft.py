@@ -103,6 +103,7 @@ class _RAITSelector(Selector):
     """Correctness split, optional flow filter on the IdK side, optional certainty ranking."""
 
     uses_certainty: ClassVar[bool] = False
+    filter_name: ClassVar[str] = "flow"  # what the third mask of `_pools` filters the IdK pool by
 
     def __init__(
         self,
@@ -180,7 +181,7 @@ class _RAITSelector(Selector):
                 "table": len(table),
                 "vanilla": int(known.sum()),
                 "idk": int((unknown & flow_keeps).sum()),
-                "dropped_by_flow": int((unknown & ~flow_keeps).sum()),
+                f"dropped_by_{self.filter_name}": int((unknown & ~flow_keeps).sum()),
                 "between_thresholds": int((~known & ~unknown).sum()),
             },
             "asked": {"vanilla": n_van, "idk": n_idk},

@@ -78,6 +78,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("rtuning_unknown", "R-Tuning", "rait.select.rtuning:RTuning", {"variant": "unknown"}),
     Method("rtuning_unsure", "R-Tuning (unsure)", "rait.select.rtuning:RTuning", {"variant": "unsure"}, default=False),
     Method("grait", "GRAIT", "rait.select.grait:GRAIT"),
+    # docs/transfer.md: Cor-RAIT's IdK side limited to the questions the model's own samples disagree on
+    Method("consistency_rait", "Consistency-RAIT", "rait.select.consistency:ConsistencyRAIT", default=False),
     # No training: the untouched model refuses below a confidence threshold chosen on validation.
     Method("self_consistency", "Self-consistency (σ)", None, default=False, kind="none"),
     Method("p_ik", "P(IK)", None, default=False, kind="none"),
