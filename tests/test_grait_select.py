@@ -117,6 +117,8 @@ def test_every_builder_splits_known_and_unknown_alike_at_tau(pool):
     counts μ ≥ τ as known; one split (`split_by_correctness`) now serves all of them."""
     table, features = pool
     table = table.assign(delta_mu=-0.1)  # the flow methods may take every unknown question
+    # ... and so may Consistency-RAIT: ten different samples everywhere, so every unknown question's samples disagree
+    table = table.assign(samples=[[f"answer {i}" for i in range(10)]] * len(table))
     for tau in (0.5, float(np.linspace(0, 1, 11)[3])):  # grid values of μ (0.3 as the grid writes it)
         known, unknown = int((table["mu"] >= tau).sum()), int((table["mu"] < tau).sum())
         assert (table["mu"] == tau).any()

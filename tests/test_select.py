@@ -500,7 +500,8 @@ def test_run_build_all_methods(tmp_path, tiny_model_dir):
         warnings.simplefilter("ignore", SelectionWarning)
         summary = run(BuildSettings(n_vanilla=3, n_idk=2, crss_model=str(tiny_model_dir)), table_path, records_path,
                       tmp_path / "out")
-    methods = ["van_tuning", "cor_rait", "corcer_rait", "craft_wo_cer", "craft", "rtuning_unknown", "rtuning_unsure"]
+    methods = ["van_tuning", "cor_rait", "corcer_rait", "craft_wo_cer", "craft", "rtuning_unknown", "rtuning_unsure",
+               "consistency_rait"]
     assert list(summary["methods"]) == methods and list(summary["skipped"]) == ["grait"]  # no gradient store
     for name in methods:
         assert (tmp_path / "out" / f"{name}.jsonl").exists()
