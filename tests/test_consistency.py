@@ -58,4 +58,4 @@ def test_registered_as_an_sft_method_outside_the_defaults():
     method = METHODS["consistency_rait"]
     assert (method.label, method.kind, method.default) == ("Consistency-RAIT", "sft", False)
     assert method.selector is ConsistencyRAIT and "agreement_max" in method.parameters
-    assert not method.needs_flow and not method.needs_gradients
+    assert not method.needs_flow and not method.needs_gradients and method.needs_samples

@@ -89,6 +89,7 @@ class Selector(BaseEstimator):
     name: ClassVar[str] = ""
     uses_flow: ClassVar[bool] = False  # needs the knowledge flow Δμ of `rait rehearse` in the table
     uses_gradients: ClassVar[bool] = False  # needs the gradient store of `rait grads`
+    uses_samples: ClassVar[bool] = False  # needs the open-QA probe's samples in the table
 
     @property
     def method(self) -> str:

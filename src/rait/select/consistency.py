@@ -37,6 +37,7 @@ class ConsistencyRAIT(_RAITSelector):
 
     name = "consistency_rait"
     filter_name = "agreement"
+    uses_samples = True
 
     def __init__(self, n_total: int | None = None, n_vanilla: int | None = None, n_idk: int | None = None,
                  idk_share: float = 0.2, tau: float = 0.5, mode: str = "paper", dead_band: float = 0.0, seed: int = 0,

@@ -63,6 +63,10 @@ class Method:
         return self.kind == "sft" and self.selector.uses_gradients
 
     @property
+    def needs_samples(self) -> bool:
+        return self.kind == "sft" and self.selector.uses_samples
+
+    @property
     def parameters(self) -> tuple[str, ...]:
         """The selector's parameters a user may set (those `fixed` by the registry excluded)."""
         names = inspect.signature(self.selector.__init__).parameters

@@ -151,7 +151,9 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
     skipped = {}
     if settings.methods is None:
         why = {name: "the table has no delta_mu (run rehearsal)" if m.needs_flow and "delta_mu" not in table.columns
-               else "no gradient store (run `rait grads`)" if m.needs_gradients and gradients is None else None
+               else "no gradient store (run `rait grads`)" if m.needs_gradients and gradients is None
+               else "the table has no samples (an open-QA probe's)" if m.needs_samples and "samples" not in table.columns
+               else None
                for name, m in METHODS.items()}
         skipped = {name: reason for name, reason in why.items() if reason and METHODS[name].kind == "sft"}
         settings = replace(settings, methods=[name for name, reason in why.items()
