@@ -87,7 +87,7 @@ def _read(point: str) -> dict:
     with open(HERE / f"test-{point}" / "outcomes.csv", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             entry = by_test[row["test_set"]]
-            record = {"id": row["id"], "subject": row["subject"], "outcome": row["outcome"], "task": "oeqa"}
+            record = {"id": row["id"], "subject": row["subject"], "outcome": row["outcome"], "task": "oeqa", "source": ""}
             if row["model"] == "Init-Basic":
                 entry["reference"].append(record)
             else:
