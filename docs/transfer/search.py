@@ -81,23 +81,36 @@ def points() -> dict[str, tuple[str, dict, str]]:
     return points
 
 
+RESULT_FILES = ("results.csv", "results.md", "abstention.csv", "comparisons.md", "summary.json")
+
+
+def run_point(base: dict, point: str, out: Path, tag: str) -> str:
+    """`rait run` of `base` with the point's `build:` and trained method, into `out`; returns the method."""
+    _, build, method = points()[point]
+    config = dict(base, title=f"{base['title']}: {point}", methods=[method, *base["methods"][1:]])
+    config["tracks"] = [dict(base["tracks"][0], build={**base["tracks"][0]["build"], **build})]
+    path = out.parent / f"{out.name}-{tag}{point}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    print(f"== {point}", flush=True)
+    subprocess.run([sys.executable, "-m", "rait", "run", str(path), "--out", str(out)], check=True)
+    return method
+
+
+def copy_results(out: Path, folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    for name in RESULT_FILES:
+        if (out / name).exists():
+            shutil.copy(out / name, folder / name)
+
+
 def run(out: Path) -> None:
     base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
-    for point, (_, build, method) in points().items():
+    for point in points():
         folder = HERE / f"search-{point}"
-        if (folder / "results.csv").exists():
-            continue
-        config = dict(base, title=f"{base['title']}: {point}", methods=[method, *base["methods"][1:]])
-        config["tracks"] = [dict(base["tracks"][0], build={**base["tracks"][0]["build"], **build})]
-        path = out.parent / f"{out.name}-{point}.yaml"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        print(f"== {point}", flush=True)
-        subprocess.run([sys.executable, "-m", "rait", "run", str(path), "--out", str(out)], check=True)
-        folder.mkdir(exist_ok=True)
-        for name in ("results.csv", "results.md", "abstention.csv", "comparisons.md", "summary.json"):
-            if (out / name).exists():
-                shutil.copy(out / name, folder / name)
+        if not (folder / "results.csv").exists():
+            run_point(base, point, out, "")
+            copy_results(out, folder)
 
 
 def _rows(folder: Path, name: str) -> list[dict]:

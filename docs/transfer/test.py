@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -56,13 +54,7 @@ def run(out: Path) -> None:
         folder = HERE / f"test-{point}"
         if (folder / "results.csv").exists():
             continue
-        _, build, method = search.points()[point]
-        config = dict(base, title=f"{base['title']}: {point}", methods=[method, *base["methods"][1:]])
-        config["tracks"] = [dict(base["tracks"][0], build={**base["tracks"][0]["build"], **build})]
-        path = out.parent / f"{out.name}-test-{point}.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        print(f"== {point}", flush=True)
-        subprocess.run([sys.executable, "-m", "rait", "run", str(path), "--out", str(out)], check=True)
+        method = search.run_point(base, point, out, "test-")
         folder.mkdir(exist_ok=True)
         label = METHODS[method].label
         with open(folder / "outcomes.csv", "w", encoding="utf-8", newline="") as fh:
@@ -76,9 +68,7 @@ def run(out: Path) -> None:
                     trained = out / "facts" / f"seed-{seed}" / "eval" / test / label / "refuse"
                     for row in _outcomes(trained):
                         writer.writerow([test, label, seed, row["id"], row["subject"], row["outcome"]])
-        for name in ("results.csv", "results.md", "abstention.csv", "comparisons.md", "summary.json"):  # last: done
-            if (out / name).exists():
-                shutil.copy(out / name, folder / name)
+        search.copy_results(out, folder)  # last: results.csv marks the recipe done
 
 
 def _read(point: str) -> dict:

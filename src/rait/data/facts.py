@@ -171,10 +171,14 @@ def _country_synonyms() -> dict[str, list[str]]:
 # --- text helpers ---------------------------------------------------------------------
 
 
+def _plain(text: str) -> str:
+    """The spelling without accents ("lunedi" for "lunedì"), which a model writing plain ASCII uses."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
 def _fold(text: str) -> str:
     """Lowercase without accents: how names are compared here."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+    return _plain(text).lower()
 
 
 def _mentions(text: str, phrase: str) -> bool:
@@ -216,6 +220,13 @@ def _number_words(n: int) -> str:
         return tens[n // 10] + ("" if n % 10 == 0 else "-" + ones[n % 10])
     rest = n % 100
     return f"{ones[n // 100]} hundred" + ("" if rest == 0 else " and " + _number_words(rest))
+
+
+def _number_aliases(n: int) -> list[str]:
+    """A number's aliases: its words above ten (hyphenated and not), since "one" or "two" would match ordinary
+    sentences; none from a thousand on."""
+    words = _number_words(n) if n < 1000 else ""
+    return [words, words.replace("-", " ")] if n > 10 and words else []
 
 
 # --- relations ------------------------------------------------------------------------
@@ -307,13 +318,7 @@ def element_symbol_facts() -> list[Fact]:
 
 
 def element_number_facts() -> list[Fact]:
-    """Numbers also in words above ten; "one" or "two" would match ordinary sentences."""
-    facts = []
-    for e in _elements():
-        words = _number_words(e.number)
-        aliases = [words, words.replace("-", " ")] if e.number > 10 else []
-        facts.append(Fact(e.name, str(e.number), aliases, -e.number))
-    return facts
+    return [Fact(e.name, str(e.number), _number_aliases(e.number), -e.number) for e in _elements()]
 
 
 def symbol_element_facts() -> list[Fact]:
@@ -342,11 +347,6 @@ OFFICIAL = {"official", "de_facto_official"}
 TRANSLATED_NUMBERS = (*range(1, 21), 30, 40, 50, 60, 70, 80, 90, 100)
 # Emoji names: one word, neither rare nor so common that a wrong answer would contain it by chance ("man").
 EMOJI_ZIPF = (3.0, 5.5)
-
-
-def _plain(text: str) -> str:
-    """The spelling without accents ("lunedi" for "lunedì"), which a model writing plain ASCII uses."""
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def _spellings(word: str) -> list[str]:
@@ -445,12 +445,6 @@ def country_name_translation_facts() -> list[Fact]:
             facts.append(Fact(f"{country['name']} in {language}", word, _spellings(word), fame,
                               f"{_country_mention(country['name'])} in {language}"))
     return facts
-
-
-def _number_aliases(n: int) -> list[str]:
-    """As `element_number_facts`: words above ten only, since "one" or "two" would match ordinary sentences."""
-    words = _number_words(n) if n < 1000 else ""
-    return [words, words.replace("-", " ")] if n > 10 and words else []
 
 
 def multiplication_facts() -> list[Fact]:

@@ -523,15 +523,13 @@ class TrackRun:
 
     def _check_validation_sets(self) -> None:
         """A validation set (domain VAL) shares no question with a test set: choices made on it would see test items."""
-        validation = [(test, {r.id for r in records}) for test, records in self.tests if test.domain == "VAL"]
+        ids = {test.name: {r.id for r in records} for test, records in self.tests}  # names are unique
+        validation = [test.name for test, _ in self.tests if test.domain == "VAL"]
         for i, test in enumerate(self.track.test_sets):
-            if test.domain == "VAL":
-                continue
-            ids = {r.id for t, records in self.tests if t is test for r in records}
-            for other, other_ids in validation:
-                if shared := ids & other_ids:
+            for other in validation if test.domain != "VAL" else ():
+                if shared := ids[test.name] & ids[other]:
                     raise self.config.error((*self.keys, "test_sets", i), f"test set {test.name!r} shares "
-                                            f"{len(shared)} question(s) with the validation set {other.name!r} (e.g. "
+                                            f"{len(shared)} question(s) with the validation set {other!r} (e.g. "
                                             f"{min(shared)!r}): choices made on validation would see test items")
 
     def _check_batches(self, methods: list[str]) -> None:
