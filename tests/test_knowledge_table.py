@@ -16,6 +16,15 @@ def test_roundtrip(tmp_path, suffix):
     pd.testing.assert_frame_equal(back[["id", "task", "mu", "sigma"]], _table(), check_dtype=False)
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_a_float_written_is_the_float_read(tmp_path, suffix):
+    # exact for values of at most 15 significant digits (JSONL keeps 15; Parquet every bit): pandas' default JSON
+    # parser reads 0.095476 as 0.09547599999999999, and its default writer keeps 10 digits; both move ties and roundings
+    mu = (0.095476, 0.565, 0.123456789012345)
+    back = read_table(write_table(_table(mu=mu), tmp_path / f"k{suffix}"))
+    assert back["mu"].tolist() == list(mu)
+
+
 def test_merge_flow_matches_by_id_not_position():
     initial = _table()
     rehearsed = _table(ids=("q3", "q1", "q2"), mu=(0.7, 0.4, 0.5))  # shuffled rows

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from rait.data.records import QARecord
+from rait.errors import SettingsError
 from rait.models import load_tokenizer
 from rait.prompts import (
     PROMPT_NAMES,
@@ -143,7 +144,7 @@ def test_raw_rendering_joins_turns_with_newlines(tiny_model_dir):
         "Answer the following question as simple as possible.\nQuestion: Q one?\nAnswer:\nAns\n\n"
         "Answer the following question as simple as possible.\nQuestion: who wrote the novel\nAnswer:")
     assert render_messages(build_messages(mcqa(), "basic"), tokenizer) == render(mcqa(), "basic")
-    with pytest.raises(ValueError, match="chat template"):
+    with pytest.raises(SettingsError, match="chat template"):  # a user's model: one error line, not a traceback
         render_messages(messages, tokenizer, chat=True)
 
 

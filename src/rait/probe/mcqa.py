@@ -5,7 +5,11 @@ ends with "Answer:" and the probability of each option letter is read from the n
 distribution of one forward pass (the release scores four copies of the prompt, one per
 letter; the numbers are the same). A letter can be written as several tokens ("A" after a
 chat template's assistant header, " A" after "Answer:"); their probabilities are summed.
-μ = p_gold / Σ p and σ = -entropy of the raw letter probabilities, as the release computes them.
+σ = -entropy of the raw letter probabilities, as the release computes it; μ = p_gold / Σ p, the
+correct gold share. The release's `mmlu_RAI.py` means this μ but normalises the letter columns one
+at a time in place, so its μ differs for every gold letter but A whenever the letter probabilities do
+not sum to 1; the table keeps the correct μ, and only the `as_released` builds reproduce the
+release's (`rait.select.released`).
 
 Cloze scoring, for models that sit at chance on letters (SmolLM2-135M does): each
 option's text is scored as the continuation of "Question: …\\nAnswer:" by its mean

@@ -1,8 +1,9 @@
 """Correctness and certainty from what the model produced for one question.
 
-MCQA (CRaFT paper and its `mmlu_RAI.py`; docs/probe.md): from the probabilities of the
-options, μ is the gold probability normalised over the options and σ is minus the entropy
-(natural log). The release takes the entropy of the *raw* letter probabilities (they sum
+MCQA (CRaFT paper; docs/probe.md): from the probabilities of the options, μ is the gold
+probability normalised over the options and σ is minus the entropy (natural log). That is the
+formula the release's `mmlu_RAI.py` means; its code normalises the letter columns one at a time
+in place, so only gold-A rows get it (`rait.select.released` reproduces that under `as_released`). The release takes the entropy of the *raw* letter probabilities (they sum
 to less than one); cloze scores are not probabilities at all, so for them the entropy is
 taken after normalising.
 

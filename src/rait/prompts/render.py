@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import yaml
 
 from rait.data.records import QARecord
+from rait.errors import SettingsError
 
 PROMPT_NAMES = ("basic", "refuse", "query_3shot", "query_0shot", "query_kshot_mcqa")
 MCQA_ONLY = {"query_kshot_mcqa"}
@@ -179,7 +180,8 @@ def render_messages(messages: Sequence[Message], tokenizer=None, *, chat: bool |
     if not use_chat:
         return render_raw(messages)
     if tokenizer is None or tokenizer.chat_template is None:
-        raise ValueError("chat rendering needs a tokenizer with a chat template (use chat=False for raw)")
+        raise SettingsError("chat", "this model's tokenizer has no chat template: render raw (`chat: false` in the "
+                            "probe or eval settings, `rait probe --no-chat`), or give a model with one")
     return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
 
 

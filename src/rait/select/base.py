@@ -40,11 +40,17 @@ class SelectionWarning(UserWarning):
     """A pool held fewer questions than asked, or a fallback rule was used; the message says what was taken."""
 
 
-def resolve_sizes(n_total: int | None, n_vanilla: int | None, n_idk: int | None, idk_share: float) -> tuple[int | None, int | None]:
+RELEASED_IDK_SHARE = 0.2  # the only share the releases have: CRaFT's `total_n // 10 * 2`
+
+
+def resolve_sizes(n_total: int | None, n_vanilla: int | None, n_idk: int | None, idk_share: float,
+                  released: bool = False) -> tuple[int | None, int | None]:
     """(n_vanilla, n_idk) from explicit counts, or from a total and an IdK share; None means "the whole pool".
 
     n_idk = round(n_total * idk_share) and n_vanilla = n_total - n_idk, so 10,000 at 0.2 gives the
-    release's 8,000 / 2,000 and 5,000 gives 4,000 / 1,000.
+    release's 8,000 / 2,000 and 5,000 gives 4,000 / 1,000. ``released`` applies the rule of CRaFT's
+    `triviaqa_RAI.py` instead, n_idk = n_total // 10 * 2, which rounds down to a multiple of 2 (505 gives
+    100, not 101); it has no other share, so any other ``idk_share`` is refused.
     """
     if not 0.0 <= idk_share <= 1.0:
         raise ValueError(f"idk_share must be in [0, 1], got {idk_share}")
@@ -57,7 +63,13 @@ def resolve_sizes(n_total: int | None, n_vanilla: int | None, n_idk: int | None,
         return n_vanilla, n_idk
     if n_total is None:
         return None, None
-    n_idk = round(n_total * idk_share)
+    if released:
+        if idk_share != RELEASED_IDK_SHARE:
+            raise ValueError(f"as_released splits n_total as the release does, n_total // 10 * 2 IdK (a share of "
+                             f"{RELEASED_IDK_SHARE}); idk_share {idk_share} has no released rule")
+        n_idk = n_total // 10 * 2
+    else:
+        n_idk = round(n_total * idk_share)
     return n_total - n_idk, n_idk
 
 
@@ -122,20 +134,24 @@ class Selector(BaseEstimator):
         return table, single_task(table)
 
     def _take(self, pool: pd.DataFrame, n: int | None, side: str, how: str, seed: int, warn: list[str]) -> tuple[list[str], str]:
-        """Take n ids from a pool. how: "top" (already ranked), "random", or "replace" (random with replacement).
+        """Take n ids from a pool. how: "top" (already ranked), "random", "replace" (random with replacement, from the
+        pool in id order) or "replace_ranked" (the same, from the pool in the order given).
 
         A short pool gives all of it ("top"/"random") or n draws with replacement from it
-        ("replace"), with a warning either way. Returns the ids and a note of what was done.
+        ("replace", "replace_ranked"), with a warning either way. Returns the ids and a note of what was done.
         """
         size = len(pool)
         if n is None:
             ordered = pool if how == "top" else pool.sort_values("id", kind="mergesort")
             return list(ordered["id"]), f"all {size}"
-        if how == "replace":
+        if how in ("replace", "replace_ranked"):
             if size == 0:
                 taken, note = [], "nothing (empty pool)"
-            else:
+            elif how == "replace":
                 taken, note = list(draw(pool, n, seed, True)["id"]), f"{n} drawn with replacement from {size}"
+            else:
+                taken = list(pool.sample(n=n, replace=True, random_state=seed)["id"])
+                note = f"{n} drawn with replacement from {size}, in certainty order"
             if size < n:
                 warn.append(f"{self.method}: the {side} pool has {size} questions but {n} were asked; took {note}")
             return taken, note

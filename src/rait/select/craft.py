@@ -17,16 +17,21 @@ draw becomes stratified by subject).
 
 Modes:
 
-- ``paper`` (default): vanilla pool μ ≥ τ, IdK pool μ < τ; the flow filter keeps Δμ < 0 (strict);
+- ``paper`` (default): μ as probed (for MCQA the correct p_gold / Σp, never the release's, see below);
+  vanilla pool μ ≥ τ, IdK pool μ < τ; the flow filter keeps Δμ < 0 (strict);
   certainty at full precision; vanilla ranked by σ descending, IdK by σ ascending; random draws
   without replacement. ``dead_band`` > 0 additionally drops questions with |μ − τ| < dead_band
   (none by default).
 - ``as_released`` (`triviaqa_RAI.py`, `mmlu_RAI.py`; docs/build.md), per task as the released scripts do:
-  OEQA: vanilla μ ≥ τ + 0.01, IdK μ ≤ τ − 0.01 (0.51 / 0.49), flow keeps Δμ < 0, σ rounded to
-  2 decimals before ranking, draws without replacement (the release asserted the pools were big
-  enough; we warn and take what exists). MCQA: vanilla μ ≥ τ, IdK μ < τ, flow keeps Δμ ≤ 0
-  (drops only Δμ > 0), σ at full precision, Van-Tuning and Cor-RAIT always draw with
-  replacement, the ranked methods re-draw with replacement from the pool when it is short.
+  n_total splits as ``n_total // 10 * 2`` IdK (`resolve_sizes`). OEQA: vanilla μ ≥ τ + 0.01, IdK
+  μ ≤ τ − 0.01 (0.51 / 0.49), flow keeps Δμ < 0, σ rounded to 2 decimals by Python's ``round`` before
+  ranking (the release's certainty producer rounds each value so; pandas' ``round(2)`` differs at
+  midpoints), draws without replacement (the release asserted the pools were big enough; we warn and
+  take what exists). MCQA: vanilla μ ≥ τ, IdK μ < τ, flow keeps Δμ ≤ 0 (drops only Δμ > 0), σ at
+  full precision, Van-Tuning and Cor-RAIT always draw with replacement, the ranked methods re-draw
+  a short pool with replacement from its certainty order, as the release samples its ranked frame.
+  The release's MMLU μ (letter columns normalised one at a time) is not computed here: the build
+  stage hands these selectors the table of `rait.select.released` (docs/build.md).
   Draws use pandas ``sample(random_state=seed)`` like the release (which used seed 0 for OEQA and
   42 for MCQA) but on the pool sorted by id, so the rows are not bit-identical to the release's.
   Known deviations kept on purpose in both modes: ties in σ are broken by id (the release used
@@ -45,6 +50,13 @@ from rait.select.base import Selector, draw, rank, resolve_sizes, split_by_corre
 
 MODES = ("paper", "as_released")
 RELEASED_OEQA_MARGIN = 0.01  # thresholds 0.51 / 0.49 around τ = 0.5
+
+
+def released_round(certainty: float) -> float:
+    """σ to 2 decimals as `KQ_triviaqa_train_init_certainty.py` rounds it: Python's ``round`` of each value, which
+    rounds the float's exact binary value (0.215 is 0.21499…, so 0.21), where pandas' ``round(2)`` scales by 100
+    first (21.5, so 0.22)."""
+    return round(float(certainty), 2)
 
 
 def _check_mode(mode: str) -> None:
@@ -149,12 +161,12 @@ class _RAITSelector(Selector):
         if self.dead_band < 0:
             raise ValueError(f"dead_band must be >= 0, got {self.dead_band}")
         table, task = self._check_table(table, needs=("delta_mu",) if self.uses_flow else ())
-        n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, self.idk_share)
         released = self.mode == "as_released"
+        n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, self.idk_share, released=released)
         check_balance(self.balance, released=released, n_vanilla=n_van, n_idk=n_idk)
         known, unknown, flow_keeps = self._pools(table, task)
         sigma = table["sigma"].astype(float)
-        table = table.assign(certainty=sigma.round(2) if released and task == "oeqa" else sigma)
+        table = table.assign(certainty=sigma.map(released_round) if released and task == "oeqa" else sigma)
 
         vanilla_pool, idk_pool = table[known], table[unknown & flow_keeps]
         if self.uses_certainty:
@@ -192,9 +204,10 @@ class _RAITSelector(Selector):
         return self
 
     def _take_side(self, pool: pd.DataFrame, n: int | None, side: str, how: str, task: str, warn: list[str]) -> tuple[list[str], str]:
-        """Take from a ranked or random pool; the released MCQA scripts re-draw a short ranked pool with replacement."""
+        """Take from a ranked or random pool; the released MCQA scripts re-draw a short ranked pool with replacement,
+        from the frame `nsmallest`/`nlargest` returned, i.e. in certainty order."""
         if how == "top" and self.mode == "as_released" and task == "mcqa" and n is not None and len(pool) < n:
-            return self._take(pool, n, side, "replace", self.seed, warn)
+            return self._take(pool, n, side, "replace_ranked", self.seed, warn)
         return self._take(pool, n, side, how, self.seed, warn)
 
 

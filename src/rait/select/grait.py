@@ -24,7 +24,8 @@ The paper, its release (`construct_grait_data.py`) and docs/grait.md are the ref
   pull towards refusing unknown ones, so a high α drives over-refusal and should weigh less
   (docs/grait.md). The release uses +1, and then overwrites every weight with 1 before saving:
   ``as_released=True`` writes weight 1 the same way (combine with ``rule="greedy_then_bottom"``
-  to reproduce the released training file).
+  to reproduce the released training file), splits n_total as the release does (``n_total // 10 * 2``
+  IdK) and, through the build stage, reads the release's MMLU μ (`rait.select.released`).
 
 Balance (``balance="subject"``, `rait.select.balance`): per-subject quotas, each subject's vanilla
 side its top μ, its IdK side its top I_O1 (I_O1 and α still from the full pools), its seeded draw
@@ -157,7 +158,7 @@ class GRAIT(Selector):
     def fit(self, table: pd.DataFrame) -> GRAIT:
         features = self._check_params()
         table, task = self._check_table(table)
-        n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, self.idk_share)
+        n_van, n_idk = resolve_sizes(self.n_total, self.n_vanilla, self.n_idk, self.idk_share, released=self.as_released)
         check_balance(self.balance, released=self.as_released, n_vanilla=n_van, n_idk=n_idk)
         mu = table["mu"].astype(float)
         if self.as_released:

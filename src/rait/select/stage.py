@@ -6,6 +6,8 @@ it, a `rait run` config's `build:` section is it (the pipeline sets `methods` an
 its selector takes. The known/unknown split is the same for every method: known μ ≥ τ, unknown
 μ < τ (`rait.select.base.split_by_correctness`; docs/build.md). `balance="subject"` gives every
 subject of the records the set's IdK share (`rait.select.balance`; docs/build.md, "Balance by subject").
+``mode="as_released"`` on an MCQA table gives the release-mode selectors the release's MMLU μ (and Δμ from the
+rehearsal re-probe beside a flow table, `rait.select.released`); the others read the table as probed.
 
 Writes ``<out>/<method>.jsonl`` (+ manifest), ``xtuner/<method>.json`` and ``dpo/<method>.jsonl``
 (per `exports`), and ``summary.json`` / ``summary.md`` (pools, sizes, warnings, and CRSS per method
@@ -22,7 +24,7 @@ from rait.artifacts import atomic_path, write_json, write_manifest
 from rait.errors import DataError, RaitError, SettingsError, check_choice, check_count, check_number
 from rait.prompts.render import PROMPT_NAMES
 from rait.select.balance import check_balance, with_subjects
-from rait.select.base import Selector
+from rait.select.base import RELEASED_IDK_SHARE, Selector
 from rait.select.build import (
     ANSWERS,
     build_dataset,
@@ -34,6 +36,8 @@ from rait.select.build import (
     xtuner_rows,
 )
 from rait.select.craft import MODES
+from rait.select.released import (FLOW_COLUMNS, REHEARSED_TABLE, differing_mu, released_flow_table,
+                                   released_mcqa_table)
 from rait.select.static_conflicts import CRSS_THRESHOLDS, POOLINGS
 from rait.select.methods import METHODS, make_selector, method_of
 
@@ -87,6 +91,9 @@ class BuildSettings:
             raise SettingsError("n_total", "give either n_total (with idk_share) or n_vanilla/n_idk, not both")
         for name in ("idk_share", "tau", "dead_band"):
             check_number(name, getattr(self, name), 0, 1)
+        if self.mode == "as_released" and self.n_total is not None and self.idk_share != RELEASED_IDK_SHARE:
+            raise SettingsError("idk_share", f"as_released splits n_total as the release does (n_total // 10 * 2 IdK, "
+                                f"a share of {RELEASED_IDK_SHARE}); {self.idk_share} has no released rule")
         for name, allowed in (("mode", MODES), ("answer", ANSWERS), ("prompt", PROMPT_NAMES),
                               ("crss_pooling", POOLINGS)):
             check_choice(name, getattr(self, name), allowed)
@@ -122,6 +129,28 @@ class BuildSettings:
                 params |= {"features": str(gradients), "as_released": self.mode == "as_released", **self.grait}
             out.append(make_selector(name, **params))
         return out
+
+
+def follows_release(selector: Selector) -> bool:
+    """Whether a selector reproduces CRaFT's or GRAIT's released scripts (mode ``as_released``)."""
+    return getattr(selector, "mode", None) == "as_released" or getattr(selector, "as_released", False) is True
+
+
+def released_mcqa_inputs(table, records: Sequence, table_path: Path, needs_flow: bool):
+    """The MCQA table the ``as_released`` selectors read: the release's μ, and with a flow table its Δμ, recomputed
+    from the rehearsal re-probe beside it (`rait.select.released`). Without that re-probe a Δμ of the correct μ
+    would be kept under the release's μ, so a flow method refuses to build and the others get no Δμ."""
+    rehearsed = table_path.parent / REHEARSED_TABLE
+    if "delta_mu" in table.columns and rehearsed.is_file():
+        try:
+            return released_flow_table(table, records, rehearsed, table_path)
+        except DataError as err:  # merge_flow names its input "<rehearsal table>"
+            raise DataError(rehearsed if err.path == "<rehearsal table>" else err.path, err.message, line=err.line,
+                            field=err.field) from err
+    if needs_flow and "delta_mu" in table.columns:
+        raise DataError(rehearsed, f"missing: as_released recomputes Δμ with the release's MMLU μ from the rehearsal "
+                        f"re-probe, which `rait rehearse` writes beside {table_path.name}")
+    return released_mcqa_table(table.drop(columns=list(FLOW_COLUMNS), errors="ignore"), records, table_path)
 
 
 def of_subjects(table, records: Sequence, subjects: Sequence[str]):
@@ -164,6 +193,10 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
         table = of_subjects(table, records, settings.subjects)
     if settings.balance is not None:  # the selectors read each question's subject from the table
         table = with_subjects(table, records)
+    released = [s for s in selectors if follows_release(s)]
+    released_table = None
+    if released and len(table) and set(table["task"]) == {"mcqa"}:
+        released_table = released_mcqa_inputs(table, records, table_path, any(s.uses_flow for s in released))
     if settings.crss_model is not None:  # its features come after every set is written: check the model first
         from rait.models import model_fingerprint
 
@@ -174,10 +207,15 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
 
     summary: dict[str, Any] = {"table": str(table_path), "records": str(records_path), "mode": settings.mode,
                                "skipped": skipped, "methods": {}}
+    if released_table is not None:
+        summary["released_mu"] = {
+            "changed": differing_mu(released_table, records), "of": len(table), "delta_mu_from": str(table_path.parent / REHEARSED_TABLE)
+            if "delta_mu" in released_table.columns else None}
     built: dict[str, Selector] = {}
     for selector in selectors:
+        fit_table = released_table if released_table is not None and follows_release(selector) else table
         try:
-            rows = build_dataset(selector, table, records, prompt=settings.prompt, system=settings.system,
+            rows = build_dataset(selector, fit_table, records, prompt=settings.prompt, system=settings.system,
                                  answer=settings.answer)
         except DataError as err:  # name the real file instead of "<knowledge table>" / "<records>"
             path = {"<knowledge table>": table_path, "<records>": records_path}.get(err.path, err.path)
@@ -190,7 +228,7 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
             write_json(xt, xtuner_rows(rows, records))
             files["xtuner"] = str(xt)
         if "dpo" in settings.exports and getattr(selector, "variant", None) != "unsure":
-            pairs = preference_pairs(rows, selector, table, records)
+            pairs = preference_pairs(rows, selector, fit_table, records)
             files["dpo"] = str(write_dataset(out_dir / "dpo" / f"{name}.jsonl", pairs, selector, table_path=table_path,
                                              records_path=records_path, prompt=settings.prompt, kind="dpo"))
         summary["methods"][name] = {"report": selector.report_, "files": files}
