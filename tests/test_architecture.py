@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rait"
 # From the bottom up: a unit may import only units before it. Libraries first (errors, artifacts, records and
 # scoring, prompts, models, generation, the trainer), then the stages in pipeline order, then what runs them.
 LAYERS = ("errors", "terminal", "artifacts", "distributed", "data", "prompts", "models", "generate", "train", "probe", "rehearse", "grads",
-          "select", "evaluate", "report", "pipeline", "cli", "__main__")
+          "select", "evaluate", "report", "export", "pipeline", "cli", "__main__")
 STAGES = ("data", "probe", "rehearse", "grads", "select", "train", "evaluate", "report")
 
 

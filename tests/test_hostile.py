@@ -113,7 +113,7 @@ CASES = [
     ("probe: --sample 0", P + ["--sample", "0"], None, ["--sample"]),
     ("probe: --prompt bogus", P + ["--prompt", "bogus"], None, ["prompt", "bogus"]),
     ("probe: --match-mode bogus", P + ["--match-mode", "bogus"], None, ["--match-mode", "bogus"]),
-    ("probe: --backend bogus", P + ["--backend", "bogus"], None, ["--backend", "bogus"]),
+    ("probe: --backend (not offered: hf is the only backend)", P + ["--backend", "vllm"], None, ["--backend"]),
     ("probe: --device bogus", P + ["--device", "bogus"], None, ["--device", "bogus"]),
     ("probe: --device cuda without a GPU (CUDA)", P + ["--device", "cuda"], None, ["--device cuda", "no CUDA device"]),
     ("probe: --out with an unknown suffix", P[:-1] + ["{tmp}/t.txt"], None, ["--out", ".parquet or .jsonl"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -430,3 +431,160 @@ def test_training_settings_that_would_train_nothing_or_crash_are_refused_when_ma
     """Issue 17: `rait train --epochs 0` trained nothing silently; `--lora-r 0` and `--lr -1` crashed late."""
     with pytest.raises(RaitError, match=words):
         TrainSettings(**bad)
+
+
+# ---------------------------------------------------------------- checkpointing, mid-run saves, logging (issue 31)
+
+
+NO_DROPOUT = LoraSettings(r=4, alpha=8, dropout=0.0)
+
+
+def test_activation_checkpointing_gives_the_same_losses_and_adapter(tiny_model_dir, tmp_path):
+    """Recomputing a layer's forward in the backward pass runs the same CPU kernels on the same shapes in the same
+    process, so every loss and weight is bit-for-bit the one kept activations give (and with LoRA dropout on, the
+    checkpoint restores the RNG state, so the masks are the same too)."""
+    runs = {}
+    for on in (False, True):
+        settings = TrainSettings(lora=LoraSettings(r=4, alpha=8, dropout=0.1), epochs=1, batch_size=2, grad_accum=1,
+                                 learning_rate=5e-2, gradient_checkpointing=on)
+        result = train(settings, make_rows(8), tmp_path / str(on), model=tiny_model_dir, progress=False)
+        runs[on] = (result.losses, weights_of(tmp_path / str(on) / "adapter"))
+    assert len(runs[True][0]) == 4
+    assert runs[True][0] == runs[False][0]
+    for name, value in runs[False][1].items():
+        assert torch.equal(runs[True][1][name], value), name
+
+
+def weights_of(adapter) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(adapter / "adapter_model.safetensors")
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    """The next training stops with Ctrl-C when it reaches `step` (after that step's update, before its save)."""
+    from rait.train.finetune import UpdateCounter
+
+    def stop(self, args, state, control, **kwargs):
+        if state.global_step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(UpdateCounter, "on_step_end", stop, raising=False)
+
+
+def test_an_interrupted_training_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    settings = TrainSettings(lora=NO_DROPOUT, epochs=1, batch_size=2, grad_accum=1, learning_rate=5e-2,
+                             save_steps=2)
+    whole = train(settings, make_rows(8), tmp_path / "whole", model=tiny_model_dir, progress=False)
+    out = tmp_path / "out"
+    interrupt_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(settings, make_rows(8), out, model=tiny_model_dir, progress=False)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"] and not (out / "train.json").exists()
+    monkeypatch.undo()
+
+    resumed = train(settings, make_rows(8), out, model=tiny_model_dir, progress=False)
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["resumed_from"] == "checkpoint-2" and resumed.optimizer_steps == 4
+    assert (whole.updates, resumed.updates) == (3, 2)  # this run took steps 3 and 4 only (step 1 is at lr 0)
+    # steps 1-2 come back with the checkpoint's log; 3 and 4 ran after the resume, from the saved adapter, optimiser
+    # and schedule, on the same batches: the same arithmetic in the same process as the uninterrupted run's, so the
+    # same floats
+    assert [step for step, _ in resumed.losses] == [1, 2, 3, 4]
+    assert resumed.losses == whole.losses
+    for name, value in weights_of(tmp_path / "whole" / "adapter").items():
+        assert torch.equal(weights_of(out / "adapter")[name], value), name
+    assert not list(out.glob("checkpoint-*")) and not (out / "checkpoint_identity.json").exists()  # spent
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tiny_model_dir, tmp_path, monkeypatch):
+    settings = TrainSettings(lora=NO_DROPOUT, epochs=1, batch_size=2, grad_accum=1, save_steps=2)
+    interrupt_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(settings, make_rows(8), tmp_path, model=tiny_model_dir, progress=False)
+    monkeypatch.undo()
+    other = TrainSettings(lora=NO_DROPOUT, epochs=1, batch_size=2, grad_accum=1, save_steps=2, learning_rate=1e-3)
+    result = train(other, make_rows(8), tmp_path, model=tiny_model_dir, progress=False)
+    assert json.loads((tmp_path / "train.json").read_text())["resumed_from"] is None
+    assert [step for step, _ in result.losses] == [1, 2, 3, 4]
+
+
+def test_dpo_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    from rait.train.preference import DPOSettings
+    from rait.train.preference import run as dpo
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is item {i}?"}],
+                                        "chosen": [{"role": "assistant", "content": "I don't know"}],
+                                        "rejected": [{"role": "assistant", "content": f"thing {i + 1}"}]}) + "\n"
+                            for i in range(8)))
+    settings = DPOSettings(pairs_from="cor_rait", train=TrainSettings(lora=NO_DROPOUT, epochs=1, batch_size=2,
+                                                                      grad_accum=1, save_steps=2))
+    interrupt_at(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        dpo(settings, data, tmp_path / "out", model=tiny_model_dir, progress=False)
+    monkeypatch.undo()
+    result = dpo(settings, data, tmp_path / "out", model=tiny_model_dir, progress=False)
+    assert json.loads((tmp_path / "out" / "train.json").read_text())["resumed_from"] == "checkpoint-2"
+    assert result.optimizer_steps == 4 and [step for step, _ in result.losses] == [1, 2, 3, 4]
+
+
+def test_report_to_tensorboard_writes_event_files(tiny_model_dir, tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra: pip install 'rait[tensorboard]'")
+    settings = TrainSettings(lora=NO_DROPOUT, max_steps=2, batch_size=2, grad_accum=1, report_to="tensorboard")
+    train(settings, make_rows(4), tmp_path, model=tiny_model_dir, progress=False)
+    events = list((tmp_path / "runs").rglob("events.out.tfevents.*"))
+    assert events and all(event.stat().st_size > 0 for event in events)
+
+
+def test_a_reporter_without_its_package_is_one_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(RaitError, match="'wandb' needs the wandb package, which is not installed"):
+        TrainSettings(report_to="wandb")
+    with pytest.raises(RaitError, match="'bogus' is not one of none, tensorboard, wandb"):
+        TrainSettings(report_to="bogus")
+    with pytest.raises(RaitError, match="save_steps"):
+        TrainSettings(save_steps=0)
+
+
+def test_wandb_runs_offline_unless_the_user_says_otherwise(monkeypatch, tmp_path):
+    import importlib.util
+
+    from trl import SFTConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "wandb" else real(name, *a))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    settings = TrainSettings(report_to="wandb")
+    assert settings.trainer_config(SFTConfig, tmp_path).report_to in ("wandb", ["wandb"])
+    assert os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    settings.trainer_config(SFTConfig, tmp_path)
+    assert os.environ["WANDB_MODE"] == "online"
+
+
+def test_rait_train_passes_the_new_settings_and_refuses_bad_ones(tmp_path, monkeypatch, capsys):
+    import rait.train
+    from rait.cli import main
+
+    seen = {}
+
+    def fake_run(settings, data, out, model):
+        seen["settings"] = settings
+        raise SystemExit(0)
+
+    monkeypatch.setattr(rait.train, "run", fake_run)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in make_rows(2)))
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(data), "--out", str(tmp_path / "out"), "--gradient-checkpointing",
+              "--report-to", "tensorboard", "--save-steps", "5"])
+    settings = seen["settings"]
+    assert (settings.gradient_checkpointing, settings.report_to, settings.save_steps) == (True, "tensorboard", 5)
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--data", str(data), "--out", str(tmp_path / "out"), "--report-to", "mlflow"])
+    assert exit_.value.code == 2
+    assert "--report-to: 'mlflow' is not one of none, tensorboard, wandb" in capsys.readouterr().err

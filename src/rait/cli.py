@@ -114,7 +114,7 @@ def _check_device(device: str | None) -> None:
 
 @data_app.command("load")
 def data_load(
-    source: str = typer.Argument(..., help="Dataset spec, e.g. mmlu:test, mmlu:val, arc-c:test, nq:dev, facts:train, triviaqa:FILE, jsonl:FILE."),
+    source: str = typer.Argument(..., help="Dataset spec, e.g. mmlu:test, mmlu:val, arc-c:test, nq:dev, facts:train, triviaqa:FILE, jsonl:FILE, csv:FILE, parquet:FILE, disk:FOLDER (datasets' save_to_disk)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output QA-record JSONL file."),
     limit: Optional[int] = typer.Option(None, help="Keep only the first N records as loaded."),
     sample: Optional[int] = typer.Option(None, help="A seeded sample of N records (after --validation is held out)."),
@@ -125,13 +125,14 @@ def data_load(
     max_chars: Optional[int] = typer.Option(None, help="Drop questions whose text and options are longer."),
     seed: int = typer.Option(0, help="Seed of the sample and the split."),
     arc_mode: str = typer.Option("sane", help="ARC choice handling: 'sane' (all choices, numeric keys mapped) or 'as_released' (CRaFT's quirks)."),
+    columns: Optional[str] = typer.Option(None, help="Column mapping of a csv/parquet/disk (or any jsonl) source, as a config writes it: '{question: q, answer: a, aliases: alts}' (docs/data.md)."),
 ) -> None:
     """Load a shipped or user dataset into QA-record JSONL (with a manifest): the pool of `rait run`, on its own."""
     from rait.artifacts import manifest_path
     from rait.data import DataSettings, run
 
     settings = DataSettings(data=source, sample=sample, stratify=stratify, max_chars=max_chars, validation=validation,
-                            limit=limit, arc_mode=arc_mode, seed=seed)
+                            limit=limit, arc_mode=arc_mode, seed=seed, columns=_mapping("--columns", columns))
     _check_output("--out", out, folder=False)
     outputs, held_out = [out, manifest_path(out)], None
     if validation:
@@ -145,6 +146,21 @@ def data_load(
     pool = run(settings, out, validation_out=held_out)
     held = f" and {len(pool.validation)} validation records to {pool.validation_path}" if pool.validation else ""
     console.print(f"wrote {len(pool.records)} records to {out}{held}")
+
+
+def _mapping(option: str, text: str | None) -> dict | None:
+    """A mapping option, written as YAML (`{question: q, answer: a}`), so that it reads as the config's."""
+    import yaml
+
+    if text is None:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RaitError(f"{option}: not a YAML mapping ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(value, dict):
+        raise RaitError(f"{option}: give a mapping such as '{{question: q, answer: a}}', got {text!r}")
+    return value
 
 
 def _held_out_by_data_load(path: Path) -> bool:
@@ -227,7 +243,8 @@ def model_install_default(force: bool = typer.Option(False, help="Convert again 
 
 
 @model_app.command("info")
-def model_info(path: str = typer.Argument("default", help="Model folder, or 'default'.")) -> None:
+def model_info(path: str = typer.Argument("default", help="Model folder, 'default', or a Hugging Face id in the "
+                                          "local cache (org/name).")) -> None:
     """Print a model folder's fingerprint (the identity recorded in manifests)."""
     import json
 
@@ -243,7 +260,7 @@ def model_info(path: str = typer.Argument("default", help="Model folder, or 'def
 def probe(
     data: str = typer.Option(..., help="Pool: a QA-record JSONL file or a dataset spec (e.g. mmlu:test, nq:dev)."),
     out: Path = typer.Option(..., "--out", "-o", help="Knowledge table to write (.parquet or .jsonl), plus its manifest."),
-    model: str = typer.Option("default", help="Model folder, or 'default'."),
+    model: str = typer.Option("default", help="Model folder, 'default', or a Hugging Face id in the local cache (org/name)."),
     sample: Optional[int] = typer.Option(None, min=1, help="Probe a seeded sample of N questions of the pool."),
     exemplars: str = typer.Option("mmlu:val", help="MCQA: records whose first rows per subject are the k shots."),
     scoring: Optional[str] = typer.Option(None, help="MCQA: letter (next-token option probabilities, the default) or cloze (option-text log-prob)."),
@@ -259,7 +276,6 @@ def probe(
     batch_size: Optional[int] = typer.Option(None, help="Questions per generate call (open QA, default 16) or rows per forward (MCQA, default 8)."),
     shard_size: Optional[int] = typer.Option(None, help="Questions per resumable shard (default 32)."),
     seed: int = typer.Option(0, help="Sampling (and pool-sample) seed."),
-    backend: str = typer.Option("hf", help="hf (transformers) or vllm (GPU, optional)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
 ) -> None:
     """Probe what a model knows: correctness mu and certainty sigma for every pool question (resumable)."""
@@ -281,14 +297,13 @@ def probe(
     _check_output("--out", manifest_path(out), folder=False)
     check_work_dir(default_work_dir(out))  # a resume's shards, read after the model is loaded: checked now
     _spare_inputs({"data": data, "exemplars": exemplars}, [out, manifest_path(out), default_work_dir(out)])
-    check_choice("backend", backend, ("hf", "vllm"))
     _check_device(device)
     records = load_test_records(TestSet(name="pool", data=data, sample=sample), seed)
     inputs = {"records": Path(data)} if Path(data).is_file() else None
     task_settings = settings.for_task(pool_task(records))  # an option of the other task is refused here
     shot_records = (load_test_records(TestSet(name="shots", data=exemplars), seed)
                     if records[0].task == "mcqa" and task_settings.shots else [])
-    table = run(settings, records, out, model=model, exemplars=shot_records, backend=backend, device=device,
+    table = run(settings, records, out, model=model, exemplars=shot_records, device=device,
                 inputs=inputs)
     if not _main_process():
         return
@@ -306,7 +321,7 @@ def grads(
     records: Path = typer.Option(..., help="QA-record JSONL of the pool."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (warmup/ and store/)."),
     table: Optional[Path] = typer.Option(None, help="Knowledge table: picks the warm-up questions."),
-    model: str = typer.Option("default", help="Base model folder, or 'default'."),
+    model: str = typer.Option("default", help="Base model folder, 'default', or a Hugging Face id in the local cache."),
     adapter: Optional[Path] = typer.Option(None, help="An existing warm-up adapter folder (skips the warm-up)."),
     gradient_type: str = typer.Option("adam", help="adam (LESS), sgd or sign."),
     dims: str = typer.Option("8192", help="Projection dimension(s), comma-separated."),
@@ -406,6 +421,9 @@ TRAIN_OPTIONS = (
     ("lr", float, typer.Option(2e-4, help="Peak learning rate (warm-up 3 %, then cosine).")),
     ("batch_size", int, typer.Option(8, min=1, help="Micro-batch size.")),
     ("grad_accum", int, typer.Option(2, min=1, help="Gradient accumulation steps (global batch = micro-batch x this x processes).")),
+    ("gradient_checkpointing", bool, typer.Option(False, "--gradient-checkpointing", help="Recompute activations in the backward pass: far less memory for long batches, one more forward pass per micro-batch (docs/plan.md).")),
+    ("report_to", str, typer.Option("none", help="Also log to tensorboard (<out>/runs/; pip install 'rait[tensorboard]') or wandb (offline unless WANDB_MODE is set).")),
+    ("save_steps", Optional[int], typer.Option(None, min=1, help="Save a checkpoint every N optimiser steps; the same command run again after an interruption resumes from the last one.")),
 )
 
 
@@ -426,7 +444,8 @@ def with_train_options(command):
 
 
 def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: float, target_modules: str, epochs: float,
-                    lr: float, batch_size: int, grad_accum: int, seed: int, merge: bool):
+                    lr: float, batch_size: int, grad_accum: int, gradient_checkpointing: bool, report_to: str,
+                    save_steps: int | None, seed: int, merge: bool):
     from rait.train import LoraSettings, TrainSettings
 
     targets = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
@@ -434,7 +453,8 @@ def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: flo
         return TrainSettings(method=method, lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
                                                               target_modules=targets),
                              epochs=epochs, learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
-                             merge=merge)
+                             merge=merge, gradient_checkpointing=gradient_checkpointing, report_to=report_to,
+                             save_steps=save_steps)
     except SettingsError as err:  # the settings' names of these options
         options = {"learning_rate": "lr", "r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
         raise SettingsError(options.get(err.field, err.field), err.message) from None
@@ -445,7 +465,8 @@ def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: flo
 def train_command(
     data: Path = typer.Option(..., help="Training JSONL from `rait build`: <method>.jsonl (prompt/completion rows, optional weight), dpo/<method>.jsonl with --objective dpo, or the pool's QA records with --objective grpo."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: adapter/ (or model/), train.json, manifest."),
-    model: str = typer.Option("default", help="Base model folder, or 'default'."),
+    model: str = typer.Option("default", help="Base model folder, 'default', or a Hugging Face id in the local cache "
+                              "(org/name; train.json records the id and its snapshot's commit)."),
     seed: int = typer.Option(0, help="Training seed."),
     merge: bool = typer.Option(False, help="Also save the LoRA adapter merged into the base model."),
     objective: str = typer.Option("sft", help="sft (weighted SFT, the papers'), dpo (DPO-RAIT on a build's answer-vs-refusal pairs) or grpo (GRPO-RAIT on a pool's questions, reward +1 correct / 0 refused / -1 wrong; docs/grpo.md)."),
@@ -542,7 +563,7 @@ def rehearse_command(
 def evaluate(
     data: str = typer.Option(..., help="Dataset spec (e.g. nq:dev, mmlu:val, arc-c:test) or a QA-record JSONL file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for outcomes.jsonl and metrics.json."),
-    model: str = typer.Option("default", help="Model folder, 'default', or a `rait train` output folder (base + adapter)."),
+    model: str = typer.Option("default", help="Model folder, 'default', a Hugging Face id in the local cache (org/name), or a `rait train` output folder (base + adapter)."),
     prompt: str = typer.Option("refuse", help="basic (Init-Basic) or refuse (REFUSE/REFUSE1)."),
     sample: Optional[int] = typer.Option(None, min=1, help="Evaluate a seeded sample of N items."),
     stratify: Optional[str] = typer.Option(None, help="Stratify the sample by this field, e.g. subject."),
@@ -606,6 +627,51 @@ def evaluate(
     typer.echo(json.dumps(summary, indent=2))
 
 
+@app.command("ask")
+def ask_command(
+    model: str = typer.Argument(..., metavar="MODEL", help="Model folder, 'default', a Hugging Face id in the local "
+                                "cache (org/name), a `rait train` output or a `rait export` folder."),
+    questions: Optional[list[str]] = typer.Argument(None, metavar="QUESTION",
+                                                    help="Questions to ask; none: --file, else stdin."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Questions, one per line, or JSON lines with a "
+                                        "'question' (and 'answer', 'aliases' to score the answers)."),
+    samples: int = typer.Option(0, help="Also sample K answers at the probe's settings and show their agreement "
+                                "sigma (0: the greedy answer alone)."),
+    prompt: Optional[str] = typer.Option(None, help="basic or refuse; default: the model's rait.json, else refuse."),
+    refusal_mode: Optional[str] = typer.Option(None, help="paper or keywords; default: the rule that catches the "
+                                               "model's refusal (rait.json), else paper."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Answer length in tokens (default 50, as the evaluation)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per question instead of text."),
+) -> None:
+    """Ask a model questions: each answer marked answered or refused by the evaluation's rule (docs/ask.md)."""
+    import json
+
+    from rait.evaluate.ask import (AskSettings, format_row, model_defaults, question_record, read_question_file,
+                                   read_questions, run)
+    from rait.evaluate.suite import load_for_eval
+
+    settings = AskSettings(prompt=prompt, refusal_mode=refusal_mode, samples=samples, max_new_tokens=max_new_tokens,
+                           seed=seed)
+    records = [question_record(text) for text in questions or [] if text.strip()]
+    if questions and not records:
+        raise RaitError("QUESTION: empty; give a question, or none to read --file or stdin")
+    if file is not None:
+        records += read_question_file(file)
+    elif not questions:
+        if sys.stdin.isatty():
+            raise RaitError("no question: give one after the model, --file FILE, or pipe questions on stdin")
+        records = read_questions(sys.stdin.read(), "stdin")
+    defaults = model_defaults(model)
+    loaded, tokenizer, _ = load_for_eval(model)
+    rows = run(settings, records, loaded, tokenizer, defaults)
+    if not as_json:
+        console.print(f"prompt {rows[0]['prompt']}, refusal rule {rows[0]['refusal_mode']}"
+                      + (f" (from {defaults.source})" if defaults.source else ""), highlight=False, soft_wrap=True)
+    for row in rows:
+        typer.echo(json.dumps(row, ensure_ascii=False) if as_json else format_row(row) + "\n")
+
+
 @app.command("pik")
 def pik_command(
     table: Path = typer.Option(..., help="Knowledge table of the training pool (`rait probe`): its mu gives the labels."),
@@ -656,6 +722,88 @@ def run_command(
         terminal.log_to(None)
     typer.echo((out / "results.md").read_text(encoding="utf-8"))
     typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command("plan")
+def plan_command(
+    config: Path = typer.Argument(..., help="Pipeline config (YAML), e.g. configs/paper_mmlu.yaml."),
+    gpu_memory: Optional[float] = typer.Option(None, help="Plan for one CUDA GPU of this many GiB (bf16), e.g. 80; "
+                                               "default: the device here, with the memory it has."),
+    tokens_per_second: Optional[float] = typer.Option(None, help="A measured rate (token forwards per second on the "
+                                                      "device) to turn the passes into hours."),
+    prompt_tokens: Optional[int] = typer.Option(None, min=1, help="Tokens per prompt (default: 64 open QA, 160 "
+                                                "multiple choice, + 120 per shot)."),
+    answer_tokens: Optional[int] = typer.Option(None, min=1, help="Tokens per training answer (default 16)."),
+) -> None:
+    """Estimate each stage's peak memory and passes for the config's model from its config.json alone (no weights
+    are loaded), and say whether the run fits (docs/plan.md)."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from rait.models.footprint import GIB
+    from rait.pipeline import PipelineConfig
+    from rait.pipeline.fit import Device, Lengths, device_memory, peak, plan, pool_sizes
+
+    if gpu_memory is not None:
+        check_number("gpu_memory", gpu_memory, 0, low_open=True)
+    if tokens_per_second is not None:
+        check_number("tokens_per_second", tokens_per_second, 0, low_open=True)
+    parsed = PipelineConfig.from_yaml(config)
+    lengths = Lengths()
+    if prompt_tokens is not None:
+        lengths = replace(lengths, oeqa_prompt=prompt_tokens, mcqa_prompt=prompt_tokens)
+    if answer_tokens is not None:
+        lengths = replace(lengths, answer=answer_tokens)
+    if gpu_memory is not None:
+        device, limit, name = Device("cuda"), gpu_memory * GIB, f"one {gpu_memory:g} GiB GPU"
+    else:
+        device, limit, name = device_memory()
+    estimates = plan(parsed, device=device, lengths=lengths, questions=pool_sizes(parsed))
+    table = Table(title=f"{config}: {parsed.model} on {name} ({'bf16' if device.kind == 'cuda' else 'fp32'})")
+    for column in ("stage", "what", "memory (GiB)", "peak GiB", "forwards", "backwards", "hours", "change"):
+        table.add_column(column, justify="right" if column in ("peak GiB", "forwards", "backwards", "hours") else "left")
+    for estimate in estimates:
+        parts = "\n".join(f"{part} {size / GIB:.2f}" for part, size in estimate.parts.items())
+        hours = (f"{estimate.token_passes / tokens_per_second / 3600:.2f}"
+                 if tokens_per_second and estimate.token_passes else "")
+        table.add_row(estimate.stage, escape(estimate.what), escape(parts), f"{estimate.total / GIB:.2f}",
+                      "?" if estimate.forwards is None else f"{estimate.forwards:,}",
+                      "?" if estimate.backwards is None else f"{estimate.backwards:,}", hours, estimate.setting)
+    Console(width=160).print(table)
+    worst = peak(estimates)
+    fits = worst.total <= limit
+    typer.echo(f"{'fits' if fits else 'does not fit'}: the largest stage, {worst.stage}, needs about "
+               f"{worst.total / GIB:.1f} GiB of {limit / GIB:.1f} GiB"
+               + ("" if fits else f"; change {worst.setting}"))
+    if not fits:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    source: Path = typer.Argument(..., help="A `rait train` output folder, or a `rait run` folder (with --method)."),
+    out: Path = typer.Option(..., "--out", "-o", help="New (or empty) folder for the export."),
+    method: Optional[str] = typer.Option(None, help="With a run folder: the method whose model to export (e.g. cor_rait)."),
+    track: Optional[str] = typer.Option(None, help="With a run folder of several tracks: the track."),
+    seed: Optional[int] = typer.Option(None, help="With a run folder of several seeds: the training seed."),
+    gguf: Optional[list[str]] = typer.Option(None, help="Also write gguf/model.<type>.gguf for llama.cpp and ollama: "
+                                             "f32, f16 or q8_0 (repeat for several); Llama-family models."),
+    adapter_only: bool = typer.Option(False, "--adapter-only", help="Write the LoRA adapter alone (with its card and "
+                                      "rait.json) instead of the merged model."),
+) -> None:
+    """Export a trained model for use without rait: the merged Hugging Face folder (or the adapter alone), a model
+    card with the recipe, prompt and the run's results, rait.json, and GGUF files (docs/export.md)."""
+    from rait.export import ExportSettings, check, locate, run as export
+
+    settings = ExportSettings(gguf=list(gguf or []), adapter_only=adapter_only)
+    found = locate(source, method=method, track=track, seed=seed)
+    _check_output("--out", out, folder=True)
+    base = found.summary["base_model"]
+    _spare_inputs({"input folder": found.given, "base model": None if base == "default" else base}, [out])
+    check(found, settings, out)
+    export(settings, found, out)
+    typer.echo(f"exported {found.train_dir} -> {out}")
 
 
 @app.command("report")

@@ -21,7 +21,7 @@ from rait.artifacts import iter_jsonl_objects
 from rait.data.jsonl import read_records
 from rait.data.paths import shared_data_dir
 from rait.data.records import LETTERS, QARecord
-from rait.errors import DataError, RaitError
+from rait.errors import DataError, RaitError, SettingsError
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -275,49 +275,81 @@ def _load_preprocessed_oeqa(path: Path, source: str, data: Any = None) -> list[Q
     return _unique(_nonempty(records, path), path)
 
 
-# ---------------------------------------------------------------------------- any JSONL / CSV
+# ---------------------------------------------------------------------------- any table, through a column mapping
 
-GENERIC_FIELDS = ("id", "question", "answer", "aliases", "choices", "gold", "subject")
+GENERIC_FIELDS = ("id", "question", "answer", "answers", "aliases", "choices", "gold", "subject")
+# How a file is read, by its spec's name (`csv:FILE`) or a bare path's suffix; a folder is a `save_to_disk` dataset.
+TABLE_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+Rows = Iterator[tuple[int | None, str, dict[str, Any]]]  # (line or None, where in the file, row)
+
+
+def check_mapping(mapping: Any) -> None:
+    """A column mapping is record field -> column (or a list of columns for `choices`); refused whole, before any
+    file is read, as the setting `columns`."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise SettingsError("columns", f"must map record fields to columns, e.g. {{question: q, answer: a}}; "
+                            f"got {mapping!r}")
+    unknown = sorted(map(str, set(mapping) - set(GENERIC_FIELDS)))
+    if unknown:
+        raise SettingsError("columns", f"unknown mapping key(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(GENERIC_FIELDS)}")
+    for name, cols in mapping.items():
+        many = name == "choices" and isinstance(cols, list) and cols and all(isinstance(c, str) and c for c in cols)
+        if not (isinstance(cols, str) and cols or many):
+            either = " (or a list of columns)" if name == "choices" else ""
+            raise SettingsError("columns", f"{name}: must name a column{either}, got {cols!r}")
+    answers = [name for name in ("answer", "answers") if name in mapping]
+    if "question" not in mapping or not (answers or {"choices", "gold"} <= set(mapping)):
+        raise SettingsError("columns", "the mapping needs 'question' and either 'answer' (or 'answers') or both "
+                            "'choices' and 'gold'")
+    if len(answers) == 2 or "answers" in mapping and "aliases" in mapping:
+        raise SettingsError("columns", "'answers' is one column of every accepted answer: give it, or 'answer' with "
+                            "optional 'aliases', not both")
 
 
 def load_generic(
-    path: str | Path, mapping: dict[str, str | list[str]], source: str | None = None, split: str = "train"
+    path: str | Path, mapping: dict[str, str | list[str]], source: str | None = None, split: str = "train",
+    format: str | None = None,
 ) -> list[QARecord]:
-    """Records from any JSONL or CSV file (chosen by suffix) through a column mapping.
+    """Records from a JSONL, CSV or Parquet file or a `datasets` `save_to_disk` folder through a column mapping.
 
+    `format` ("jsonl", "csv", "parquet", "disk") defaults to the file's suffix, or "disk" for a folder.
     mapping: record field -> column, e.g. {"question": "q", "answer": "a", "aliases": "alts"}
     or {"question": "q", "choices": ["opt1", "opt2", "opt3", "opt4"], "gold": "label"}.
-    `choices` is a list of columns, or one column holding a list. A list-valued cell (aliases,
-    one-column choices) is a JSON list in JSONL; in CSV it is a JSON array when it starts
-    with "[", otherwise `|`-separated ("Paris|paris"). `gold` is a letter or a 0-based
-    option index. Columns not in the mapping are kept in `metadata` (e.g. a relation to
-    stratify by). Without an id column, id = `<source>/<split>/<row>` (0-based data row).
+    `answers` is one column of every accepted answer (NQ's layout): the first is the answer, the rest aliases.
+    `choices` is a list of columns, or one column holding a list. A list-valued cell (aliases, answers, one-column
+    choices) is a list in JSONL, Parquet and datasets; in CSV it is a JSON array when it starts with "[", otherwise
+    `|`-separated ("Paris|paris"). `gold` is a letter or a 0-based option index. Columns not in the mapping are
+    kept in `metadata` (e.g. a relation to stratify by). Without an id column, id = `<source>/<split>/<row>`
+    (0-based data row). Errors name the file's line (JSONL; CSV counting the header as line 1) or its row
+    (Parquet, datasets: "row N", from 1) and the file's own column.
     """
+    check_mapping(mapping)
     path = Path(path)
-    unknown = sorted(set(mapping) - set(GENERIC_FIELDS))
-    if unknown:
-        raise RaitError(f"unknown mapping key(s) {', '.join(unknown)}; known: {', '.join(GENERIC_FIELDS)}")
-    if "question" not in mapping or not ("answer" in mapping or {"choices", "gold"} <= set(mapping)):
-        raise RaitError("the mapping needs 'question' and either 'answer' or both 'choices' and 'gold'")
+    format = format or ("disk" if path.is_dir() else TABLE_FORMATS.get(path.suffix.lower()))
+    if format is None:
+        raise RaitError(f"{path}: reads .jsonl, .csv or .parquet files or a save_to_disk folder, "
+                        f"not {path.suffix or 'a file without a suffix'!r}")
     source = source or path.stem
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = iter_jsonl_objects(path)
-    elif suffix == ".csv":
-        rows = _csv_rows(path, mapping)
-    else:
-        raise RaitError(f"{path}: load_generic reads .jsonl or .csv files, not {suffix or 'files without a suffix'!r}")
-    mapped = {c for cols in mapping.values() for c in ([cols] if isinstance(cols, str) else cols)}
+    mapped = [c for cols in mapping.values() for c in ([cols] if isinstance(cols, str) else cols)]
     column_of = {name: cols if isinstance(cols, str) else ",".join(cols) for name, cols in mapping.items()}
     records = []
-    for row_index, (line, row) in enumerate(rows):
+    for row_index, (line, where, row) in enumerate(_rows(path, format, mapped)):
         def cell(column: str) -> Any:
-            return _cell(row, column, path, line)
+            return _cell(row, column, path, line, where)
 
         choices = None
         if "choices" in mapping:
             cols = mapping["choices"]
             choices = [cell(c) for c in cols] if isinstance(cols, list) else _as_list(cell(cols))
+        answer = cell(mapping["answer"]) if "answer" in mapping else None
+        aliases = _as_list(cell(mapping["aliases"])) if "aliases" in mapping else []
+        if "answers" in mapping:
+            answers = _as_list(cell(mapping["answers"]))
+            if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+                raise DataError(path, f"{where}must be a non-empty list of strings", line=line,
+                                field=mapping["answers"])
+            answer, aliases = answers[0], [a for a in dict.fromkeys(answers[1:]) if a != answers[0]]
         record = QARecord(
             id=cell(mapping["id"]) if "id" in mapping else f"{source}/{split}/{row_index}",
             question=cell(mapping["question"]),
@@ -326,32 +358,81 @@ def load_generic(
             subject=cell(mapping["subject"]) if "subject" in mapping else "",
             choices=choices,
             gold=_as_letter(cell(mapping["gold"])) if "gold" in mapping else None,
-            answer=cell(mapping["answer"]) if "answer" in mapping else None,
-            aliases=_as_list(cell(mapping["aliases"])) if "aliases" in mapping else [],
-            metadata={k: v for k, v in row.items() if k not in mapped},
+            answer=answer,
+            aliases=aliases,
+            metadata={k: _json_value(v) for k, v in row.items() if k not in mapped},
         )
-        records.append(_checked(record, path, line, column_of=column_of))
+        records.append(_checked(record, path, line, where, column_of=column_of))
     return _unique(_nonempty(records, path), path)
 
 
-def _csv_rows(path: Path, mapping: dict[str, str | list[str]]) -> Iterator[tuple[int, dict[str, str]]]:
-    if not path.is_file():
+def _rows(path: Path, format: str, mapped: list[str]) -> Rows:
+    """The file's rows as dicts of Python values, every mapped column checked against its header first."""
+    if format == "jsonl":
+        return ((line, "", row) for line, row in iter_jsonl_objects(path))
+    if format == "disk":
+        rows, columns = _disk_rows(path)
+    elif not path.is_file():
         raise DataError(path, "no such file")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        for cols in mapping.values():
-            for col in [cols] if isinstance(cols, str) else cols:
-                if col not in header:
-                    raise DataError(path, "column not in the header", line=1, field=col)
-        for row_index, row in enumerate(reader):
-            yield row_index + 2, row
+    elif format == "csv":
+        rows, columns = _csv_rows(path)
+    elif format == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(path, f"not a readable Parquet file ({err})") from None
+        rows, columns = table.to_pylist(), table.column_names
+    else:
+        raise RaitError(f"unknown table format {format!r}; choose one of jsonl, csv, parquet, disk")
+    for column in mapped:
+        if column not in columns:
+            raise DataError(path, f"column not in the {'header' if format == 'csv' else 'file'} "
+                            f"(columns: {', '.join(columns)})", line=1 if format == "csv" else None, field=column)
+    if format == "csv":  # a row's line, counting the header as line 1
+        return ((index + 2, "", row) for index, row in enumerate(rows))
+    return ((None, f"row {index + 1}: ", row) for index, row in enumerate(rows))
 
 
-def _cell(row: dict[str, Any], column: str, path: Path, line: int) -> Any:
-    """One cell; JSON numbers become text (an answer such as 1969 is still text to match)."""
+def _csv_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every cell as text, as written: pandas' missing-value guessing off, so an option "None" or "NA" stays text."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "no records (the file is empty)") from None
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except pd.errors.ParserError as err:
+        raise DataError(path, f"not valid CSV ({str(err).strip()})") from None
+    frame = frame.astype(object).where(frame.notna(), None)  # a short row's missing cells: absent, not "nan"
+    return frame.to_dict("records"), [str(c) for c in frame.columns]
+
+
+def _disk_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """A `datasets` `save_to_disk` folder of one split (a folder of several names them: pick one by its subfolder)."""
+    from datasets import DatasetDict, load_from_disk
+
+    if not path.is_dir():
+        raise DataError(path, "no such folder (a dataset spec disk:FOLDER reads what datasets' save_to_disk wrote)")
+    try:
+        dataset = load_from_disk(str(path))
+    except FileNotFoundError:
+        raise DataError(path, "not a folder written by datasets' save_to_disk (no dataset_info.json / "
+                        "dataset_dict.json)") from None
+    if isinstance(dataset, DatasetDict):
+        splits = list(dataset)
+        raise DataError(path, f"holds the splits {', '.join(splits)}; name one, e.g. disk:{path / splits[0]}")
+    return dataset.to_list(), list(dataset.column_names)
+
+
+def _cell(row: dict[str, Any], column: str, path: Path, line: int | None, where: str = "") -> Any:
+    """One cell; numbers become text (an answer such as 1969 is still text to match)."""
     if column not in row:
-        raise DataError(path, "missing", line=line, field=column)
+        raise DataError(path, f"{where}missing", line=line, field=column)
     value = row[column]
     return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
@@ -367,6 +448,11 @@ def _as_list(value: Any) -> Any:
         except json.JSONDecodeError:
             return value  # left as text: the record check reports it as not a list
     return [part.strip() for part in text.split("|") if part.strip()]
+
+
+def _json_value(value: Any) -> Any:
+    """A metadata cell as JSON holds it: a Parquet date or bytes value becomes its text."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _as_letter(value: Any) -> Any:
@@ -388,14 +474,23 @@ SOURCES: dict[str, tuple[str, Callable[..., list[QARecord]]]] = {
     "arc-e": ("arc-e:{dev,test}", lambda arg, data, **kw: load_arc(data / "ARC" / "ARC-e" / f"ARC-Easy-{arg.title()}.jsonl", **kw)),
     "nq": ("nq:dev", lambda arg, data, **kw: load_nq(data / "nq" / "en" / f"{arg}.json", **kw)),
     "triviaqa": ("triviaqa:<path>", lambda arg, data, **kw: load_triviaqa(arg, **kw)),
-    "jsonl": ("jsonl:<path> (records JSONL)", lambda arg, data, **kw: read_records(arg, **kw)),
+    "jsonl": ("jsonl:<path> (records JSONL; any JSONL with columns)",
+              lambda arg, data, columns=None, **kw: read_records(arg, **kw) if columns is None
+              else load_generic(arg, columns, format="jsonl", **kw)),
+    "csv": ("csv:<path> (with columns)",
+            lambda arg, data, columns, **kw: load_generic(arg, columns, format="csv", **kw)),
+    "parquet": ("parquet:<path> (with columns)",
+                lambda arg, data, columns, **kw: load_generic(arg, columns, format="parquet", **kw)),
+    "disk": ("disk:<path> (a datasets save_to_disk folder, with columns)",
+             lambda arg, data, columns, **kw: load_generic(arg, columns, format="disk", **kw)),
     "facts": ("facts:{train,test_id,test_ood,train_wide,test_id_wide,validation_ood} (seed 0; `rait data facts` "
               "for other seeds)",
               lambda arg, data, **kw: _facts_split(arg, **kw)),
     "general": ("general:validation (hand-written general-knowledge questions, for choosing recipes only)",
                 lambda arg, data, **kw: _general_split(arg)),
 }
-SOURCES_WITH_PATH = ("triviaqa", "jsonl", "facts", "general")
+SOURCES_WITH_PATH = ("triviaqa", "jsonl", "csv", "parquet", "disk", "facts", "general")
+MAPPED_SOURCES = ("jsonl", "csv", "parquet", "disk")  # the sources a column mapping (`columns`) applies to
 
 
 def _facts_split(name: str, seed: int = 0) -> list[QARecord]:
@@ -429,10 +524,23 @@ def source_path(spec: object) -> Path | None:
     return Path(os.path.realpath(path)) if path and Path(path).exists() else None
 
 
-def load_source(spec: str, data_dir: str | Path | None = None, **kwargs: Any) -> list[QARecord]:
-    """Load `name:arg`, e.g. "mmlu:test", "arc-c:test", "nq:dev", "triviaqa:<path>", "jsonl:<path>".
+def spec_of(data: str) -> str:
+    """A dataset spec from what a user wrote: a spec (`name:arg`) as it is, a bare path by its suffix (`.csv`,
+    `.parquet`), a folder as a save_to_disk dataset, anything else as records JSONL."""
+    if ":" in data:
+        return data
+    path = Path(data)
+    format = "disk" if path.is_dir() else TABLE_FORMATS.get(path.suffix.lower(), "jsonl")
+    return f"{format}:{data}"
 
-    Built-in datasets resolve under `data_dir` (default `shared_data_dir()`); extra keyword
+
+def load_source(spec: str, data_dir: str | Path | None = None, columns: dict[str, Any] | None = None,
+                **kwargs: Any) -> list[QARecord]:
+    """Load `name:arg`, e.g. "mmlu:test", "arc-c:test", "nq:dev", "triviaqa:<path>", "jsonl:<path>",
+    "csv:<path>", "parquet:<path>", "disk:<folder>".
+
+    Built-in datasets resolve under `data_dir` (default `shared_data_dir()`); `columns` is the column mapping of
+    `load_generic`, which csv, parquet and disk need and which makes jsonl read any JSONL; extra keyword
     arguments go to the loader (e.g. `mode="as_released"` for ARC, `subjects=[...]` for MMLU).
     """
     name, _, arg = spec.partition(":")
@@ -442,5 +550,12 @@ def load_source(spec: str, data_dir: str | Path | None = None, **kwargs: Any) ->
     usage, load = SOURCES[name]
     if not arg:
         raise RaitError(f"data source {spec!r} needs an argument: {usage}")
+    if columns is not None and name not in MAPPED_SOURCES:
+        raise SettingsError("columns", f"maps the columns of a {', '.join(MAPPED_SOURCES)} source, not of {spec!r}")
+    if columns is None and name in MAPPED_SOURCES and name != "jsonl":  # named as a spec: `rait eval` has no --columns
+        raise RaitError(f"{spec!r} needs a column mapping, e.g. {{question: q, answer: a}} (`columns:` beside "
+                        "`data:` in a config, --columns for `rait data load`, which writes records any command reads)")
+    if name in MAPPED_SOURCES:
+        kwargs["columns"] = columns
     data = None if name in SOURCES_WITH_PATH else Path(data_dir) if data_dir else shared_data_dir()
     return load(arg, data, **kwargs)

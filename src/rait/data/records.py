@@ -84,7 +84,9 @@ class QARecord:
                 if not (self.unscorable and isinstance(self.gold, str) and self.gold.strip()):
                     out.append(("gold", f"{self.gold!r} is not among the choices {', '.join(self.letters)}"))
         else:
-            if not isinstance(self.answer, str) or not self.answer.strip():
+            if self.answer is not None and not isinstance(self.answer, str):
+                out.append(("answer", f"must be a string, got {type(self.answer).__name__} {self.answer!r}"))
+            elif not isinstance(self.answer, str) or not self.answer.strip():
                 out.append(("answer", "missing or empty (an open-QA record needs an answer; MCQA needs choices)"))
             if not isinstance(self.aliases, list) or not all(isinstance(a, str) for a in self.aliases):
                 out.append(("aliases", "must be a list of strings"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rait.artifacts import write_manifest
 from rait.data.jsonl import write_records
-from rait.data.loaders import ARC_MODES, load_source
+from rait.data.loaders import ARC_MODES, check_mapping, load_source, spec_of
 from rait.data.records import QARecord
 from rait.data.split import split_records
 from rait.data.testsets import select_records
@@ -24,9 +24,11 @@ from rait.errors import MAX_SEED, RaitError, SettingsError, check_choice, check_
 class DataSettings:
     """Where the records come from and which of them form the pool.
 
-    `data` is a dataset spec (`facts:train`, `mmlu:test`, `jsonl:FILE`, or a bare JSONL path); `limit` keeps
-    the first records as loaded (a quick look), `max_chars` drops long questions, `validation` holds that many
-    out first (stratified by `stratify`, seeded by `seed`), and `sample` then draws the pool from the rest.
+    `data` is a dataset spec (`facts:train`, `mmlu:test`, `jsonl:FILE`, `csv:FILE`, `parquet:FILE`, `disk:FOLDER`,
+    or a bare path, read by its suffix); `columns` maps a table's columns to record fields (`load_generic`);
+    `limit` keeps the first records as loaded (a quick look), `max_chars` drops long questions, `validation`
+    holds that many out first (stratified by `stratify`, seeded by `seed`), and `sample` then draws the pool from
+    the rest.
     """
 
     data: str
@@ -37,6 +39,7 @@ class DataSettings:
     limit: int | None = None
     arc_mode: str = "sane"  # ARC's choices: all of them ("sane") or as CRaFT's loader shows them ("as_released")
     seed: int = 0
+    columns: dict[str, str | list[str]] | None = None
 
     def __post_init__(self) -> None:
         for name in ("sample", "max_chars", "validation", "limit"):
@@ -47,6 +50,8 @@ class DataSettings:
                                 "all: give one of the two")
         check_count("seed", self.seed, 0, MAX_SEED)
         check_choice("arc_mode", self.arc_mode, ARC_MODES)
+        if self.columns is not None:
+            check_mapping(self.columns)
 
 
 @dataclass
@@ -61,9 +66,9 @@ class Pool:
 
 def load(settings: DataSettings) -> tuple[list[QARecord], list[QARecord]]:
     """The pool's records and the validation split (empty when none is asked for), nothing written."""
-    spec = settings.data if ":" in settings.data else f"jsonl:{settings.data}"
+    spec = spec_of(settings.data)
     kwargs = {"mode": settings.arc_mode} if spec.startswith("arc") else {}
-    records = load_source(spec, **kwargs)[: settings.limit]
+    records = load_source(spec, columns=settings.columns, **kwargs)[: settings.limit]
     records = select_records(records, None, settings.stratify, settings.max_chars, settings.seed)
     validation: list[QARecord] = []
     if settings.validation:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rait.data.loaders import load_source
+from rait.data.loaders import check_mapping, load_source, spec_of
 from rait.errors import SettingsError, check_count
 from rait.data.records import QARecord
 from rait.data.split import split_records
@@ -22,11 +22,14 @@ class TestSet:
     stratify: str | None = None
     domain: str = "ID"
     max_chars: int | None = None  # keep questions whose text and options are at most this long
+    columns: dict[str, str | list[str]] | None = None  # a table's columns -> record fields (`load_generic`)
 
     def __post_init__(self) -> None:
         for name in ("sample", "max_chars"):
             if getattr(self, name) is not None:
                 check_count(name, getattr(self, name), 1)
+        if self.columns is not None:
+            check_mapping(self.columns)
 
 
 def record_chars(record: QARecord) -> int:
@@ -48,9 +51,10 @@ def select_records(records: list[QARecord], sample: int | None, stratify: str | 
 
 
 def load_test_records(test_set: TestSet, seed: int) -> list[QARecord]:
-    """The test set's records: a dataset spec (or a records JSONL path), length-filtered and sampled by seed if asked.
+    """The test set's records: a dataset spec (or a path, read by its suffix), length-filtered and sampled by seed if
+    asked.
 
     `max_chars` is for small budgets: on a CPU one long MMLU passage in a batch pads every row to its length.
     """
-    spec = test_set.data if ":" in test_set.data else f"jsonl:{test_set.data}"
-    return select_records(load_source(spec), test_set.sample, test_set.stratify, test_set.max_chars, seed)
+    records = load_source(spec_of(test_set.data), columns=test_set.columns)
+    return select_records(records, test_set.sample, test_set.stratify, test_set.max_chars, seed)

@@ -8,7 +8,9 @@ Defaults, and why:
   right and needs every prompt to end at the same position; `pad_token = eos_token` when
   the tokenizer has none. Pad may therefore equal eos (it does for SmolLM2): build loss
   masks from prompt lengths or the attention mask, never from `input_ids == pad_token_id`.
-- everything is read with `local_files_only=True`: rait never downloads weights.
+- everything is read with `local_files_only=True`: rait never downloads weights. A Hugging Face id ("org/name")
+  names its snapshot in the local Hugging Face cache, which `hf download` fills; manifests then record the id and
+  the snapshot's commit, not the cache's path on this machine.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import os
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -30,12 +36,16 @@ from rait.models.memory import keep_freed_memory
 DEFAULT_SPEC = "default"
 DTYPE_ENV = "RAIT_DTYPE"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+HUB_MODEL_PREFIX = "models--"  # a model's folder in the Hugging Face cache: models--<org>--<name>/snapshots/<commit>
 CAUSAL_LM_CLASSES = {name for names in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
                      for name in ((names,) if isinstance(names, str) else names)}
 
 
-def resolve_model_path(spec: str | Path | None) -> Path:
-    """Turn a model spec into a folder: "default" or None is the default model (installed on first use).
+def resolve_model_path(spec: str | Path | None, revision: str | None = None) -> Path:
+    """Turn a model spec into a folder: "default" or None is the default model (installed on first use), an
+    existing folder is itself, and a Hugging Face id ("org/name") is its snapshot in the local Hugging Face cache
+    (`$HF_HUB_CACHE`, else `$HF_HOME/hub`): at `revision` (a commit) if given, else where the cache's `main` points.
+    A folder wins over an id of the same name, so what is on disk here is never shadowed.
 
     Every stage asks this first (`rait run` before any stage), so a `$RAIT_DTYPE` that no model could load in
     here is refused here, before any work, rather than when the first model loads."""
@@ -43,11 +53,59 @@ def resolve_model_path(spec: str | Path | None) -> Path:
     if spec is None or str(spec) == DEFAULT_SPEC:
         return install_default_model()
     path = Path(spec).expanduser()
-    if not path.exists():
+    if not path.exists() and _is_hub_id(str(spec)):
+        path = _cached_snapshot(str(spec), revision)
+    elif not path.exists():
         raise ModelError(f"model folder not found: {path}")
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ModelError(f"{path} is not a Hugging Face model folder (no config.json)")
     return path.resolve()
+
+
+def hub_snapshot(folder: Path) -> tuple[str, str] | None:
+    """(id, commit) of a folder that is a model snapshot in a Hugging Face cache, else None."""
+    repo, snapshots = folder.parent.parent.name, folder.parent.name
+    if snapshots != "snapshots" or not repo.startswith(HUB_MODEL_PREFIX):
+        return None
+    # ids cannot hold "--" (validate_repo_id), so the folder name maps back to exactly one id
+    return repo.removeprefix(HUB_MODEL_PREFIX).replace("--", "/"), folder.name
+
+
+def portable_spec(spec: str | Path | None) -> tuple[str, str | None]:
+    """(spec, revision) by which an output names its base model so that another machine finds the same one:
+    "default" (resolved there), a Hugging Face id with its snapshot's commit, or a folder's full path."""
+    if spec is None or str(spec) == DEFAULT_SPEC:
+        return DEFAULT_SPEC, None
+    folder = resolve_model_path(spec)
+    return hub_snapshot(folder) or (str(folder), None)
+
+
+def describe_model(folder: Path) -> str:
+    """A model folder as a report names it: "org/name (commit …)" for a Hugging Face snapshot, else its path."""
+    snapshot = hub_snapshot(Path(folder))
+    return f"{snapshot[0]} (commit {snapshot[1]})" if snapshot else str(folder)
+
+
+def _is_hub_id(spec: str) -> bool:
+    """"org/name" as the Hub spells ids; a path that starts like one (./x, /x, ~/x) or has more parts is not."""
+    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+        return False
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _cached_snapshot(repo_id: str, revision: str | None) -> Path:
+    """The cached snapshot of `repo_id`, without network: rait never downloads (the module doc)."""
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        at = f" --revision {revision}" if revision else ""
+        raise ModelError(f"model {repo_id!r}: no such folder, and not in the Hugging Face cache "
+                         f"{hub_constants.HF_HUB_CACHE}{' at commit ' + revision if revision else ''}; "
+                         f"download it first with `hf download {repo_id}{at}` (rait never downloads)") from None
 
 
 def default_device() -> str:
@@ -117,7 +175,8 @@ def load_model(
 
 
 def model_fingerprint(path: str | Path | None = DEFAULT_SPEC) -> dict:
-    """What a manifest records to identify a model: its folder, config hash and weights hash.
+    """What a manifest records to identify a model: its folder (a Hugging Face snapshot: its id and commit, the same
+    on every machine), config hash and weights hash.
 
     The weights hash is a full sha256 over every weight file (names and contents, sorted):
     it takes about 0.4 s for the 538 MB SmolLM2 file (page-cached), cheap next to loading it.
@@ -130,8 +189,10 @@ def model_fingerprint(path: str | Path | None = DEFAULT_SPEC) -> dict:
     for file in weights:
         digest.update(file.name.encode())
         digest.update(sha256_file(file).encode())
+    snapshot = hub_snapshot(folder)
+    origin = {"hub_id": snapshot[0], "revision": snapshot[1]} if snapshot else {"path": str(folder)}
     return {
-        "path": str(folder),
+        **origin,
         "config_sha256": sha256_file(folder / "config.json"),
         "weights_sha256": digest.hexdigest(),
         "weight_files": [p.name for p in weights],

@@ -1,6 +1,6 @@
 """The `rait run` config: one small YAML file from a model and a pool to the papers' table.
 
-    model: default                      # any local HF folder, or 'default' (SmolLM2-135M-Instruct)
+    model: default                      # a local HF folder, an id in the HF cache (org/name), or 'default' (SmolLM2)
     seed: 0
     seeds: [0, 1, 2]                    # optional training seeds: rows become means, intervals cover seeds
     methods: [van_tuning, cor_rait, corcer_rait, craft_wo_cer, craft, rtuning_unknown, grait]

@@ -42,6 +42,7 @@ from rait.errors import DataError, RaitError, SettingsError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
 from rait.pipeline.config import VALIDATION, PipelineConfig, TrackConfig
+from rait.pipeline.fit import check_fits
 from rait.pipeline.view import LiveView, StageLines, stage_view
 from rait.report.explorer import explorer_items
 from rait.terminal import is_verbose, use_view
@@ -768,6 +769,7 @@ def _run_locked(config: PipelineConfig, out_dir: Path, console: Console | None, 
         _check_records(out_dir)
     else:
         _check_inputs(config, out_dir)
+        check_fits(config)
     notes = _run_notes(log) if cached_only and log.exists() else {}
     start = time.perf_counter()
     with Workers(processes, log=out_dir / "workers.log") as workers:
@@ -782,7 +784,9 @@ def _run_locked(config: PipelineConfig, out_dir: Path, console: Console | None, 
     _write_results(config, tracks, out_dir, _wall_note(wall, computed))
     if config.source is not None and Path(config.source[0]).resolve() != (out_dir / CONFIG_FILE).resolve():
         shutil.copyfile(config.source[0], out_dir / CONFIG_FILE)
-    write_json(log, {"model": str(model_path), "processes": processes, "wall_seconds": round(wall, 1),
+    from rait.models import describe_model
+
+    write_json(log, {"model": describe_model(model_path), "processes": processes, "wall_seconds": round(wall, 1),
                      "computed_seconds": round(computed, 1), "stages": stages.log})
     return rows
 
@@ -934,14 +938,14 @@ def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console, cached_
 
 def _write_results(config: PipelineConfig, tracks: list[TrackRun], out_dir: Path, notes: dict) -> None:
     """The report and the tables beside it (comparisons, diagnosis, results by seed) from finished tracks."""
-    from rait.models import DEFAULT_SPEC
+    from rait.models import DEFAULT_SPEC, describe_model
     from rait.models.default import GGUF_PACKAGE, GGUF_PACKAGE_VERSION
     from rait.report import ReportSettings
     from rait.report import run as report
 
     # "default" is named, not its cache path, so that a report reads the same on every machine.
     described = (f"{DEFAULT_SPEC} (SmolLM2-135M-Instruct from {GGUF_PACKAGE}=={GGUF_PACKAGE_VERSION}, converted "
-                 "into the user cache)") if config.model == DEFAULT_SPEC else str(tracks[0].model_path)
+                 "into the user cache)") if config.model == DEFAULT_SPEC else describe_model(tracks[0].model_path)
     notes = {"model": described, "tracks": ", ".join(
         f"{t.name}: pool {t.pool.data} ({t.pool.sample or 'all'})" for t in config.tracks), **notes}
     if config.seeds:

@@ -9,11 +9,10 @@ The probe never calls a model directly. It asks a backend for
 Prompts are rendered text; `add_special_tokens` says whether the tokenizer may add its
 BOS (raw prompts) or not (chat-rendered prompts already hold the template's tokens).
 
-`HFBackend` runs a transformers model in process and is the default. vLLM is the natural
-fast path on a GPU, but it is not part of this build: PyPI has no CPU wheel of it and
-this project's machines have no GPU to test it on. `load_backend("vllm", ...)` says so,
-and docs/probe.md lists the vLLM calls each method maps onto; a class with the three
-methods, `tokenizer` and `info` is all a new backend needs.
+`HFBackend` runs a transformers model in process and is the only backend rait ships: a
+backend that could not be tested here (vLLM has no CPU wheel and no GPU was available) is
+not offered. The probe's engines depend only on the `Backend` interface, so another
+engine is a class with the three methods, `tokenizer`, `info` and `model_info`.
 """
 
 from __future__ import annotations
@@ -24,11 +23,9 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from rait.errors import RaitError
 from rait.generate import SamplingSettings, batches_by_prefix, generate, prefill
 
 Progress = Callable[[int], None]
-BACKENDS = ("hf", "vllm")
 
 
 class Backend(Protocol):
@@ -137,13 +134,8 @@ class HFBackend:
                        logits_to_keep=logits_to_keep)[0]
 
 
-def load_backend(name: str, model_path=None, device: str | None = None, dtype: str | None = None) -> Backend:
-    """A backend by name: "hf" loads the model folder (or "default") with `rait.models.load_model`."""
-    if name == "hf":
-        from rait.models import load_model
+def load_backend(model_path=None, device: str | None = None, dtype: str | None = None) -> HFBackend:
+    """The transformers backend on the model folder (or "default"), loaded with `rait.models.load_model`."""
+    from rait.models import load_model
 
-        return HFBackend(*load_model(model_path, dtype=dtype, device=device))
-    if name == "vllm":
-        raise RaitError("the vLLM backend is an extension point, not part of this build (vLLM has no CPU wheel and "
-                        "could not be tested here); see docs/probe.md, 'Backends', for the calls it maps onto")
-    raise RaitError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return HFBackend(*load_model(model_path, dtype=dtype, device=device))

@@ -91,7 +91,6 @@ def run(
     *,
     model: str | Path | None = "default",
     exemplars: Sequence[QARecord] = (),
-    backend: str = "hf",
     device: str | None = None,
     dtype: str | None = None,
     **run_options: Any,
@@ -105,7 +104,7 @@ def run(
     task = pool_task(records)
     task_settings = (settings or ProbeSettings()).for_task(task)
     processes()  # under a launcher: join the ranks first, which also makes each rank's GPU its current one
-    engine = load_backend(backend, model, device=device, dtype=dtype)
+    engine = load_backend(model, device=device, dtype=dtype)
     if task == "mcqa":
         return probe_mcqa(engine, records, out, exemplars=exemplars, settings=task_settings, **run_options)
     return probe_open(engine, records, out, settings=task_settings, **run_options)

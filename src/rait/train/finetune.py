@@ -33,13 +33,18 @@ import torch
 from datasets import Dataset
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-from rait.artifacts import iter_jsonl_objects, manifest_path, write_json, write_manifest
-from rait.errors import MAX_SEED, DataError, ModelError, RaitError, SettingsError, check_count, check_number
-from rait.models import DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, resolve_model_path
+from rait.artifacts import canonical, identity_key, iter_jsonl_objects, manifest_path, write_json, write_manifest
+from rait.errors import (MAX_SEED, DataError, ModelError, RaitError, SettingsError, check_choice, check_count,
+                         check_number)
+from rait.models import (DEFAULT_SPEC, load_model, load_tokenizer, model_fingerprint, portable_spec,
+                         resolve_model_path)
 from rait.terminal import progress, shows_progress
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
 
 METHODS = ("lora", "qlora", "full")
+# Where the trainer's logs go besides train.json; each but "none" needs its package (tensorboard is rait's extra).
+REPORTERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
+CHECKPOINT_IDENTITY = "checkpoint_identity.json"
 SUMMARY_FILE = "train.json"
 OUTPUT_FOLDERS = ("adapter", "model", "merged")
 STAGING_PREFIX = ".saving-"
@@ -102,6 +107,13 @@ class TrainSettings:
     seed: int = 0
     merge: bool = False
     logging_steps: int = 1
+    # Recompute each decoder layer's activations in the backward pass instead of keeping them: the activations of a
+    # long batch then cost one layer's worth plus each layer's input (docs/plan.md), for one more forward pass.
+    gradient_checkpointing: bool = False
+    report_to: str = "none"  # none | tensorboard (<out>/runs/) | wandb (offline unless WANDB_MODE says otherwise)
+    # A checkpoint (adapter or model, optimiser, schedule) every so many optimiser steps; the same command run
+    # again after an interruption resumes from the last one. None: no mid-run checkpoints.
+    save_steps: int | None = None
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -123,6 +135,16 @@ class TrainSettings:
                 raise RaitError(f"{name} must be a whole number >= 1, got {value!r}")
         if self.merge and self.method != "lora":
             raise RaitError("merge applies to LoRA adapters only (load a QLoRA adapter with load_trained instead)")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise SettingsError("gradient_checkpointing", f"must be true or false, got {self.gradient_checkpointing!r}")
+        check_choice("report_to", self.report_to, tuple(REPORTERS))
+        package = REPORTERS[self.report_to]
+        if package is not None and importlib.util.find_spec(package) is None:
+            extra = " (rait's extra: pip install 'rait[tensorboard]')" if package == "tensorboard" else ""
+            raise SettingsError("report_to", f"{self.report_to!r} needs the {package} package, which is not "
+                                f"installed: pip install {package}{extra}")
+        if self.save_steps is not None:
+            check_count("save_steps", self.save_steps, 1)
 
     def sft_config(self, output_dir: str | Path, progress: bool = True) -> WeightedSFTConfig:
         return self.trainer_config(WeightedSFTConfig, output_dir, progress)
@@ -145,8 +167,13 @@ class TrainSettings:
             seed=self.seed,
             data_seed=self.seed,
             logging_steps=self.logging_steps,
-            save_strategy="no",
-            report_to="none",
+            save_strategy="steps" if self.save_steps else "no",
+            save_steps=self.save_steps or 500,  # read only when saving by steps
+            save_only_model=False,  # a resume needs the optimiser and the schedule too
+            report_to=self.report_to,
+            # transformers 5's name (gradient_checkpointing is its deprecated alias); set either way, since TRL's DPO
+            # and GRPO configs would otherwise turn it on by default
+            activation_checkpointing=self.gradient_checkpointing,
             disable_tqdm=not (progress and shows_progress()),
             dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for copies to a GPU; without one it warns
             # without a GPU, transformers joins the processes of a launch (gloo) only when told it runs on CPU:
@@ -155,6 +182,8 @@ class TrainSettings:
         ) | extra
         if "max_length" not in {f.name for f in fields(config_class)}:
             del args["max_length"]
+        if self.report_to == "wandb":
+            os.environ.setdefault("WANDB_MODE", "offline")  # nothing leaves the machine unless the user says so
         return config_class(**args)
 
 
@@ -242,6 +271,7 @@ def run(
     _remove_unfinished_saves(out_dir)
     if settings.method != "full":
         check_target_modules(model, settings.lora)
+    resume = resume_point(out_dir, settings, {"rows": identity_key(dataset.to_list()), "model": portable_spec(model)})
     base, tokenizer = _load_base(model, settings.method)
     counter = UpdateCounter()
     trainer = WeightedSFTTrainer(
@@ -253,9 +283,43 @@ def run(
         callbacks=[counter],
     )
     weights = trainer.train_dataset[trainer.args.weight_column]
-    return train_and_save(trainer, settings, out_dir, model=model, data_path=data_path, counter=counter,
-                          extra={"weight_column": trainer.args.weight_column,
-                                 "samples_with_weight_not_1": int(sum(w != 1.0 for w in weights))})
+    result = train_and_save(trainer, settings, out_dir, model=model, data_path=data_path, counter=counter,
+                            extra={"weight_column": trainer.args.weight_column,
+                                   "samples_with_weight_not_1": int(sum(w != 1.0 for w in weights)),
+                                   "resumed_from": Path(resume).name if resume else None},
+                            resume_from_checkpoint=resume)
+    if trainer.accelerator.is_main_process:
+        remove_checkpoints(out_dir)
+    return result
+
+
+def resume_point(out_dir: Path, settings: TrainSettings, inputs: dict[str, Any]) -> str | None:
+    """The last mid-run checkpoint in `out_dir` to resume from, if this run saves checkpoints and the ones there were
+    saved by a run of the same settings on the same inputs; checkpoints of another run are removed (resuming them
+    would finish someone else's training). Records this run's identity for the next attempt."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not settings.save_steps:
+        return None
+    identity = canonical({"settings": asdict(settings), "inputs": inputs})
+    record = out_dir / CHECKPOINT_IDENTITY
+    try:
+        same = json.loads(record.read_text(encoding="utf-8")) == identity
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        remove_checkpoints(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(record, identity)
+        return None
+    return get_last_checkpoint(str(out_dir))
+
+
+def remove_checkpoints(out_dir: Path) -> None:
+    """The mid-run checkpoints of a finished training (its output is saved: they are spent) and their identity."""
+    for checkpoint in out_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    (out_dir / CHECKPOINT_IDENTITY).unlink(missing_ok=True)
 
 
 def train_and_save(trainer, settings: TrainSettings, out_dir: Path, *, model: str | Path | None,
@@ -276,6 +340,10 @@ def train_and_save(trainer, settings: TrainSettings, out_dir: Path, *, model: st
     # process alone writes, then the others wait for the output.
     main = trainer.accelerator.is_main_process
     staging = out_dir / f"{STAGING_PREFIX}{os.getpid()}"
+    base_model, base_revision = portable_spec(model)
+    if base_revision is not None:  # a Hugging Face id: the adapter's own config names it too, not this cache's path
+        for adapter in getattr(trainer.model, "peft_config", {}).values():
+            adapter.base_model_name_or_path, adapter.revision = base_model, base_revision
     try:
         saved = staging / ("model" if settings.method == "full" else "adapter")
         trainer.save_model(str(saved))
@@ -286,7 +354,8 @@ def train_and_save(trainer, settings: TrainSettings, out_dir: Path, *, model: st
 
         losses = [(int(entry["step"]), float(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry]
         summary = {
-            "base_model": _portable_spec(model),
+            "base_model": base_model,
+            "base_revision": base_revision,  # a Hugging Face id's snapshot commit, so that the same base loads back
             "method": settings.method,
             "saved": saved.name,
             "merged": merged.name if merged else None,
@@ -334,11 +403,6 @@ def _remove_unfinished_saves(out_dir: Path) -> None:
     """Staging folders that a killed run left behind."""
     for leftover in out_dir.glob(f"{STAGING_PREFIX}*"):
         shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _portable_spec(model: str | Path | None) -> str:
-    """"default" stays "default" (resolved on each machine); a folder is recorded as its full path."""
-    return DEFAULT_SPEC if model is None or str(model) == DEFAULT_SPEC else str(resolve_model_path(model))
 
 
 def check_target_modules(model: str | Path | None, lora: LoraSettings) -> None:
@@ -400,7 +464,8 @@ def load_trained(path: str | Path, dtype: torch.dtype | str | None = None, devic
         return load_model(path / summary["saved"], dtype=dtype, device=device)
     from peft import PeftModel
 
-    base, tokenizer = load_model(summary["base_model"], dtype=dtype, device=device)
+    base, tokenizer = load_model(resolve_model_path(summary["base_model"], summary.get("base_revision")), dtype=dtype,
+                                 device=device)
     model = PeftModel.from_pretrained(base, path / summary["saved"]).merge_and_unload()
     return model.eval(), tokenizer
 
@@ -413,7 +478,7 @@ def lora_base(path: str | Path) -> Path | None:
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     if summary["merged"] or summary["method"] != "lora":
         return None
-    return resolve_model_path(summary["base_model"])
+    return resolve_model_path(summary["base_model"], summary.get("base_revision"))
 
 
 @contextmanager

@@ -13,7 +13,8 @@ with them as dataset columns, and the output has the layout of `rait train` (`ad
 `load_trained`, `rait eval` and `rait run`'s evaluation read it unchanged. Per optimiser step the reward's mean and
 the shares of correct, refused and wrong completions are logged (`train.json`'s log history, and `rewards.jsonl`
 beside it), with the step's seconds split into generation (sampling and scoring the completions) and update.
-Generation goes through TRL's own path: vLLM with `use_vllm` where it is installed, `generate` otherwise.
+Generation goes through TRL's own path (`generate`); `use_vllm` is passed to TRL unchanged and is untested here
+(no vLLM install, no GPU: docs/grpo.md).
 """
 
 from __future__ import annotations

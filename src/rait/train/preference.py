@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rait.artifacts import read_jsonl
+from rait.artifacts import identity_key, read_jsonl
 from rait.errors import DataError, check_count, check_number
-from rait.models import DEFAULT_SPEC
-from rait.train.finetune import TrainSettings, UpdateCounter, _load_base, _remove_unfinished_saves, check_target_modules, train_and_save
+from rait.models import DEFAULT_SPEC, portable_spec
+from rait.train.finetune import (TrainSettings, UpdateCounter, _load_base, _remove_unfinished_saves,
+                                 check_target_modules, remove_checkpoints, resume_point, train_and_save)
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -62,6 +63,8 @@ def run(settings: DPOSettings, data: str | Path, out_dir: str | Path, *, model: 
     train = settings.train
     _remove_unfinished_saves(out_dir)
     check_target_modules(model, train.lora)
+    resume = resume_point(out_dir, train, {"pairs": identity_key(dataset.to_list()), "beta": settings.beta,
+                                           "model": portable_spec(model)})
     base, tokenizer = _load_base(model, train.method)
     counter = UpdateCounter()
     # bf16 only where the GPU has it, as for SFT (rait.train.weighted): TRL's configs default to bf16.
@@ -69,5 +72,10 @@ def run(settings: DPOSettings, data: str | Path, out_dir: str | Path, *, model: 
     trainer = DPOTrainer(base, args=train.trainer_config(DPOConfig, out_dir, progress, beta=settings.beta, bf16=bf16),
                          train_dataset=dataset, processing_class=tokenizer, peft_config=train.lora.peft_config(),
                          callbacks=[counter])
-    extra: dict[str, Any] = {"objective": "dpo", "beta": settings.beta, "pairs_from": settings.pairs_from}
-    return train_and_save(trainer, train, out_dir, model=model, data_path=data, counter=counter, extra=extra)
+    extra: dict[str, Any] = {"objective": "dpo", "beta": settings.beta, "pairs_from": settings.pairs_from,
+                             "resumed_from": Path(resume).name if resume else None}
+    result = train_and_save(trainer, train, out_dir, model=model, data_path=data, counter=counter, extra=extra,
+                            resume_from_checkpoint=resume)
+    if trainer.accelerator.is_main_process:
+        remove_checkpoints(out_dir)
+    return result
