@@ -588,3 +588,24 @@ def test_rait_train_passes_the_new_settings_and_refuses_bad_ones(tmp_path, monke
         main(["train", "--data", str(data), "--out", str(tmp_path / "out"), "--report-to", "mlflow"])
     assert exit_.value.code == 2
     assert "--report-to: 'mlflow' is not one of none, tensorboard, wandb" in capsys.readouterr().err
+
+
+def test_how_a_training_runs_and_logs_is_not_part_of_its_stage_key():
+    # checkpointing, logging and mid-run saves never change what is learnt (the tests above), so a stage key
+    # ignores them wherever a TrainSettings sits: alone, a config's partial `train:` mapping, DPO's and GRPO's
+    from dataclasses import asdict, replace
+
+    from rait.train import TrainSettings, learning_identity
+    from rait.train.grpo import GRPOSettings
+    from rait.train.preference import DPOSettings
+
+    plain, tuned = TrainSettings(), TrainSettings(gradient_checkpointing=True, save_steps=5)
+    assert learning_identity(asdict(plain)) == learning_identity(asdict(tuned))
+    assert learning_identity(asdict(TrainSettings(learning_rate=1e-3))) != learning_identity(asdict(plain))
+    assert learning_identity({"seed": 0, "save_steps": 5, "epochs": 2}) == {"seed": 0, "epochs": 2}
+    run_only = {"gradient_checkpointing": True, "save_steps": 5, "report_to": "none"}
+    dpo = learning_identity(asdict(DPOSettings(train=replace(DPOSettings().train, **run_only))))
+    assert dpo == learning_identity(asdict(DPOSettings())) and "save_steps" not in dpo["train"]
+    grpo = learning_identity(asdict(GRPOSettings(train=replace(GRPOSettings().train, **run_only))))
+    assert grpo == learning_identity(asdict(GRPOSettings()))
+    assert "save_steps" in grpo  # GRPO's own checkpoint interval is its recipe's, kept as before

@@ -46,6 +46,7 @@ from rait.pipeline.fit import check_fits
 from rait.pipeline.view import LiveView, StageLines, stage_view
 from rait.report.explorer import explorer_items
 from rait.terminal import is_verbose, use_view
+from rait.train import learning_identity
 from rait.select.methods import METHODS
 
 # Paired comparisons reported for every test set (a minus b): each method against the untouched model,
@@ -320,7 +321,7 @@ class TrackRun:
 
         settings = self.track.rehearsal
         folder = self.dir / "rehearse"
-        parts = {"probe": probe_key, "settings": asdict(settings)}
+        parts = {"probe": probe_key, "settings": learning_identity(asdict(settings))}
 
         def compute(folder: Path) -> dict:
             result = rehearse(settings, table_path, records, folder, model=self.model_path, exemplars=shots)
@@ -337,7 +338,7 @@ class TrackRun:
         build = self.track.build
         settings = replace(self.track.grads, prompt=build.prompt, system=build.system, refusal=build.refusal)
         folder = self.dir / "grads"
-        parts = {"probe": probe_key, "settings": settings.as_dict()}
+        parts = {"probe": probe_key, "settings": learning_identity(settings.as_dict())}
 
         def compute(folder: Path) -> dict:
             shared = replace(settings, warmup=self.stages.per_process(settings.warmup))
@@ -390,7 +391,7 @@ class TrackRun:
             recipe = {"seed": seed, **self.config.merged_train(self.track)}
             settings = self.config.settings((*self.keys, "train"), TrainSettings, recipe)
         folder = runs / "train" / method
-        parts = {"data": sha256_file(data), "model": self.model_sha, "train": recipe}
+        parts = {"data": sha256_file(data), "model": self.model_sha, "train": learning_identity(recipe)}
 
         def compute(folder: Path) -> dict:
             if METHODS[method].kind == "rl":  # one process: sampled per rank, N processes cannot be checked against one

@@ -187,6 +187,24 @@ class TrainSettings:
         return config_class(**args)
 
 
+# How a training runs and logs, never what it learns: checkpointing recomputes the same activations, and a resumed
+# run ends where an uninterrupted one does (tests/test_train.py). Stage keys leave them out, so changing them (or
+# upgrading from a release without them) reuses a finished training.
+RUN_ONLY_FIELDS = ("gradient_checkpointing", "report_to", "save_steps")
+TRAIN_FIELDS = frozenset(f.name for f in fields(TrainSettings))
+
+
+def learning_identity(value: Any) -> Any:
+    """Settings as `asdict` gives them, without the `RUN_ONLY_FIELDS` of every TrainSettings inside: a stage key's
+    part. A partial train mapping (a config's `train:` section) loses them too."""
+    if isinstance(value, dict):
+        train = TRAIN_FIELDS >= value.keys() or TRAIN_FIELDS <= value.keys()
+        return {k: learning_identity(v) for k, v in value.items() if not (train and k in RUN_ONLY_FIELDS)}
+    if isinstance(value, (list, tuple)):
+        return [learning_identity(v) for v in value]
+    return value
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
