@@ -8,6 +8,8 @@ speed: our batched per-sample LoRA features (Adam-preconditioned, CountSketch-pr
 
     python benchmarks/grads.py speed --config smollm2 --device cpu
     python benchmarks/grads.py speed --config llama3-8b --device cuda   # random-init Llama-3-8B shape, bf16
+    python benchmarks/grads.py speed --config smollm2 --device cpu --before-src WORKTREE/src  # before/after
+        (WORKTREE: `git worktree add WORKTREE <earlier commit>`; alternating runs, each in its own process)
 
 build: a real GRAIT training set on SmolLM2 from a small facts pool: greedy knowledge table,
     warm-up LoRA, gradient store, GRAIT selection and weights (`rait.select.run`).
@@ -41,6 +43,12 @@ from rait.grads import (
     encode_example,
     per_sample_losses,
 )
+import rait
+from rait.grads import persample
+
+# `--before-src` runs this script against an earlier rait: these are absent there, and so are its phases
+completion_losses = getattr(persample, "completion_losses", None)
+loss_positions = getattr(persample, "loss_positions", None)
 
 RESULTS = Path(__file__).parent / "results"
 DIMS = (1024, 2048, 4096, 8192)
@@ -114,6 +122,7 @@ def load_config_model(config: str, device: torch.device):
             model = LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=False))
         torch.set_default_dtype(default)
         tokenizer = None
+    torch.manual_seed(0)  # the same LoRA initialisation in every run (before/after runs compare one adapter)
     model = get_peft_model(model, LoraConfig(**LESS_LORA))
     return model, tokenizer, dtype
 
@@ -161,10 +170,17 @@ def warm_moments(model, samples: list[EncodedExample], device: torch.device, ste
 
 
 def plain_forward_backward(model, batch_list) -> None:
-    """What one batched training step costs without optimiser: the throughput ceiling for any method."""
+    """What one batched training step costs without optimiser, with logits at every position (as a trainer)."""
     for batch in batch_list:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         per_sample_losses(logits, batch.labels).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+
+def plain_loss_positions(model, batch_list) -> None:
+    """The same with the head only where a loss reads it (as our features): their throughput ceiling."""
+    for batch in batch_list:
+        completion_losses(model, batch).sum().backward()
         model.zero_grad(set_to_none=True)
 
 
@@ -183,14 +199,67 @@ def less_loop(model, samples, device, keep: int) -> list[torch.Tensor]:
     return kept
 
 
-def our_features(model, batch_list, moments, dims) -> dict[int, torch.Tensor]:
-    """Our stage minus disk writes: per-sample grads → Adam → CountSketch → L2-normalised, {d: (n, d)}."""
-    out: dict[int, list[torch.Tensor]] = {d: [] for d in dims}
-    with FeatureExtractor(model, GradientTransform("adam", moments), CountSketchProjector(dims)) as extract:
+def our_features(model, batch_list, transform, projector) -> dict[int, torch.Tensor]:
+    """Our stage minus disk writes: per-sample grads → Adam → CountSketch → L2-normalised, {d: (n, d)}.
+
+    The transform and projector are made once, as the stage makes them once per store (the sketch's
+    hashes and the moments on the device are cached in them)."""
+    out: dict[int, list[torch.Tensor]] = {d: [] for d in projector.dims}
+    with FeatureExtractor(model, transform, projector) as extract:
         for batch in batch_list:
-            for d, x in extract(batch).items():
-                out[d].append(torch.nn.functional.normalize(x.float(), dim=1))
+            sketches = extract(batch)
+            with torch.profiler.record_function("rait.grads.normalise"):
+                for d, x in sketches.items():
+                    out[d].append(torch.nn.functional.normalize(x.float(), dim=1))
     return {d: torch.cat(parts) for d, parts in out.items()}
+
+
+PHASES = ("forward", "backward", "per_sample", "transform", "project", "normalise")
+
+
+def phase_shares(model, batch_list, transform, projector, flops: dict[str, float]) -> dict | None:
+    """Each phase's share of our features' time (torch.profiler, on `batch_list`), and the FLOP rate of the matmul ones.
+
+    `backward` is the autograd pass without the per-sample, transform and projection hooks run
+    inside it. None when the rait under test has no phase labels (an earlier version)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        seconds, _ = timed(torch.device("cpu"), lambda: our_features(model, batch_list, transform, projector))
+    totals = {e.key.removeprefix("rait.grads."): e.cpu_time_total / 1e6 for e in prof.key_averages()
+              if e.key.startswith("rait.grads.")}
+    if "forward" not in totals:
+        return None
+    totals["backward"] -= sum(totals.get(k, 0.0) for k in ("per_sample", "transform", "project"))
+    out = {}
+    for phase in PHASES:
+        t = totals.get(phase, 0.0)
+        out[phase] = {"seconds": round(t, 3), "share": round(t / seconds, 3)}
+        if phase in flops and t > 0:
+            out[phase]["tflops"] = round(flops[phase] / t / 1e12, 4)
+    out["other"] = {"seconds": round(seconds - sum(totals.get(p, 0.0) for p in PHASES), 3),
+                    "share": round(1 - sum(totals.get(p, 0.0) for p in PHASES) / seconds, 3)}
+    return {"profiled_seconds": round(seconds, 3), "samples": sum(b.input_ids.shape[0] for b in batch_list), "phases": out}
+
+
+def phase_flops(model, batch_list) -> dict[str, float]:
+    """Matmul FLOPs of each phase over `batch_list`, from the padded shapes the kernels see.
+
+    Forward: 2 × body parameters × tokens, plus 2 × head parameters × kept positions; the backward
+    of frozen weights is the same again (input gradients only) plus the LoRA weights' gradients,
+    which the per-sample phase computes (2 × LoRA numbers × tokens), and which autograd also sums
+    into `.grad` (discarded) in the backward."""
+    base = model.get_base_model()
+    head = base.get_output_embeddings().weight.numel()
+    embed = base.get_input_embeddings().weight
+    body = sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n) - embed.numel()
+    if base.get_output_embeddings().weight is not embed:
+        body -= head
+    lora = sum(p.numel() for p in lora_params(model).values())
+    tokens = sum(b.input_ids.numel() for b in batch_list)
+    kept = sum(b.input_ids.shape[0] * len(loss_positions(b.labels)) for b in batch_list)
+    forward = 2 * body * tokens + 2 * head * kept + 2 * lora * tokens
+    return {"forward": forward, "backward": forward + 2 * lora * tokens, "per_sample": 2 * lora * tokens}
 
 
 def exact_adam_features(model, flat_grads: list[torch.Tensor], moments: AdamMoments) -> torch.Tensor:
@@ -242,9 +311,16 @@ def run_speed(args) -> dict:
     seconds, _ = timed(device, lambda: plain_forward_backward(model, batch_list))
     results["plain_batched_forward_backward"] = rate(seconds, len(samples)) | {"peak_memory_gib": round(peak_gib(device), 2)}
 
-    our_features(model, batch_list[:1], moments, DIMS)
+    if completion_losses is not None:
+        plain_loss_positions(model, batch_list[:1])
+        reset_peak(device)
+        seconds, _ = timed(device, lambda: plain_loss_positions(model, batch_list))
+        results["plain_batched_loss_positions"] = rate(seconds, len(samples)) | {"peak_memory_gib": round(peak_gib(device), 2)}
+
+    transform, projector = GradientTransform("adam", moments), CountSketchProjector(DIMS)
+    our_features(model, batch_list[:1], transform, projector)
     reset_peak(device)
-    seconds, ours = timed(device, lambda: our_features(model, batch_list, moments, DIMS))
+    seconds, ours = timed(device, lambda: our_features(model, batch_list, transform, projector))
     results["ours_batched_adam_countsketch"] = rate(seconds, len(samples)) | {"peak_memory_gib": round(peak_gib(device), 2)}
 
     less_loop(model, samples[:1], device, keep=0)
@@ -252,6 +328,11 @@ def run_speed(args) -> dict:
     n_loop = min(len(samples), args.loop_samples)
     seconds, exact_grads = timed(device, lambda: less_loop(model, samples[:n_loop], device, keep=n_exact))
     results["less_loop_batch1_no_projection"] = rate(seconds, n_loop) | {"peak_memory_gib": round(peak_gib(device), 2)}
+
+    shares = None
+    if device.type == "cpu" and loss_positions is not None:
+        profiled = batch_list[: args.profile_batches]
+        shares = phase_shares(model, profiled, transform, projector, phase_flops(model, profiled))
 
     exact = exact_adam_features(model, exact_grads, moments)
     exact_o1 = influence_o1(exact)
@@ -266,13 +347,13 @@ def run_speed(args) -> dict:
                         "mean_abs_cosine_error": round(float(np.abs(cos - exact_cos)[off].mean()), 4)}
     speedup = results["ours_batched_adam_countsketch"]["samples_per_s"] / results["less_loop_batch1_no_projection"]["samples_per_s"]
     return {
-        "what": "speed", "config": args.config, "device": str(device),
+        "what": "speed", "config": args.config, "device": str(device), "rait_source": source_name(Path(rait.__file__).parent.parent),
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
         "lora": {k: v for k, v in LESS_LORA.items()}, "lora_numbers_per_sample": n_lora,
         "pool": len(samples), "mean_tokens": round(tokens, 1), "batch_size": args.batch_size,
         "flops_per_sample_tflop": round(flops_per_sample / 1e12, 5), "peak_tflops": args.peak_tflops,
-        "results": results, "speedup_vs_loop": round(speedup, 2),
+        "results": results, "speedup_vs_loop": round(speedup, 2), "phases": shares,
         "agreement": {"pool": n_exact, "gradient_type": "adam", "projector": "countsketch", "by_d": agreement},
         "memory_note": ("torch.cuda.max_memory_allocated per phase" if device.type == "cuda" else
                         "process peak RSS so far (monotone: phases run in the order listed)"),
@@ -294,7 +375,77 @@ def speed_markdown(r: dict) -> str:
               "| d | Spearman of I_O1 | max abs cosine error | mean abs cosine error |", "| --- | --- | --- | --- |"]
     for d, row in r["agreement"]["by_d"].items():
         lines.append(f"| {d} | {row['spearman_o1']} | {row['max_abs_cosine_error']} | {row['mean_abs_cosine_error']} |")
-    lines += ["", f"Memory: {r['memory_note']}."]
+    lines += ["", f"Memory: {r['memory_note']}.", "",
+              "MFU counts the nominal 4 x compute params x tokens per sample in every row, as MFU is defined; the rows "
+              "that run the head only where a loss reads it do fewer FLOPs, and their hardware rate is in the phase table."]
+    if r.get("phases"):
+        p = r["phases"]
+        lines += ["", f"Where our features' time goes ({p['samples']} samples under torch.profiler, {p['profiled_seconds']} s; "
+                  "matmul FLOPs from the padded shapes):", "", "| phase | seconds | share | TFLOP/s | of the fp32 matmul rate |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, row in p["phases"].items():
+            rate = row.get("tflops")
+            of_peak = f"{rate / r['peak_tflops']:.0%}" if rate else ""
+            lines.append(f"| {name} | {row['seconds']} | {row['share']:.1%} | {rate or ''} | {of_peak} |")
+    return "\n".join(lines) + "\n"
+
+
+def source_name(src: Path) -> str:
+    """A rait source folder by its git commit (a worktree of an earlier one, or this checkout), not by its path."""
+    import subprocess
+
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True, text=True)
+    if head.returncode:
+        return "a rait source outside git"
+    return f"commit {head.stdout.strip()}" + (" with uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def before_after(args) -> dict:
+    """Alternate runs of this script against an earlier rait (`--before-src`) and this one, `--rounds` times each.
+
+    Each run is its own process on the same box; the medians per phase and their ratio are reported."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    here = Path(__file__).resolve()
+    paths = {"before": Path(args.before_src).resolve(), "after": here.parent.parent / "src"}
+    sources = {side: source_name(path) for side, path in paths.items()}
+    own = ("--before-src", "--rounds")
+    argv = sys.argv[2:]
+    forwarded = [a for i, a in enumerate(argv) if not a.startswith(own) and (i == 0 or argv[i - 1] not in own)]
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            for side, src in paths.items():
+                out = Path(tmp) / f"{side}-{round_}.json"
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                subprocess.run([sys.executable, str(here), "speed", *forwarded, "--json-out", str(out)], env=env, check=True)
+                runs[side].append(json.loads(out.read_text()))
+    summary = {}
+    for phase in runs["after"][0]["results"]:
+        rates = {side: [r["results"][phase]["samples_per_s"] for r in runs[side] if phase in r["results"]] for side in runs}
+        row = {f"{side}_samples_per_s": [float(x) for x in rates[side]] for side in runs}
+        if rates["before"]:
+            row["after_over_before"] = round(float(np.median(rates["after"]) / np.median(rates["before"])), 3)
+        summary[phase] = row
+    speedups = {side: [r["speedup_vs_loop"] for r in runs[side]] for side in runs}
+    return runs["after"][-1] | {"before_after": {"sources": sources, "rounds": args.rounds, "by_phase": summary,
+                                                 "ours_over_less_loop": speedups, "before_runs": runs["before"]}}
+
+
+def before_after_markdown(r: dict) -> str:
+    b = r["before_after"]
+    lines = ["", f"## Before and after, same box, {b['rounds']} alternating rounds (each a fresh process)", "",
+             f"Before: {b['sources']['before']}; after: {b['sources']['after']}. Samples/s per round; ratio of the medians.", "",
+             "| what | before | after | after / before |", "| --- | --- | --- | --- |"]
+    for phase, row in b["by_phase"].items():
+        before = ", ".join(map(str, row["before_samples_per_s"])) or "(not in the earlier code)"
+        lines.append(f"| {phase} | {before} | {', '.join(map(str, row['after_samples_per_s']))} | {row.get('after_over_before', '')} |")
+    lines.append(f"| ours / LESS loop | {', '.join(map(str, b['ours_over_less_loop']['before']))} | "
+                 f"{', '.join(map(str, b['ours_over_less_loop']['after']))} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -419,6 +570,11 @@ def main() -> None:
     speed.add_argument("--tokens", type=int, default=128, help="tokens per synthetic sample (llama3-8b, tiny)")
     speed.add_argument("--threads", type=int, default=None)
     speed.add_argument("--peak-tflops", type=float, default=None)
+    speed.add_argument("--profile-batches", type=int, default=2, help="batches profiled for the phase shares (CPU)")
+    speed.add_argument("--before-src", default=None, help="an earlier rait's src/ folder (e.g. a git worktree): "
+                       "alternate runs of both, each in its own process")
+    speed.add_argument("--rounds", type=int, default=2, help="rounds of before/after runs with --before-src")
+    speed.add_argument("--json-out", default=None, help="write this run's JSON here only (used by --before-src)")
     build = sub.add_parser("build")
     build.add_argument("--pool", type=int, default=72)
     build.add_argument("--rehearsal", type=int, default=16)
@@ -432,8 +588,16 @@ def main() -> None:
         args.loop_samples = args.loop_samples or (64 if cuda else args.pool)
         args.batch_size = args.batch_size or (32 if cuda else 8)
         args.peak_tflops = args.peak_tflops or PEAK_TFLOPS["cuda" if cuda else "cpu"]
-        result, name = run_speed(args), f"grads_{args.config}_{args.device.split(':')[0]}"
-        text = speed_markdown(result)
+        name = f"grads_{args.config}_{args.device.split(':')[0]}"
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(run_speed(args)))
+            return
+        if args.before_src:
+            result = before_after(args)
+            text = speed_markdown(result) + before_after_markdown(result)
+        else:
+            result = run_speed(args)
+            text = speed_markdown(result)
     else:
         result, name = run_build(args), "grads_build_smollm2"
         text = build_markdown(result)

@@ -25,7 +25,7 @@ from rait.grads import (
     per_sample_grads,
     per_sample_losses,
 )
-from rait.grads.persample import lora_linears
+from rait.grads.persample import completion_losses, lora_linears, loss_positions
 from rait.grads.warmup import load_warm_model, warmup, warmup_settings
 from rait.train import LoraSettings
 
@@ -120,6 +120,31 @@ def test_per_sample_loss_is_each_samples_own_token_mean(lora_model, encoded):
             ids = torch.tensor([example.input_ids])
             labels = torch.where(torch.tensor([example.completion_mask]).bool(), ids, -100)
             assert batched[i].item() == pytest.approx(model(input_ids=ids, labels=labels).loss.item(), rel=1e-5)
+
+
+def test_head_only_at_loss_positions_gives_the_full_logits_losses(lora_model, encoded):
+    """The gradient stage computes logits only where a completion token is predicted: the same
+    per-sample losses as from full logits. Not bit-equal: the head's matmul runs on a smaller
+    matrix (other blocking), so the tolerance is fp32 round-off on losses of order 10."""
+    model, tokenizer = lora_model
+    model.eval()
+    batch = collate(encoded, tokenizer.pad_token_id)
+    positions = loss_positions(batch.labels)
+    read = (batch.labels[:, 1:] != -100).any(dim=0)
+    assert positions.tolist() == read.nonzero().flatten().tolist() and len(positions) < batch.labels.shape[1] - 1
+    with torch.no_grad():
+        full = per_sample_losses(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.labels)
+        assert torch.allclose(completion_losses(model, batch), full, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_that_ignores_logits_to_keep_is_refused(encoded):
+    class FullLogits(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, **kwargs):
+            return type("Output", (), {"logits": torch.zeros(*input_ids.shape, 7)})()
+
+    batch = collate(encoded, 0)
+    with pytest.raises(ValueError, match="ignored logits_to_keep"):
+        completion_losses(FullLogits(), batch)
 
 
 @pytest.mark.parametrize("kind", ["sgd", "sign", "adam", "adam_bias_corrected"])

@@ -109,10 +109,10 @@ class GradientTransform:
             return grad
         if self.kind == "sign":
             return torch.sign(grad)
-        m, v = self._moments(name, grad.device)
+        m, beta2_v = self._moments(name, grad.device)
         beta1, beta2 = self.moments.betas
         m_new = torch.lerp(m.to(grad.dtype), grad, 1 - beta1)  # β1·m + (1−β1)·g
-        v_new = (grad * grad).mul_(1 - beta2).add_(v.to(grad.dtype), alpha=beta2)  # β2·v + (1−β2)·g²
+        v_new = torch.addcmul(beta2_v.to(grad.dtype), grad, grad, value=1 - beta2)  # β2·v + (1−β2)·g², one pass
         if self.bias_correction:
             t = self.moments.step + 1
             m_new.div_(1 - beta1**t)
@@ -120,6 +120,8 @@ class GradientTransform:
         return m_new.div_(v_new.add_(self.moments.eps).sqrt_())
 
     def _moments(self, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m, β2·v) of `name` on `device`, made once: every batch reuses them."""
         if name not in self._on_device:
-            self._on_device[name] = (self.moments.exp_avg[name].to(device), self.moments.exp_avg_sq[name].to(device))
+            beta2 = self.moments.betas[1]
+            self._on_device[name] = (self.moments.exp_avg[name].to(device), self.moments.exp_avg_sq[name].to(device) * beta2)
         return self._on_device[name]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from torch.profiler import record_function
 
 from rait.data.records import QARecord
 from rait.errors import RaitError, SettingsError, check_choice, check_count
@@ -119,8 +120,10 @@ class FeatureExtractor:
         self._capture.__exit__(*exc)
 
     def _consume(self, name: str, grad: torch.Tensor) -> None:
-        feature = self.transform(name, grad).reshape(grad.shape[0], -1)
-        part = self.projector.project(name, feature)
+        with record_function("rait.grads.transform"):
+            feature = self.transform(name, grad).reshape(grad.shape[0], -1)
+        with record_function("rait.grads.project"):
+            part = self.projector.project(name, feature)
         self._sketch = part if self._sketch is None else self._sketch + part
 
     def __call__(self, batch: Batch) -> dict[int, torch.Tensor]:

@@ -10,7 +10,9 @@ bias-free `nn.Linear` modules, so hooking their inputs and output gradients give
 LoRA weight's per-sample gradient; the LoRA scaling is already inside the output gradient
 of B. Each per-sample gradient is handed to a consumer as soon as its output gradient
 arrives in the backward pass and can be projected and dropped at once, so no (batch ×
-all-LoRA-numbers) tensor is ever held.
+all-LoRA-numbers) tensor is ever held. The output head runs only where a loss reads it
+(`completion_losses`). The phases carry `record_function` labels (rait.grads.forward,
+.backward, .per_sample, .transform, .project) for `benchmarks/grads.py`'s time shares.
 
 Dropout: the model runs in eval mode while gradients are taken, so LoRA dropout is off
 and the features are deterministic (LESS leaves it as trained). Gradient checkpointing is
@@ -25,6 +27,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 from trl.data_utils import common_prefix_length
 
 GradConsumer = Callable[[str, torch.Tensor], None]
@@ -95,6 +98,33 @@ def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return token_loss.sum(dim=1) / counts
 
 
+def loss_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The positions whose logits any sample's loss reads (those followed by a completion token), ascending.
+
+    Only these need the output head: a prompt of ~60 tokens before a refusal of ~5 makes
+    the head (a fifth of SmolLM2's matmul work, vocab 49,152) and its log-softmax over the
+    whole sequence the largest waste of a batched backward pass.
+    """
+    return (labels[:, 1:] != -100).any(dim=0).nonzero().squeeze(1)
+
+
+def completion_losses(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """`per_sample_losses` of the model on `batch`, with logits computed at `loss_positions` only.
+
+    Uses transformers' `logits_to_keep` (a 1-D tensor keeps those positions of every row), so
+    every loss term is the same as with full logits; the terms not computed are those no
+    loss reads.
+    """
+    positions = loss_positions(batch.labels)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=positions).logits
+    if logits.shape[1] != len(positions):
+        raise ValueError(f"{type(model).__name__} ignored logits_to_keep (got {logits.shape[1]} positions, "
+                         f"asked for {len(positions)})")
+    targets = batch.labels[:, positions + 1]
+    token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+    return token_loss.sum(dim=1) / (batch.labels[:, 1:] != -100).sum(dim=1)
+
+
 def lora_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """The bias-free Linear modules holding every trainable weight, keyed by the weight's parameter name.
 
@@ -152,7 +182,9 @@ class PerSampleGradients:
                 x = x * self.token_mask[..., None].to(dtype)
 
             def on_output_grad(g: torch.Tensor) -> None:
-                self.consume(name, torch.einsum("bto,bti->boi", g.to(dtype), x))
+                with record_function("rait.grads.per_sample"):
+                    grad = torch.einsum("bto,bti->boi", g.to(dtype), x)
+                self.consume(name, grad)
 
             output.register_hook(on_output_grad)
 
@@ -167,9 +199,10 @@ def backward_per_sample(model: nn.Module, capture: PerSampleGradients, batch: Ba
     also accumulates on the LoRA weights is discarded.
     """
     capture.token_mask = batch.attention_mask
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    losses = per_sample_losses(logits, batch.labels)
-    losses.sum().backward()
+    with record_function("rait.grads.forward"):
+        losses = completion_losses(model, batch)
+    with record_function("rait.grads.backward"):
+        losses.sum().backward()
     for module in capture.linears.values():
         module.weight.grad = None
     capture.token_mask = None
