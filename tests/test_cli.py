@@ -328,6 +328,110 @@ def test_rehearse_takes_the_same_training_options_as_train(tmp_path, monkeypatch
     assert "--lora-r" in help_text and "--target-modules" in help_text
 
 
+@pytest.mark.parametrize("objective", ["sft", "dpo", "grpo"])
+def test_train_starts_from_its_objectives_recipe_and_sets_only_the_given_options(tmp_path, monkeypatch, objective):
+    """Issue 32: `rait train --objective grpo` trained with the SFT defaults (lr 2e-4, 3 epochs, accumulation 2)
+    while `rait run` used GRPO-RAIT's recipe; DPO's beta default was restated in the CLI."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    import rait.train
+    import rait.train.grpo
+    import rait.train.preference
+    from rait.train import TrainSettings
+    from rait.train.grpo import GRPOSettings
+    from rait.train.preference import DPOSettings
+
+    seen = {}
+
+    def fit(settings, *args, **kwargs):
+        seen["settings"] = settings
+        return SimpleNamespace(samples=1, optimizer_steps=1, train_loss=0.0, out_dir=tmp_path / "t")
+
+    module = {"sft": rait.train, "dpo": rait.train.preference, "grpo": rait.train.grpo}[objective]
+    monkeypatch.setattr(module, "run", fit)
+    records = [QARecord(id="q0", question="What is it?", source="facts", split="train", answer="it")]
+    write_records(tmp_path / "data.jsonl", records)
+    command = ["train", "--data", str(tmp_path / "data.jsonl"), "--objective", objective, "--seed", "5"]
+    assert run(command + ["--out", str(tmp_path / "a")]) == 0
+    settings = seen["settings"]
+    train = settings if objective == "sft" else settings.train
+    recipe = {"sft": TrainSettings(), "dpo": TrainSettings(), "grpo": GRPOSettings().train}[objective]
+    assert asdict(train) == asdict(recipe) | {"seed": 5}
+    if objective != "sft":
+        assert settings.beta == {"dpo": DPOSettings, "grpo": GRPOSettings}[objective].beta
+    assert run(command + ["--out", str(tmp_path / "b"), "--lr", "3e-5", "--lora-r", "8", "--max-steps", "7"]) == 0
+    train = seen["settings"] if objective == "sft" else seen["settings"].train
+    assert asdict(train) == asdict(recipe) | {"seed": 5, "learning_rate": 3e-5, "max_steps": 7,
+                                              "lora": asdict(recipe.lora) | {"r": 8}}
+
+
+# Each command's settings classes, and the options whose names differ from their fields (field paths)
+COMMAND_SETTINGS = {
+    "data load": ("rait.data.stage:DataSettings",),
+    "probe": ("rait.probe.stage:ProbeSettings", "rait.data.stage:DataSettings"),
+    "grads": ("rait.grads:GradsSettings",),
+    "build": ("rait.select:BuildSettings",),
+    "train": ("rait.train:TrainSettings",),
+    "rehearse": ("rait.rehearse:RehearseSettings", "rait.train:TrainSettings"),
+    "eval": ("rait.evaluate.runner:EvalSettings", "rait.data.stage:DataSettings"),
+    "pik": ("rait.select:BuildSettings",),
+}
+RENAMED = {"lora_r": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
+           "target_modules": "lora.target_modules", "lr": "learning_rate", "warmup_epochs": "warmup.epochs"}
+
+
+def test_every_cli_default_is_its_settings_default():
+    """Issue 32: a default is written once, in the settings dataclass; an option that shows one shows that one
+    (None: the command leaves the setting to the class)."""
+    import dataclasses
+    import importlib
+
+    import typer.main
+
+    from rait.cli import app
+
+    def commands(group, prefix=""):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, f"{prefix}{name} ")
+            else:
+                yield prefix + name, command
+
+    def default_of(settings, path: str):
+        for part in path.split("."):
+            fields = {f.name: f for f in dataclasses.fields(settings)}
+            if part not in fields:
+                return dataclasses.MISSING
+            settings = getattr(settings, part)
+        return settings
+
+    by_name = dict(commands(typer.main.get_command(app)))
+    assert set(COMMAND_SETTINGS) <= set(by_name)
+    checked = 0
+    for name, paths in COMMAND_SETTINGS.items():
+        instances = []
+        for path in paths:
+            module, cls = path.split(":")
+            settings = getattr(importlib.import_module(module), cls)
+            required = [f.name for f in dataclasses.fields(settings) if f.default is dataclasses.MISSING
+                        and f.default_factory is dataclasses.MISSING]
+            instances.append(settings(**{field: "nq:dev" for field in required}))
+        for param in by_name[name].params:
+            if param.name in ("seed", "data") or param.default is None:
+                continue
+            field = RENAMED.get(param.name, param.name)
+            default = next((d for s in instances if (d := default_of(s, field)) is not dataclasses.MISSING),
+                           dataclasses.MISSING)
+            if default is dataclasses.MISSING:
+                continue
+            if isinstance(default, tuple):  # a comma list on the command line
+                default = ",".join(map(str, default))
+            assert param.default == default, f"rait {name} --{param.name}: {param.default!r} vs {default!r}"
+            checked += 1
+    assert checked >= 30
+
+
 @pytest.mark.parametrize("signum, code, name", [(2, 130, "Ctrl-C"), (15, 143, "SIGTERM")])
 def test_an_interrupted_probe_exits_non_zero_keeps_its_finished_shards_and_says_how_to_resume(
         tmp_path, tiny_model_dir, signum, code, name):

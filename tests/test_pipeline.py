@@ -232,6 +232,47 @@ def test_a_bad_setting_or_sample_is_reported_at_its_line_before_any_work(tmp_pat
     assert not (tmp_path / "out" / "a" / "probe").exists()
 
 
+@pytest.mark.parametrize("text, line, field", [
+    ("train: {epochs: 1, seed: 5}\n" + _TRACK, 1, "train.seed"),
+    ("dpo:\n  train: {seed: 5}\n" + _TRACK, 2, "dpo.train.seed"),
+    ("grpo:\n  train:\n    seed: 5\n" + _TRACK, 3, "grpo.train.seed"),
+    (_TRACK + "    train: {seed: 5}\n", 5, "tracks.0.train.seed"),
+])
+def test_a_training_seed_beside_the_runs_loop_is_refused_for_every_kind(tmp_path, text, line, field):
+    """Issue 32: SFT let `train.seed` override the per-seed loop (every seed of `seeds` trained one model) while DPO
+    and GRPO let the loop win. The loop owns the methods' seeds, for every kind."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        PipelineConfig.from_yaml(path)
+    assert (err.value.line, err.value.field) == (line, field) and "seeded by the run's `seed`" in str(err.value)
+
+
+def test_a_rehearsal_keeps_its_own_seed(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(_TRACK + "    rehearsal: {train: {seed: 5}}\n")
+    assert PipelineConfig.from_yaml(path).tracks[0].rehearsal.train.seed == 5
+
+
+def test_the_eval_section_sets_every_evaluation_setting(tmp_path):
+    """Issue 32: match_mode, system and chat could not be set from YAML (`eval:` was its own class); its defaults
+    are EvalSettings' own."""
+    from rait.evaluate.runner import EvalSettings
+
+    path = tmp_path / "eval.yaml"
+    path.write_text("eval: {match_mode: word, system: Answer briefly., chat: false, max_new_tokens: {oeqa: 5}}\n"
+                    + _TRACK)
+    settings = PipelineConfig.from_yaml(path).eval.settings("basic", "oeqa", 3)
+    assert settings == EvalSettings(prompt="basic", match_mode="word", system="Answer briefly.", chat=False,
+                                    max_new_tokens=5, seed=3)
+    path.write_text(_TRACK)
+    assert PipelineConfig.from_yaml(path).eval.settings("refuse", "mcqa", 0) == EvalSettings()
+    path.write_text("eval:\n  match_mode: fuzzy\n" + _TRACK)
+    with pytest.raises(DataError) as err:
+        PipelineConfig.from_yaml(path)
+    assert (err.value.line, err.value.field) == (2, "eval.match_mode")
+
+
 def test_the_shipped_configs_parse():
     root = Path(__file__).resolve().parents[1] / "configs"
     assert {"demo.yaml", "demo_mcqa.yaml", "paper_mmlu.yaml", "paper_triviaqa.yaml", "study_facts.yaml"} <= {p.name for p in root.glob("*.yaml")}
@@ -590,6 +631,25 @@ tracks:
     build: {{n_total: 4, tau: 0.0}}
     test_sets: [{{name: facts-id, data: "facts:test_id", sample: 4, domain: ID}}]
 """
+
+
+def test_every_kind_of_method_trains_on_the_loops_seed(tmp_path, tiny_model_dir):
+    """Issue 32: one precedence for SFT, DPO and GRPO: each seed of `seeds` is the seed each method trains with."""
+    from rait.artifacts import read_manifest
+
+    text = GRPO_RUN.format(model=tiny_model_dir, start="cor_rait").replace(
+        "methods: [cor_rait, grpo_rait]", "seeds: [3, 4]\nmethods: [cor_rait, dpo_rait, grpo_rait]\n"
+        "dpo: {pairs_from: cor_rait, train: {batch_size: 2, max_steps: 1}}")
+    config = tmp_path / "seeds.yaml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    assert run(["run", str(config), "--out", str(out)]) == 0
+    for seed in (3, 4):
+        for method in ("cor_rait", "dpo_rait", "grpo_rait"):
+            folder = out / "facts" / f"seed-{seed}" / "train" / method
+            train = json.loads((folder / "stage.json").read_text())["parts"]["train"]
+            assert (train if method == "cor_rait" else train["train"])["seed"] == seed, (method, seed)
+            assert read_manifest(folder / "train.json")["seed"] == seed, (method, seed)  # what the trainer was given
 
 
 def test_grpo_rait_trains_from_cor_rait_in_rait_run_and_reaches_the_report(tmp_path, tiny_model_dir):

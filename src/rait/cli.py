@@ -23,7 +23,7 @@ from rich.markup import escape
 
 from rait import terminal
 from rait.errors import DataError, RaitError, SettingsError, check_choice, check_number
-from rait.select.methods import METHODS
+from rait.select.methods import METHODS, TAU
 
 app = typer.Typer(
     help="Refusal-aware instruction tuning (CRaFT, GRAIT and baselines): probe, build, train, evaluate.",
@@ -37,7 +37,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 
 console = Console(stderr=True)
-errors = Console(stderr=True)  # errors and interrupts, printed under --quiet too
+error_console = Console(stderr=True)  # errors and interrupts, printed under --quiet too
 
 
 @app.callback()
@@ -55,7 +55,7 @@ def options(
     console.quiet = quiet
 
 
-def _spare_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
+def _refuse_overwriting_inputs(inputs: dict[str, object], outputs: list[Path]) -> None:
     """Refuse, before any work, a command whose outputs would replace one of its own inputs (issue 17: `rait
     probe --data pool.jsonl --out pool.jsonl` replaced the pool with the table) or write into an input folder
     (`rait train --start-from X --out X`). `inputs` maps option names (`data` is --data; a name that is not an
@@ -139,7 +139,7 @@ def data_load(
         held_out = out.with_name(f"{out.stem}.validation.jsonl")
         _check_output("--validation", held_out, folder=False)
         outputs += [held_out, manifest_path(held_out)]
-    _spare_inputs({"source spec": source}, outputs)
+    _refuse_overwriting_inputs({"source spec": source}, outputs)
     if held_out is not None and held_out.exists() and not _held_out_by_data_load(held_out):
         raise RaitError(f"--validation {validation}: {held_out} exists and is not a validation split written by "
                         "`rait data load` (its manifest would say so); move it or choose another --out")
@@ -201,7 +201,7 @@ def data_split(
 
     written = [out_dir / f"{name}.jsonl" for name in ("train", "test")]
     _check_output("--out-dir", out_dir, folder=True)
-    _spare_inputs({"records file": path}, written + [manifest_path(f) for f in written])
+    _refuse_overwriting_inputs({"records file": path}, written + [manifest_path(f) for f in written])
     size = int(test_size) if test_size >= 1 and test_size.is_integer() else test_size  # 1.5 and inf are neither
     records = read_records(path)
     if not 0 < size < (1 if isinstance(size, float) else len(records)):
@@ -296,7 +296,7 @@ def probe(
         raise RaitError(f"--out {err}") from None
     _check_output("--out", manifest_path(out), folder=False)
     check_work_dir(default_work_dir(out))  # a resume's shards, read after the model is loaded: checked now
-    _spare_inputs({"data": data, "exemplars": exemplars}, [out, manifest_path(out), default_work_dir(out)])
+    _refuse_overwriting_inputs({"data": data, "exemplars": exemplars}, [out, manifest_path(out), default_work_dir(out)])
     _check_device(device)
     records = load_test_records(TestSet(name="pool", data=data, sample=sample), seed)
     inputs = {"records": Path(data)} if Path(data).is_file() else None
@@ -342,7 +342,7 @@ def grads(
     from rait.grads.stage import run
 
     _check_output("--out", out, folder=True)
-    _spare_inputs({"records": records, "table": table, "adapter": adapter},
+    _refuse_overwriting_inputs({"records": records, "table": table, "adapter": adapter},
                   [out / "store"] + ([out / "warmup"] if adapter is None else []))
     try:
         dimensions = tuple(int(d) for d in dims.split(","))
@@ -368,7 +368,7 @@ def build(
     n_vanilla: Optional[int] = typer.Option(None, min=0, help="Vanilla samples (with --n-idk, instead of --n-total)."),
     n_idk: Optional[int] = typer.Option(None, min=0, help="IdK samples."),
     idk_share: float = typer.Option(0.2, min=0.0, max=1.0, help="IdK share of --n-total (papers: 20 %)."),
-    tau: float = typer.Option(0.5, min=0.0, max=1.0, help="Correctness threshold between known and unknown."),
+    tau: float = typer.Option(TAU, min=0.0, max=1.0, help="Correctness threshold between known and unknown."),
     mode: str = typer.Option("paper", help="paper (Algorithm 1) or as_released (the released scripts' thresholds and quirks)."),
     dead_band: float = typer.Option(0.0, min=0.0, max=1.0, help="Exclude questions with |mu - tau| < dead_band (paper mode)."),
     balance: Optional[str] = typer.Option(None, help="'subject': every subject of the records gets the set's IdK share, so the kind of question does not predict the refusal (paper mode; docs/build.md)."),
@@ -400,7 +400,7 @@ def build(
     except SettingsError as err:  # the settings' `methods` is the repeatable option --method here
         raise SettingsError("method" if err.field == "methods" else err.field, err.message) from None
     files = [out / "summary.json", *(out / f"{name}.jsonl" for name in METHODS)]
-    _spare_inputs({"table": table, "records": records, "grads": grads_store},
+    _refuse_overwriting_inputs({"table": table, "records": records, "grads": grads_store},
                   files + [manifest_path(f) for f in files] + [out / "summary.md", out / "xtuner", out / "dpo"])
     summary = run(settings, table, records, out, gradients=grads_store)
     typer.echo(summary_markdown(summary))
@@ -410,51 +410,70 @@ def build(
 
 
 # The fine-tuning options of `rait train` and `rait rehearse` (`rait.train.TrainSettings`), defined once:
-# (name, type, option). `with_train_options` adds them to a command, which receives the settings as `train`.
+# (name, type, option, the TrainSettings field it sets). `with_train_options` adds them to a command, which
+# receives the settings as `train`. The shown defaults are TrainSettings' (tests/test_cli.py compares them); an
+# option left out takes the recipe's value, so `rait train --objective grpo` starts from GRPO-RAIT's recipe.
 TRAIN_OPTIONS = (
-    ("method", str, typer.Option("lora", help="lora, qlora (GPU with bitsandbytes) or full.")),
-    ("lora_r", int, typer.Option(64, min=1, help="LoRA rank.")),
-    ("lora_alpha", int, typer.Option(16, help="LoRA alpha.")),
-    ("lora_dropout", float, typer.Option(0.1, help="LoRA dropout.")),
-    ("target_modules", str, typer.Option("all-linear", help="'all-linear' or a comma list, e.g. q_proj,k_proj,v_proj,o_proj.")),
-    ("epochs", float, typer.Option(3.0, help="Epochs.")),
-    ("lr", float, typer.Option(2e-4, help="Peak learning rate (warm-up 3 %, then cosine).")),
-    ("batch_size", int, typer.Option(8, min=1, help="Micro-batch size.")),
-    ("grad_accum", int, typer.Option(2, min=1, help="Gradient accumulation steps (global batch = micro-batch x this x processes).")),
-    ("gradient_checkpointing", bool, typer.Option(False, "--gradient-checkpointing", help="Recompute activations in the backward pass: far less memory for long batches, one more forward pass per micro-batch (docs/plan.md).")),
-    ("report_to", str, typer.Option("none", help="Also log to tensorboard (<out>/runs/; pip install 'rait[tensorboard]') or wandb (offline unless WANDB_MODE is set).")),
-    ("save_steps", Optional[int], typer.Option(None, min=1, help="Save a checkpoint every N optimiser steps; the same command run again after an interruption resumes from the last one.")),
+    ("method", str, typer.Option("lora", help="lora, qlora (GPU with bitsandbytes) or full."), "method"),
+    ("lora_r", int, typer.Option(64, min=1, help="LoRA rank."), "lora.r"),
+    ("lora_alpha", int, typer.Option(16, help="LoRA alpha."), "lora.alpha"),
+    ("lora_dropout", float, typer.Option(0.1, help="LoRA dropout."), "lora.dropout"),
+    ("target_modules", str, typer.Option("all-linear", help="'all-linear' or a comma list, e.g. q_proj,k_proj,v_proj,o_proj."), "lora.target_modules"),
+    ("epochs", float, typer.Option(3.0, help="Epochs."), "epochs"),
+    ("lr", float, typer.Option(2e-4, help="Peak learning rate (warm-up 3 %, then cosine; GRPO: 1e-5, constant)."), "learning_rate"),
+    ("batch_size", int, typer.Option(8, min=1, help="Micro-batch size."), "batch_size"),
+    ("grad_accum", int, typer.Option(2, min=1, help="Gradient accumulation steps (global batch = micro-batch x this x processes; GRPO: 1)."), "grad_accum"),
+    ("gradient_checkpointing", bool, typer.Option(False, "--gradient-checkpointing", help="Recompute activations in the backward pass: far less memory for long batches, one more forward pass per micro-batch (docs/plan.md)."), "gradient_checkpointing"),
+    ("report_to", str, typer.Option("none", help="Also log to tensorboard (<out>/runs/; pip install 'rait[tensorboard]') or wandb (offline unless WANDB_MODE is set)."), "report_to"),
+    ("save_steps", Optional[int], typer.Option(None, min=1, help="Save a checkpoint every N optimiser steps; the same command run again after an interruption resumes from the last one."), "save_steps"),
 )
 
 
 def with_train_options(command):
-    """The command with TRAIN_OPTIONS as options; it is called with `train=TrainSettings(...)` (seeded by its `seed`)."""
+    """The command with TRAIN_OPTIONS as options; it is called with `train=TrainSettings(...)`: the recipe of its
+    `--objective` (GRPO-RAIT's for grpo, TrainSettings' otherwise) with the options given on the command line,
+    seeded by its `seed`."""
     signature = inspect.signature(command)
     options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-               for name, kind, option in TRAIN_OPTIONS]
+               for name, kind, option, _ in TRAIN_OPTIONS]
+    context = inspect.Parameter("train_options_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
 
     @functools.wraps(command)
     def wrapper(**kwargs):
-        values = {name: kwargs.pop(name) for name, _, _ in TRAIN_OPTIONS}
-        return command(**kwargs, train=_train_settings(**values, seed=kwargs["seed"], merge=kwargs.get("merge", False)))
+        ctx = kwargs.pop("train_options_context")
+        values = {name: kwargs.pop(name) for name, _, _, _ in TRAIN_OPTIONS}
+        if "max_steps" in kwargs:  # `rait train`'s, a TrainSettings field too
+            values["max_steps"] = kwargs["max_steps"]
+        given = {name: value for name, value in values.items()  # by name: typer may bring its own click
+                 if getattr(ctx.get_parameter_source(name), "name", None) != "DEFAULT"}
+        return command(**kwargs, train=_train_settings(given, objective=kwargs.get("objective", "sft"),
+                                                       seed=kwargs["seed"], merge=kwargs.get("merge", False)))
 
     kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values() if p.name != "train"]
-    wrapper.__signature__ = signature.replace(parameters=kept + options)
+    wrapper.__signature__ = signature.replace(parameters=kept + options + [context])
     return wrapper
 
 
-def _train_settings(method: str, lora_r: int, lora_alpha: int, lora_dropout: float, target_modules: str, epochs: float,
-                    lr: float, batch_size: int, grad_accum: int, gradient_checkpointing: bool, report_to: str,
-                    save_steps: int | None, seed: int, merge: bool):
-    from rait.train import LoraSettings, TrainSettings
+def _train_settings(given: dict, objective: str, seed: int, merge: bool):
+    """The objective's recipe with the options `given` on the command line (TRAIN_OPTIONS names) set."""
+    from dataclasses import asdict
 
-    targets = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
+    from rait.train import TrainSettings
+
+    if objective == "grpo":
+        from rait.train.grpo import GRPOSettings
+
+        recipe = asdict(GRPOSettings().train)
+    else:
+        recipe = asdict(TrainSettings())
+    fields = {name: field for name, _, _, field in TRAIN_OPTIONS} | {"max_steps": "max_steps"}
+    for name, value in given.items():
+        if name == "target_modules" and value != "all-linear":
+            value = [m.strip() for m in value.split(",")]
+        section, _, key = fields[name].rpartition(".")
+        (recipe[section] if section else recipe)[key] = value
     try:
-        return TrainSettings(method=method, lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-                                                              target_modules=targets),
-                             epochs=epochs, learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
-                             merge=merge, gradient_checkpointing=gradient_checkpointing, report_to=report_to,
-                             save_steps=save_steps)
+        return TrainSettings(**{**recipe, "seed": seed, "merge": merge})
     except SettingsError as err:  # the settings' names of these options
         options = {"learning_rate": "lr", "r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
         raise SettingsError(options.get(err.field, err.field), err.message) from None
@@ -493,20 +512,16 @@ def train_command(
         raise SettingsError(next(iter(grpo_only)), f"is a GRPO setting (--objective grpo), not one of {objective}")
     if beta is not None and objective == "sft":
         raise SettingsError("beta", "is a DPO or GRPO setting; weighted SFT has no reference model to stay near")
-    if max_steps != -1:  # TrainSettings refuses 0 and other negatives
-        from dataclasses import replace
-
-        train = replace(train, max_steps=max_steps)
-    _spare_inputs({"data": data, "model": model if model != "default" else None},
+    _refuse_overwriting_inputs({"data": data, "model": model if model != "default" else None},
                   [*(out / name for name in OUTPUT_FOLDERS), out / SUMMARY_FILE, manifest_path(out / SUMMARY_FILE)])
     # GRPO also keeps its checkpoints and rewards in --out: the adapter it starts from must lie outside it
-    _spare_inputs({"start_from": start_from}, [out])
+    _refuse_overwriting_inputs({"start_from": start_from}, [out])
     if objective == "dpo":
         from rait.train.preference import DPOSettings
         from rait.train.preference import run as dpo
 
         source = read_manifest(data).get("settings", {}).get("method", "") if manifest_path(data).is_file() else ""
-        result = dpo(DPOSettings(pairs_from=source, beta=0.1 if beta is None else beta, train=train), data, out,
+        result = dpo(DPOSettings(pairs_from=source, train=train, **({} if beta is None else {"beta": beta})), data, out,
                      model=model)
     elif objective == "grpo":
         from rait.train.grpo import GRPOSettings
@@ -514,7 +529,7 @@ def train_command(
 
         check_choice("refusal-mode", refusal_mode, ("paper", "keywords"))
         grpo_only.pop("start_from", None)  # the adapter, not a setting
-        settings = GRPOSettings(**grpo_only, beta=0.0 if beta is None else beta, train=train)
+        settings = GRPOSettings(**grpo_only, **({} if beta is None else {"beta": beta}), train=train)
         result = grpo(settings, data, out, model=model, start_adapter=start_from)
     else:
         result = run(train, data, out, model=model)
@@ -547,7 +562,7 @@ def rehearse_command(
     _check_output("--out", out, folder=True)
     settings = RehearseSettings(n=n, target=target, mu_min=mu_min, sigma_min=sigma_min, gold_prob_min=gold_prob_min,
                                 seed=seed, train=train)
-    _spare_inputs({"table": table, "data": data, "model": model if model != "default" else None},
+    _refuse_overwriting_inputs({"table": table, "data": data, "model": model if model != "default" else None},
                   [out / name for name in ("rehearsal_data.jsonl", "model", "rehearsed_table.jsonl", "flow_table.jsonl",
                                            "flow_summary.json", "delta_mu.png")])
     records = load_source(data if ":" in data else f"jsonl:{data}")
@@ -589,7 +604,7 @@ def evaluate(
         raise RaitError("--threshold needs --confidence (the per-item confidences it applies to)")
     if threshold is not None:
         check_number("threshold", threshold, 0, 1)  # sigma (a mean cosine) and P(IK) both lie in [0, 1]
-    _spare_inputs({"data": data, "model": model if model != "default" else None,
+    _refuse_overwriting_inputs({"data": data, "model": model if model != "default" else None,
                    "reference": reference / "outcomes.jsonl" if reference else None, "confidence": confidence},
                   [out / "outcomes.jsonl", out / "metrics.json", out / "abstain"])
     if reference is not None and reference.is_file():
@@ -679,7 +694,7 @@ def pik_command(
     items: str = typer.Option(..., help="The questions to score: a QA-record JSONL file or a dataset spec (validation and test items)."),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL of {id, confidence}: each item's P(IK), for `rait eval --confidence`."),
     model: str = typer.Option("default", help="The model the table was probed with, or 'default'."),
-    tau: float = typer.Option(0.5, min=0.0, max=1.0, help="Known = mu >= tau (the build's split)."),
+    tau: float = typer.Option(TAU, min=0.0, max=1.0, help="Known = mu >= tau (the build's split)."),
     seed: int = typer.Option(0, help="Seed of the logistic regression."),
 ) -> None:
     """P(IK) (Kadavath et al. 2022): a logistic regression on the question's hidden state, fitted on the pool's
@@ -690,7 +705,7 @@ def pik_command(
     from rait.probe.table import read_table
 
     _check_output("--out", out, folder=False)
-    _spare_inputs({"table": table, "records": records, "items": items}, [out])
+    _refuse_overwriting_inputs({"table": table, "records": records, "items": items}, [out])
     pool, knowledge = read_records(records), read_table(table)
     check_both_sides(p_ik_labels(pool, knowledge, tau, table), tau)  # before the model is loaded
     scored = load_test_records(TestSet(name="items", data=items), seed)
@@ -800,7 +815,7 @@ def export_command(
     found = locate(source, method=method, track=track, seed=seed)
     _check_output("--out", out, folder=True)
     base = found.summary["base_model"]
-    _spare_inputs({"input folder": found.given, "base model": None if base == "default" else base}, [out])
+    _refuse_overwriting_inputs({"input folder": found.given, "base model": None if base == "default" else base}, [out])
     check(found, settings, out)
     export(settings, found, out)
     typer.echo(f"exported {found.train_dir} -> {out}")
@@ -827,7 +842,7 @@ def report_command(
             raise RaitError("--out merges several runs (seeds of one config); give two or more run folders")
         _check_output("--out", out, folder=True)
         for run_dir in runs:  # the merged report goes beside the runs, not into one (`--out r1`, `--out ./r2/.`)
-            _spare_inputs({"run folder": run_dir}, [out])
+            _refuse_overwriting_inputs({"run folder": run_dir}, [out])
         merge_runs(runs, out, console=console)
         typer.echo((out / "results.md").read_text(encoding="utf-8"))
         typer.echo(f"report: {out / 'report.html'}")
@@ -893,7 +908,7 @@ def main(argv: list[str] | None = None) -> None:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     if code == 130:
-        errors.print(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): finished work (probe and gradient "
+        error_console.print(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): finished work (probe and gradient "
                       "shards, completed stages) is kept; run the same command again to resume", soft_wrap=True)
         sys.exit(143 if terminated else 130)
     if isinstance(code, int) and code:
@@ -951,4 +966,4 @@ def _error_line(message: str) -> None:
     from rait.distributed import launched
 
     rank = f"rank {os.environ.get('RANK', '?')}: " if launched() else ""
-    errors.print(f"[bold red]error:[/] {rank}{escape(message)}", highlight=False, soft_wrap=True)
+    error_console.print(f"[bold red]error:[/] {rank}{escape(message)}", highlight=False, soft_wrap=True)

@@ -115,9 +115,9 @@ def read_reference(folder: str | Path, ids: list[str]) -> list[dict]:
     return [rows[i] for i in ids]
 
 
-def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Path | tuple,
+def run(settings: EvalSettings, records, out: str | Path, *, model: str | Path | tuple,
         reference_rows=None, description: str | None = None) -> tuple[list[dict], dict]:
-    """The evaluation stage (`rait eval`, and `rait run` per model, test set and prompt), cached in `out_dir`.
+    """The evaluation stage (`rait eval`, and `rait run` per model, test set and prompt), cached in `out`.
 
     `model` is a model folder, 'default', a `rait train` output, or a loaded (model, tokenizer,
     fingerprint) triple (`EvalModels.use`); `reference_rows` are Init-Basic's outcomes on the
@@ -127,9 +127,9 @@ def run(settings: EvalSettings, records, out_dir: str | Path, *, model: str | Pa
     The answers are what is cached: a rerun with the same identity (model, settings, items) reads them
     back and only recomputes the metrics, which also depend on the reference and are cheap.
     """
-    out_dir = Path(out_dir)
+    out = Path(out)
     fingerprint = model[2] if isinstance(model, tuple) else fingerprint_of(model)
-    outcomes_path, metrics_path = out_dir / "outcomes.jsonl", out_dir / "metrics.json"
+    outcomes_path, metrics_path = out / "outcomes.jsonl", out / "metrics.json"
     identity = {"model": fingerprint, "settings": settings.as_dict(), "items": [r.id for r in records]}
     if outcomes_path.exists() and changed_field(read_manifest(outcomes_path).get("identity"), identity) is None:
         rows = read_jsonl(outcomes_path)

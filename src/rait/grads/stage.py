@@ -43,7 +43,7 @@ def run_warmup(settings: GradsSettings, records_path: str | Path, table_path: st
     return out_dir
 
 
-def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, *, model: str | Path | None,
+def run(settings: GradsSettings, records_path: str | Path, out: str | Path, *, model: str | Path | None,
         table_path: str | Path | None = None, adapter: str | Path | None = None) -> Path:
     """Warm up (unless `adapter` is given), then compute and merge the store; returns the store folder.
 
@@ -55,7 +55,7 @@ def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, 
     from rait.models import load_model, model_fingerprint
 
     state = processes()
-    out_dir = Path(out_dir)
+    out = Path(out)
     records = read_records(records_path)
     if not records:
         raise RaitError("no pool questions to compute gradients for")
@@ -64,7 +64,7 @@ def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, 
         if table_path is None:
             raise RaitError("the warm-up needs the knowledge table (table_path) to pick its rehearsal questions; "
                             "or pass an existing adapter")
-        adapter = out_dir / "warmup"
+        adapter = out / "warmup"
         if not (adapter / "adapter_config.json").is_file():  # every rank trains (DDP); the main one saves
             run_warmup(settings, records_path, table_path, adapter, model=model)
         state.wait_for_everyone()
@@ -77,7 +77,7 @@ def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, 
     fingerprint = model_fingerprint(model)
     record = {"model_weights_sha256": fingerprint["weights_sha256"], "adapter": str(adapter)}
     with progress("gradients", len(examples), enabled=state.is_main_process) as bar:
-        store = build_store(warm, tokenizer, examples, out_dir / "store", settings, moments,
+        store = build_store(warm, tokenizer, examples, out / "store", settings, moments,
                             rank=state.process_index, world_size=state.num_processes, record=record,
                             on_batch=bar.advance)
     state.wait_for_everyone()
@@ -89,4 +89,4 @@ def run(settings: GradsSettings, records_path: str | Path, out_dir: str | Path, 
                                  "warmup": read_warmup_summary(adapter)},
                        seed=settings.seed, extra={"rows": rows})
     state.wait_for_everyone()
-    return FeatureStore(out_dir / "store").folder
+    return FeatureStore(out / "store").folder

@@ -41,6 +41,7 @@ from rait.errors import MAX_SEED, DataError, RaitError, SettingsError, check_cou
 from rait.data.stage import DataSettings
 from rait.probe.stage import ProbeSettings
 from rait.data.testsets import TestSet
+from rait.evaluate.runner import EvalSettings
 from rait.grads.features import GradsSettings
 from rait.rehearse import RehearseSettings
 from rait.train.grpo import GRPO_TRAIN, GRPOSettings
@@ -55,20 +56,32 @@ MAX_NEW_TOKENS = 4096  # as the probe's: a greedy answer is a short phrase, far 
 
 @dataclass
 class EvalConfig:
-    """Greedy evaluation: the untouched model under `prompts` (Init-Basic, Init-Refuse), trained ones under `method_prompts`."""
+    """The `eval:` section: `EvalSettings` for every evaluation of the run (their defaults, written there), with a
+    list of prompts where a stage takes one: the untouched model under `prompts` (Init-Basic, Init-Refuse), trained
+    ones under `method_prompts`; `max_new_tokens` per task."""
 
     prompts: list[str] = field(default_factory=lambda: ["basic", "refuse"])
     method_prompts: list[str] = field(default_factory=lambda: ["refuse"])
-    batch_size: int = 16
-    n_boot: int = 1000
+    batch_size: int = EvalSettings.batch_size
+    n_boot: int = EvalSettings.n_boot
     max_new_tokens: dict[str, int] = field(default_factory=dict)  # per task: {"oeqa": 50, "mcqa": 32}
-    refusal_mode: str = "paper"  # or "keywords": also "I'm not sure" and the like (R-Tuning's refusals)
+    refusal_mode: str = EvalSettings.refusal_mode  # or "keywords": also "I'm not sure" and the like (R-Tuning's)
+    match_mode: str | None = EvalSettings.match_mode  # None: each task's own (docs/eval.md)
+    system: str | None = EvalSettings.system
+    chat: bool | None = EvalSettings.chat
 
     def __post_init__(self) -> None:
         check_count("batch_size", self.batch_size, 1)
         check_count("n_boot", self.n_boot, 1)
         if self.n_boot > MAX_N_BOOT:
             raise SettingsError("n_boot", f"must be at most {MAX_N_BOOT} (the papers take 1000), got {self.n_boot}")
+
+    def settings(self, prompt: str, task: str | None, seed: int) -> EvalSettings:
+        """One evaluation's settings: this section's under `prompt`, with the task's `max_new_tokens` (none for no
+        task: the config check, which checks those per task)."""
+        return EvalSettings(prompt=prompt, batch_size=self.batch_size, refusal_mode=self.refusal_mode,
+                            max_new_tokens=self.max_new_tokens.get(task), n_boot=self.n_boot, seed=seed,
+                            match_mode=self.match_mode, system=self.system, chat=self.chat)
 
 
 @dataclass
@@ -324,8 +337,9 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
     """What a track's stages take from the top level, written into the raw mapping before it is read: the
     rehearsal's fine-tune is the global `train`, then the track's, then `rehearsal.train` (`lora` merged key by
     key), DPO-RAIT's is the global `train`, then `dpo.train`, and GRPO-RAIT's its own (`GRPO_TRAIN`, then
-    `grpo.train`: an RL recipe shares little with SFT's); the rehearsal draw, the fine-tunes and the
-    gradient projection are seeded by `seed` unless the config sets their own. The training settings are
+    `grpo.train`: an RL recipe shares little with SFT's); the rehearsal draw and fine-tune and the gradient
+    projection are seeded by `seed` unless the config sets their own, the methods' trainings always by the
+    run's loop (`owned_by_the_run`). The training settings are
     checked here, each at its own line."""
     from rait.train import TrainSettings
 
@@ -346,18 +360,22 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
 
     if not isinstance(train, dict):
         return
+    owned_by_the_run(train, ("train",), error)
     checked(("train",), {"seed": seed, **train})
     dpo = raw.get("dpo") or {}
     if isinstance(dpo, dict) and isinstance(dpo.get("train") or {}, dict):  # DPO-RAIT: the global recipe, then its own
+        owned_by_the_run(dpo.get("train") or {}, ("dpo", "train"), error)
         merged = {"seed": seed, **merge_settings(train, dpo.get("train") or {})}
         raw["dpo"] = {**dpo, "train": checked(("dpo", "train") if "train" in dpo else ("train",), merged)}
     grpo = raw.get("grpo") or {}
     if isinstance(grpo, dict) and isinstance(grpo.get("train") or {}, dict):  # GRPO-RAIT: its own recipe, seeded
+        owned_by_the_run(grpo.get("train") or {}, ("grpo", "train"), error)
         own = {"seed": seed, **merge_settings(GRPO_TRAIN, grpo.get("train") or {})}
         raw["grpo"] = {**grpo, "train": checked(("grpo", "train") if "train" in grpo else ("grpo",), own)}
     for i, track in enumerate(raw["tracks"]):
         if not isinstance(track, dict) or not isinstance(track.get("train") or {}, dict):
             continue
+        owned_by_the_run(track.get("train") or {}, ("tracks", i, "train"), error)
         own = merge_settings(train, track.get("train") or {})
         checked(("tracks", i, "train"), {"seed": seed, **own})
         rehearsal, grads = track.get("rehearsal") or {}, track.get("grads") or {}
@@ -367,6 +385,16 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
             track["rehearsal"] = {"seed": seed, **rehearsal, "train": checked(keys, merged)}
         if isinstance(grads, dict):
             track["grads"] = {"seed": seed, **grads}
+
+def owned_by_the_run(train: dict, keys: tuple, error: Callable[[tuple, str], DataError]) -> None:
+    """The methods' trainings take their seed from the run's loop (`seed`, or each of `seeds`), SFT, DPO and
+    GRPO alike: a `seed` in a section they train by is refused, since the loop would have to either override it
+    or be overridden by it (SFT once let it win, so every seed of `seeds` trained the same model). The
+    rehearsal's fine-tune runs once per track, outside the loop: `rehearsal.train.seed` stays its own."""
+    if "seed" in train:
+        raise error((*keys, "seed"), "the methods' trainings are seeded by the run's `seed` (each of `seeds` when it "
+                    "is set), the same for SFT, DPO and GRPO; set it there (rehearsal.train.seed seeds the rehearsal)")
+
 
 _NESTED = {
     "tracks": TrackConfig, "pool": DataSettings, "probe": ProbeSettings, "rehearsal": RehearseSettings, "grads": GradsSettings,
@@ -454,7 +482,6 @@ VALIDATION = "validation"
 def _check(config: PipelineConfig) -> None:
     """Everything a stage would refuse, refused at its config line before any model is loaded (issue 17:
     duplicate track names once failed at the report, after all training; `k: 2.5` inside torch)."""
-    from rait.evaluate.runner import EvalSettings
     err = config.error
     if not config.methods:
         raise err(("methods",), "names no method; list at least one (e.g. [cor_rait])")
@@ -474,9 +501,11 @@ def _check(config: PipelineConfig) -> None:
         if not config.seeds or len(set(config.seeds)) != len(config.seeds):
             raise err(("seeds",), f"must be a non-empty list of distinct whole numbers, got {config.seeds!r}")
     ev = config.eval
+    config.settings(("eval",), lambda **_: ev.settings(EvalSettings.prompt, None, config.seed),
+                    {"refusal_mode": ev.refusal_mode, "match_mode": ev.match_mode})
     for name in ("prompts", "method_prompts"):
         for i, prompt in enumerate(getattr(ev, name)):
-            config.settings(("eval", name, i), EvalSettings, {"prompt": prompt, "refusal_mode": ev.refusal_mode})
+            config.settings(("eval", name, i), lambda **_: ev.settings(prompt, None, config.seed), {"prompt": prompt})
             if prompt in getattr(ev, name)[:i]:
                 raise err(("eval", name, i), f"prompt {prompt!r} is given twice (each is evaluated once)")
     for task, tokens in ev.max_new_tokens.items():  # read only when the evaluation starts: checked now

@@ -45,6 +45,8 @@ from rait.pipeline.config import VALIDATION, PipelineConfig, TrackConfig
 from rait.pipeline.fit import check_fits
 from rait.pipeline.view import LiveView, StageLines, stage_view
 from rait.report.explorer import explorer_items
+from rait.report.results import REFERENCE
+from rait.report.tables import write_by_seed, write_comparisons, write_diagnosis
 from rait.terminal import is_verbose, use_view
 from rait.train import learning_identity
 from rait.select.methods import METHODS
@@ -58,7 +60,6 @@ COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "
     # abstention without training, DPO-RAIT and GRPO-RAIT against the untouched model and against SFT tuning
     (METHODS[rule].label, other) for rule in ("self_consistency", "p_ik", "dpo_rait", "grpo_rait")
     for other in ("Init-Basic", "Cor-RAIT", "CRaFT")]
-REFERENCE = "Init-Basic"
 BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
 POOL_FILE, VALIDATION_FILE = "pool.jsonl", "validation.jsonl"  # a track's data, in its folder
@@ -342,7 +343,7 @@ class TrackRun:
 
         def compute(folder: Path) -> dict:
             shared = replace(settings, warmup=self.stages.per_process(settings.warmup))
-            store = self.stages.launch(grads, settings=shared, records_path=pool_path, out_dir=folder,
+            store = self.stages.launch(grads, settings=shared, records_path=pool_path, out=folder,
                                        model=str(self.model_path), table_path=table_path)
             return {"store": str(store)}
 
@@ -388,7 +389,7 @@ class TrackRun:
             from rait.train import TrainSettings
             from rait.train import run as fit
 
-            recipe = {"seed": seed, **self.config.merged_train(self.track)}
+            recipe = {"seed": seed, **self.config.merged_train(self.track)}  # holds no seed: the loop's (owned_by_the_run)
             settings = self.config.settings((*self.keys, "train"), TrainSettings, recipe)
         folder = runs / "train" / method
         parts = {"data": sha256_file(data), "model": self.model_sha, "train": learning_identity(recipe)}
@@ -399,7 +400,7 @@ class TrackRun:
             else:  # SFT and DPO on the run's processes at the recipe's global batch (docs/distributed.md)
                 shared = (self.stages.per_process(settings) if METHODS[method].kind == "sft"
                           else replace(settings, train=self.stages.per_process(settings.train)))
-                result = self.stages.launch(fit, settings=shared, data=data, out_dir=folder, model=self.model_path)
+                result = self.stages.launch(fit, settings=shared, data=data, out=folder, model=self.model_path)
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
                     "train_loss": result.train_loss}
 
@@ -437,15 +438,12 @@ class TrackRun:
         """One model on every test set under each of its prompts; Init-Basic's outcomes become `references`.
 
         On one process `model()` is the model loaded once for the stage; on several, each process loads `spec`."""
-        from rait.evaluate.runner import EvalSettings
         from rait.evaluate.suite import run as evaluate_stage
 
         ev, rows = self.config.eval, []
         for test, records in self.tests:
             for prompt in prompts:
-                settings = EvalSettings(prompt=prompt, batch_size=ev.batch_size, refusal_mode=ev.refusal_mode,
-                                        max_new_tokens=ev.max_new_tokens.get(records[0].task), n_boot=ev.n_boot,
-                                        seed=self.config.seed)
+                settings = ev.settings(prompt, records[0].task, self.config.seed)
                 folder = eval_dir / test.name / label.replace(" ", "_").replace("/", "") / prompt
                 reference = references.get(test.name)
                 parts = {"model": model_key, "items": identity_key([r.id for r in records]), "settings": settings.as_dict(),
@@ -453,7 +451,7 @@ class TrackRun:
 
                 def compute(folder: Path, settings=settings, records=records, reference=reference,
                             description=f"eval {test.name} / {prompt}") -> dict:
-                    return self.stages.launch(evaluate_stage, settings=settings, records=records, out_dir=folder,
+                    return self.stages.launch(evaluate_stage, settings=settings, records=records, out=folder,
                                               model=model() if self.stages.processes == 1 else str(spec),
                                               reference_rows=reference[1] if reference else None,
                                               description=description)[1]
@@ -965,60 +963,3 @@ def _write_results(config: PipelineConfig, tracks: list[TrackRun], out_dir: Path
         write_diagnosis(diagnosis, out_dir)
     if config.seeds:
         write_by_seed([row for track in tracks for row in track.by_seed], out_dir / "results_by_seed.csv")
-
-
-def write_by_seed(rows: list[dict], path: Path) -> None:
-    """One CSV line per trained model, test set and seed: the numbers behind the means over seeds."""
-    import pandas as pd
-
-    from rait.report.results import METRICS
-
-    flat = []
-    for row in rows:
-        entry = {key: row.get(key) for key in ("track", "test_set", "domain", "method", "seed", "n")}
-        for key in METRICS:
-            metric = row.get(key) or {}
-            entry |= {key: metric.get("value"), f"{key}_low": metric.get("low"), f"{key}_high": metric.get("high")}
-        flat.append(entry)
-    pd.DataFrame(flat).to_csv(path, index=False)
-
-
-def write_diagnosis(rows: list[dict], out_dir: Path) -> None:
-    """diagnosis.md/.json: per test set, how well the probe's μ predicts Init-Basic's greedy correctness."""
-    write_json(out_dir / "diagnosis.json", rows)
-    lines = ["# Does the model's knowledge signal predict its answers?", "",
-             "Test items probed like the pool; AUROC of μ for Init-Basic correct vs not (50 = chance), 95 % interval; "
-             "AP of μ at ranking the correct ones first (chance = the share correct).",
-             "", "| test set | n | Init-Basic correct | mean μ, correct | mean μ, not correct | AUROC of μ | AP of μ |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for row in rows:
-        auroc = row.get("auroc")
-        cell = f"{auroc['value']:.1f} [{auroc['low']:.1f}, {auroc['high']:.1f}]" if auroc else "–"
-        means = [f"{row[k]:.2f}" if row[k] is not None else "–" for k in ("mean_mu_correct", "mean_mu_not_correct")]
-        ap = f"{row['average_precision']:.1f}" if row.get("average_precision") is not None else "–"
-        lines.append(f"| {row['test_set']} ({row['domain']}) | {row['n']} | {row['init_basic_correct']} | "
-                     + " | ".join(means) + f" | {cell} | {ap} |")
-    (out_dir / "diagnosis.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def write_comparisons(comparisons: list[dict], out_dir: Path) -> None:
-    """comparisons.csv (every number) and comparisons.md: paired differences, then where each model's answers went."""
-    import pandas as pd
-
-    pd.DataFrame(comparisons).to_csv(out_dir / "comparisons.csv", index=False)
-    lines = ["# Paired comparisons", "", "a minus b on the same items; 95 % intervals over items (and seeds); "
-             "two-sided bootstrap p-value of ΔTHS.", "",
-             "| test set | a | b | ΔPc | ΔPw | ΔTHS | p (ΔTHS) |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    for c in (c for c in comparisons if c["kind"] == "paired"):
-        cells = [f"{c[f'{k}_difference']:.1f} [{c[f'{k}_low']:.1f}, {c[f'{k}_high']:.1f}]"
-                 if c[f"{k}_low"] == c[f"{k}_low"] else "–" for k in ("pc", "pw", "ths")]  # – : undefined (NaN)
-        p_value = f"{c['ths_p_value']:.3f}" if c["ths_p_value"] == c["ths_p_value"] else "–"
-        lines.append(f"| {c['test_set']} ({c['domain']}) | {c['a']} | {c['b']} | " + " | ".join(cells) + f" | {p_value} |")
-    lines += ["", f"# Where the answers went, against {REFERENCE} (items; means over seeds)", "",
-              "| test set | model | refused known | refused unknown | kept correct | lost to wrong | still wrong | fixed |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for c in (c for c in comparisons if c["kind"] == "flow"):
-        counts = [f"{c[k]:.1f}".removesuffix(".0") for k in ("refused_known", "refused_unknown", "kept_correct",
-                                                             "lost_to_wrong", "still_wrong", "fixed")]
-        lines.append(f"| {c['test_set']} ({c['domain']}) | {c['a']} | " + " | ".join(counts) + " |")
-    (out_dir / "comparisons.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -227,7 +227,7 @@ def run(
     settings: RehearseSettings,
     table_path: str | Path,
     records: Sequence[QARecord],
-    out_dir: str | Path,
+    out: str | Path,
     *,
     model: str | Path | None = DEFAULT_SPEC,
     exemplars: Sequence[QARecord] = (),
@@ -238,7 +238,7 @@ def run(
     `records` is the probed pool and `exemplars` the MCQA shot questions the initial probe
     was given (e.g. MMLU val); `model` must be the model the table was probed with.
     """
-    table_path, out_dir = Path(table_path), Path(out_dir)
+    table_path, out = Path(table_path), Path(out)
     table = read_table(table_path)
     check_table_pool(table, records, table_path)
     manifest = probe_manifest(table_path, single_task(table))
@@ -247,7 +247,7 @@ def run(
     if probed_with != base["weights_sha256"]:
         raise RaitError(f"{table_path} was probed with another model than {base['path']}; the flow must start from the probed model")
     try:
-        trained, probe_with = out_dir / "model", probe_settings(manifest)
+        trained, probe_with = out / "model", probe_settings(manifest)
     except (SettingsError, TypeError) as err:
         raise DataError(manifest_path(table_path), f"not settings of the probe: {err}", field="settings") from None
 
@@ -256,7 +256,7 @@ def run(
         info = {"base": base, "trained": str(trained), "trained_sha256": sha256_tree(trained)}
         return knowledge_probe(probe_with, exemplars, info, progress)(tuned, tokenizer, pool, out)
 
-    return rehearse(table, records, out_dir, probe, model=model, settings=settings, progress=progress)
+    return rehearse(table, records, out, probe, model=model, settings=settings, progress=progress)
 
 
 def flow_summary(flow: pd.DataFrame, threshold: float = 0.5) -> dict[str, Any]:

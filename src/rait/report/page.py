@@ -185,8 +185,8 @@ class ReportSettings:
     rewards: Sequence[dict] = ()
 
 
-def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> dict[str, Path]:
-    """The report stage: results.csv, results.md, pc_pw.png, ths.png and report.html in `out_dir`; returns their paths.
+def run(settings: ReportSettings, rows: Sequence[dict], out: str | Path) -> dict[str, Path]:
+    """The report stage: results.csv, results.md, pc_pw.png, ths.png and report.html in `out`; returns their paths.
 
     Rows that carry the abstention metrics (every `rait run` evaluation) also give abstention.csv;
     `settings.curves` give risk_coverage.png (in the page) and risk_coverage.csv.
@@ -195,8 +195,8 @@ def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> 
     """
     title, notes, reference = settings.title, settings.notes, settings.reference
     rows = check_rows(rows)
-    out_dir = Path(out_dir)
-    paths = {name: out_dir / file for name, file in [("csv", "results.csv"), ("md", "results.md"),
+    out = Path(out)
+    paths = {name: out / file for name, file in [("csv", "results.csv"), ("md", "results.md"),
                                                       ("pc_pw", "pc_pw.png"), ("ths", "ths.png"),
                                                       ("html", "report.html")]}
     with atomic_path(paths["csv"]) as tmp:
@@ -208,20 +208,20 @@ def run(settings: ReportSettings, rows: Sequence[dict], out_dir: str | Path) -> 
     if settings.curves:
         import pandas as pd
 
-        paths["risk_coverage"] = risk_coverage_plot(settings.curves, out_dir / "risk_coverage.png")
-        paths["risk_coverage_csv"] = out_dir / "risk_coverage.csv"
+        paths["risk_coverage"] = risk_coverage_plot(settings.curves, out / "risk_coverage.png")
+        paths["risk_coverage_csv"] = out / "risk_coverage.csv"
         with atomic_path(paths["risk_coverage_csv"]) as tmp:
             pd.DataFrame(list(settings.curves)).to_csv(tmp, index=False)
     if settings.rewards:
-        paths["rewards"] = reward_plot(settings.rewards, out_dir / "grpo_rewards.png")
+        paths["rewards"] = reward_plot(settings.rewards, out / "grpo_rewards.png")
     for view in settings.knowledge:
-        paths[f"knowledge_{view['track']}"] = knowledge_plot(view, out_dir / f"knowledge_{view['track']}.png")
+        paths[f"knowledge_{view['track']}"] = knowledge_plot(view, out / f"knowledge_{view['track']}.png")
     with atomic_path(paths["html"]) as tmp:
         tmp.write_text(report_html(rows, title, notes, paths, reference, settings.items, settings.knowledge),
                        encoding="utf-8")
     abstention = abstention_frame(rows)
     if abstention is not None:
-        paths["abstention"] = out_dir / "abstention.csv"
+        paths["abstention"] = out / "abstention.csv"
         with atomic_path(paths["abstention"]) as tmp:
             abstention.to_csv(tmp, index=False)
     return paths

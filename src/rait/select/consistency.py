@@ -23,6 +23,7 @@ import pandas as pd
 from rait.data.scoring import normalize_answer
 from rait.errors import DataError, check_number
 from rait.select.craft import _RAITSelector
+from rait.select.methods import TAU
 
 
 def majority_agreement(samples, refused=None) -> float:
@@ -40,7 +41,7 @@ class ConsistencyRAIT(_RAITSelector):
     uses_samples = True
 
     def __init__(self, n_total: int | None = None, n_vanilla: int | None = None, n_idk: int | None = None,
-                 idk_share: float = 0.2, tau: float = 0.5, mode: str = "paper", dead_band: float = 0.0, seed: int = 0,
+                 idk_share: float = 0.2, tau: float = TAU, mode: str = "paper", dead_band: float = 0.0, seed: int = 0,
                  refusal: str | None = None, balance: str | None = None, agreement_max: float = 0.5):
         super().__init__(n_total, n_vanilla, n_idk, idk_share, tau, mode, dead_band, seed, refusal, balance)
         self.agreement_max = agreement_max

@@ -47,6 +47,7 @@ import pandas as pd
 
 from rait.select.balance import check_balance, share_of, subjects_of, take_balanced
 from rait.select.base import Selector, draw, rank, resolve_sizes, split_by_correctness
+from rait.select.methods import TAU
 
 MODES = ("paper", "as_released")
 RELEASED_OEQA_MARGIN = 0.01  # thresholds 0.51 / 0.49 around τ = 0.5
@@ -123,7 +124,7 @@ class _RAITSelector(Selector):
         n_vanilla: int | None = None,
         n_idk: int | None = None,
         idk_share: float = 0.2,
-        tau: float = 0.5,
+        tau: float = TAU,
         mode: str = "paper",
         dead_band: float = 0.0,
         seed: int = 0,

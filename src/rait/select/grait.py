@@ -49,6 +49,7 @@ from rait.errors import RaitError, check_choice, check_count, check_number
 from rait.grads.store import GradientFeatures
 from rait.select.balance import check_balance, share_of, subjects_of, take_balanced
 from rait.select.base import Selector, draw, rank, resolve_sizes, split_by_correctness
+from rait.select.methods import TAU
 
 RULES = ("o1_topk", "greedy_then_bottom", "random")
 TEMPERATURE = 0.05
@@ -110,7 +111,7 @@ class GRAIT(Selector):
         n_vanilla: int | None = None,
         n_idk: int | None = None,
         idk_share: float = 0.2,
-        tau: float = 0.5,
+        tau: float = TAU,
         dead_band: float = 0.0,
         rule: str = "o1_topk",
         weight_sign: int = -1,

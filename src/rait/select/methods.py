@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from rait.select.base import Selector
 
 
+# The papers' correctness threshold: known where μ ≥ τ. The default of every selector, of the build and of the
+# CLI's --tau, written here once (this module is light: the CLI imports it).
+TAU = 0.5
+
+
 @dataclass(frozen=True)
 class Method:
     """A registered method: `selector(**fixed, **parameters)` builds its selector; `label` names its report row.

@@ -36,6 +36,7 @@ from rait.errors import DataError
 from rait.prompts import answer_target
 from rait.select.balance import check_balance, share_of, subjects_of, take_balanced
 from rait.select.base import Selector, draw, resolve_sizes, split_by_correctness
+from rait.select.methods import TAU
 
 FALSE_RESPONSES = (
     "The answer is unknown.",
@@ -67,7 +68,7 @@ class RTuning(Selector):
         self,
         variant: str = "unknown",
         known_by: str = "auto",
-        tau: float = 0.5,
+        tau: float = TAU,
         n_total: int | None = None,
         n_vanilla: int | None = None,
         n_idk: int | None = None,

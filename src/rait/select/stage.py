@@ -39,7 +39,7 @@ from rait.select.craft import MODES
 from rait.select.released import (FLOW_COLUMNS, REHEARSED_TABLE, differing_mu, released_flow_table,
                                    released_mcqa_table)
 from rait.select.static_conflicts import CRSS_THRESHOLDS, POOLINGS
-from rait.select.methods import METHODS, make_selector, method_of
+from rait.select.methods import METHODS, TAU, make_selector, method_of
 
 EXPORTS = ("xtuner", "dpo")
 # GRAIT's own parameters (its `grait:` mapping), each with the name `rait build` gives its option; the rest of
@@ -56,7 +56,7 @@ class BuildSettings:
     n_vanilla: int | None = None
     n_idk: int | None = None
     idk_share: float = 0.2
-    tau: float = 0.5
+    tau: float = TAU
     mode: str = "paper"
     dead_band: float = 0.0
     # None: the methods' own selection; "subject": every subject (QARecord.subject) gets the set's IdK share
@@ -163,7 +163,7 @@ def of_subjects(table, records: Sequence, subjects: Sequence[str]):
     return table[table["id"].astype(str).isin(ids)].reset_index(drop=True)
 
 
-def run(settings: BuildSettings, table_path: str | Path, records_path: str | Path, out_dir: str | Path, *,
+def run(settings: BuildSettings, table_path: str | Path, records_path: str | Path, out: str | Path, *,
         gradients: str | Path | None = None) -> dict[str, Any]:
     """Every method's training set from one knowledge (or flow) table; returns the summary.
 
@@ -174,7 +174,7 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
     from rait.data import read_records
     from rait.probe.table import check_table_pool, read_table
 
-    table_path, records_path, out_dir = Path(table_path), Path(records_path), Path(out_dir)
+    table_path, records_path, out = Path(table_path), Path(records_path), Path(out)
     table = read_table(table_path)
     records = read_records(records_path)
     skipped = {}
@@ -221,15 +221,15 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
             path = {"<knowledge table>": table_path, "<records>": records_path}.get(err.path, err.path)
             raise DataError(path, err.message, line=err.line, field=err.field) from err
         name = selector.method
-        files = {"sft": str(write_dataset(out_dir / f"{name}.jsonl", rows, selector, table_path=table_path,
+        files = {"sft": str(write_dataset(out / f"{name}.jsonl", rows, selector, table_path=table_path,
                                           records_path=records_path, prompt=settings.prompt))}
         if "xtuner" in settings.exports:
-            xt = out_dir / "xtuner" / f"{name}.json"
+            xt = out / "xtuner" / f"{name}.json"
             write_json(xt, xtuner_rows(rows, records))
             files["xtuner"] = str(xt)
         if "dpo" in settings.exports and getattr(selector, "variant", None) != "unsure":
             pairs = preference_pairs(rows, selector, fit_table, records)
-            files["dpo"] = str(write_dataset(out_dir / "dpo" / f"{name}.jsonl", pairs, selector, table_path=table_path,
+            files["dpo"] = str(write_dataset(out / "dpo" / f"{name}.jsonl", pairs, selector, table_path=table_path,
                                              records_path=records_path, prompt=settings.prompt, kind="dpo"))
         summary["methods"][name] = {"report": selector.report_, "files": files}
         built[name] = selector
@@ -238,10 +238,10 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
         summary["crss"] = crss_of_builds(built, records, settings.crss_model, settings.crss_pooling,
                                           settings.crss_thresholds, settings.prompt, settings.system,
                                           settings.batch_size)
-    write_json(out_dir / "summary.json", summary)
-    with atomic_path(out_dir / "summary.md") as tmp:
+    write_json(out / "summary.json", summary)
+    with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary_markdown(summary), encoding="utf-8")
-    write_manifest(out_dir / "summary.json", stage="build", inputs={"knowledge_table": table_path,
+    write_manifest(out / "summary.json", stage="build", inputs={"knowledge_table": table_path,
                    "records": records_path}, settings=jsonable(asdict(settings)), seed=settings.seed)
     return summary
 

@@ -41,7 +41,7 @@ from rait.models import (DEFAULT_SPEC, load_model, load_tokenizer, model_fingerp
 from rait.terminal import progress, shows_progress
 from rait.train.weighted import WeightedSFTConfig, WeightedSFTTrainer, row_problem
 
-METHODS = ("lora", "qlora", "full")
+TRAINING_METHODS = ("lora", "qlora", "full")  # how the weights are trained (not the registry of RAIT methods)
 # Where the trainer's logs go besides train.json; each but "none" needs its package (tensorboard is rait's extra).
 REPORTERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb"}
 CHECKPOINT_IDENTITY = "checkpoint_identity.json"
@@ -118,8 +118,8 @@ class TrainSettings:
     def __post_init__(self):
         if isinstance(self.lora, dict):
             self.lora = LoraSettings(**self.lora)
-        if self.method not in METHODS:
-            raise RaitError(f"unknown training method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.method not in TRAINING_METHODS:
+            raise RaitError(f"unknown training method {self.method!r}; choose from {', '.join(TRAINING_METHODS)}")
         if self.max_steps != -1:  # -1: the epochs decide; 0 or -5 would train nothing, or silently every epoch
             check_count("max_steps", self.max_steps, 1)
         # epochs 0 trains nothing (unless max_steps decides), inf never ends
@@ -271,14 +271,14 @@ def read_training_rows(path: str | Path, weight_column: str = "weight") -> list[
 def run(
     settings: TrainSettings,
     data: str | Path | list[dict[str, Any]] | Dataset,
-    out_dir: str | Path,
+    out: str | Path,
     *,
     model: str | Path | None = DEFAULT_SPEC,
     progress: bool = True,
 ) -> TrainResult:
     """The train stage (`rait train`, `rait run` per method; also the rehearsal's fine-tune): fine-tune `model`
-    on `data` (a built set's JSONL path, rows, or a Dataset) and save the result in `out_dir`."""
-    out_dir = Path(out_dir)
+    on `data` (a built set's JSONL path, rows, or a Dataset) and save the result in `out`."""
+    out = Path(out)
     data_path = Path(data) if isinstance(data, (str, Path)) else None
     if data_path is not None:
         data = read_training_rows(data_path)
@@ -286,28 +286,28 @@ def run(
     if len(dataset) == 0:
         raise DataError(data_path or "<train dataset>", "no training rows")
 
-    _remove_unfinished_saves(out_dir)
+    _remove_unfinished_saves(out)
     if settings.method != "full":
         check_target_modules(model, settings.lora)
-    resume = resume_point(out_dir, settings, {"rows": identity_key(dataset.to_list()), "model": portable_spec(model)})
+    resume = resume_point(out, settings, {"rows": identity_key(dataset.to_list()), "model": portable_spec(model)})
     base, tokenizer = _load_base(model, settings.method)
     counter = UpdateCounter()
     trainer = WeightedSFTTrainer(
         base,
-        args=settings.sft_config(out_dir, progress),
+        args=settings.sft_config(out, progress),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=settings.lora.peft_config() if settings.method != "full" else None,
         callbacks=[counter],
     )
     weights = trainer.train_dataset[trainer.args.weight_column]
-    result = train_and_save(trainer, settings, out_dir, model=model, data_path=data_path, counter=counter,
+    result = train_and_save(trainer, settings, out, model=model, data_path=data_path, counter=counter,
                             extra={"weight_column": trainer.args.weight_column,
                                    "samples_with_weight_not_1": int(sum(w != 1.0 for w in weights)),
                                    "resumed_from": Path(resume).name if resume else None},
                             resume_from_checkpoint=resume)
     if trainer.accelerator.is_main_process:
-        remove_checkpoints(out_dir)
+        remove_checkpoints(out)
     return result
 
 

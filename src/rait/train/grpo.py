@@ -172,7 +172,7 @@ def make_trainer_class():
     return TimedGRPOTrainer
 
 
-def run(settings: GRPOSettings, records_path: str | Path, out_dir: str | Path, *,
+def run(settings: GRPOSettings, records_path: str | Path, out: str | Path, *,
         model: str | Path | None = DEFAULT_SPEC, start_adapter: str | Path | None = None, progress: bool = True):
     """GRPO on a pool's questions; saves like `rait.train.run` (plus `rewards.jsonl`). `start_adapter`: the
     `rait train` output whose adapter training continues (`settings.start_from`'s, found by `rait run`)."""
@@ -182,11 +182,11 @@ def run(settings: GRPOSettings, records_path: str | Path, out_dir: str | Path, *
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig
 
-    records_path, out_dir = Path(records_path), Path(out_dir)
+    records_path, out = Path(records_path), Path(out)
     records = training_questions(read_records(records_path), settings, records_path)
     dataset = grpo_dataset(records, settings, records_path)
     train = settings.train
-    _remove_unfinished_saves(out_dir)
+    _remove_unfinished_saves(out)
     check_target_modules(model, train.lora)
     base, tokenizer = _load_base(model, train.method)
     peft_config = train.lora.peft_config()
@@ -198,7 +198,7 @@ def run(settings: GRPOSettings, records_path: str | Path, out_dir: str | Path, *
     reward = OutcomeReward({r.id: r for r in records}, settings.rewards, settings.refusal_mode, settings.match_mode)
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = train.trainer_config(
-        GRPOConfig, out_dir, progress, bf16=bf16, num_generations=settings.num_generations,
+        GRPOConfig, out, progress, bf16=bf16, num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature, beta=settings.beta,
         use_vllm=settings.use_vllm, save_strategy="steps", save_steps=settings.save_steps, save_only_model=False,
         log_completions=False)
@@ -220,15 +220,15 @@ def run(settings: GRPOSettings, records_path: str | Path, out_dir: str | Path, *
 
     trainer = trainer_class(base, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=peft_config, callbacks=[counter, StepTimes()])
-    resume = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+    resume = get_last_checkpoint(str(out)) if out.is_dir() else None
     extra: dict[str, Any] = {"objective": "grpo", "grpo": {k: v for k, v in asdict(settings).items() if k != "train"},
                              "start_adapter": str(start_adapter) if start_adapter else None,
                              "resumed_from": Path(resume).name if resume else None, "step_times": step_log}
-    result = train_and_save(trainer, train, out_dir, model=model, data_path=records_path, counter=counter,
+    result = train_and_save(trainer, train, out, model=model, data_path=records_path, counter=counter,
                             extra=extra, resume_from_checkpoint=resume)
     if trainer.accelerator.is_main_process:
-        write_rewards(out_dir)
-        for checkpoint in out_dir.glob("checkpoint-*"):  # finished: the adapter is saved, the checkpoints are spent
+        write_rewards(out)
+        for checkpoint in out.glob("checkpoint-*"):  # finished: the adapter is saved, the checkpoints are spent
             shutil.rmtree(checkpoint, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return result

@@ -42,14 +42,14 @@ class DPOSettings:
             self.train = TrainSettings(**self.train)
 
 
-def run(settings: DPOSettings, data: str | Path, out_dir: str | Path, *, model: str | Path | None = DEFAULT_SPEC,
+def run(settings: DPOSettings, data: str | Path, out: str | Path, *, model: str | Path | None = DEFAULT_SPEC,
         progress: bool = True):
     """DPO on a pairs file (TRL conversational prompt/chosen/rejected rows); saves like `rait.train.run`."""
     import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    data, out_dir = Path(data), Path(out_dir)
+    data, out = Path(data), Path(out)
     rows = read_jsonl(data) if data.is_file() else []
     if not rows:
         raise DataError(data, "no preference pairs (the build exports them as dpo/<method>.jsonl)")
@@ -61,21 +61,21 @@ def run(settings: DPOSettings, data: str | Path, out_dir: str | Path, *, model: 
     rows = rows[: settings.max_pairs]
     dataset = Dataset.from_list([{key: row[key] for key in PAIR_COLUMNS} for row in rows])
     train = settings.train
-    _remove_unfinished_saves(out_dir)
+    _remove_unfinished_saves(out)
     check_target_modules(model, train.lora)
-    resume = resume_point(out_dir, train, {"pairs": identity_key(dataset.to_list()), "beta": settings.beta,
+    resume = resume_point(out, train, {"pairs": identity_key(dataset.to_list()), "beta": settings.beta,
                                            "model": portable_spec(model)})
     base, tokenizer = _load_base(model, train.method)
     counter = UpdateCounter()
     # bf16 only where the GPU has it, as for SFT (rait.train.weighted): TRL's configs default to bf16.
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    trainer = DPOTrainer(base, args=train.trainer_config(DPOConfig, out_dir, progress, beta=settings.beta, bf16=bf16),
+    trainer = DPOTrainer(base, args=train.trainer_config(DPOConfig, out, progress, beta=settings.beta, bf16=bf16),
                          train_dataset=dataset, processing_class=tokenizer, peft_config=train.lora.peft_config(),
                          callbacks=[counter])
     extra: dict[str, Any] = {"objective": "dpo", "beta": settings.beta, "pairs_from": settings.pairs_from,
                              "resumed_from": Path(resume).name if resume else None}
-    result = train_and_save(trainer, train, out_dir, model=model, data_path=data, counter=counter, extra=extra,
+    result = train_and_save(trainer, train, out, model=model, data_path=data, counter=counter, extra=extra,
                             resume_from_checkpoint=resume)
     if trainer.accelerator.is_main_process:
-        remove_checkpoints(out_dir)
+        remove_checkpoints(out)
     return result
