@@ -399,19 +399,8 @@ def test_a_recipe_search_may_have_no_test_set_only_a_validation_split(tmp_path):
         PipelineConfig.from_yaml(tmp_path / "bad.yaml")
 
 
-def test_abstention_without_training_runs_beside_a_tuned_method(tmp_path, tiny_model_dir, monkeypatch):
-    """Issue 18: self-consistency and P(IK) rows in the report, thresholds from validation, risk-coverage curves;
-    DPO-RAIT trained on Cor-RAIT's pairs."""
-    import numpy as np
-
-    import rait.evaluate.abstain as abstain
-
-    fit = abstain.fit_p_ik  # the tiny random model knows nothing: give P(IK) two classes to learn
-    monkeypatch.setattr(abstain, "fit_p_ik", lambda features, known, seed=0: fit(features, np.arange(len(known)) % 2 == 0,
-                                                                                 seed))
-    config = tmp_path / "abstain.yaml"
-    config.write_text(f"""
-model: {tiny_model_dir}
+ABSTAIN_RUN = """
+model: {model}
 methods: [cor_rait, self_consistency, p_ik, dpo_rait]
 train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
 dpo: {{pairs_from: cor_rait, beta: 0.1, train: {{batch_size: 2}}}}
@@ -423,7 +412,21 @@ tracks:
     build: {{n_total: 4}}
     test_sets:
       - {{name: facts-id, data: "facts:test_id", sample: 4, domain: ID}}
-""")
+"""
+
+
+def test_abstention_without_training_runs_beside_a_tuned_method(tmp_path, tiny_model_dir, monkeypatch):
+    """Issue 18: self-consistency and P(IK) rows in the report, thresholds from validation, risk-coverage curves;
+    DPO-RAIT trained on Cor-RAIT's pairs."""
+    import numpy as np
+
+    import rait.evaluate.abstain as abstain
+
+    fit = abstain.fit_p_ik  # the tiny random model knows nothing: give P(IK) two classes to learn
+    monkeypatch.setattr(abstain, "fit_p_ik", lambda features, known, seed=0: fit(features, np.arange(len(known)) % 2 == 0,
+                                                                                 seed))
+    config = tmp_path / "abstain.yaml"
+    config.write_text(ABSTAIN_RUN.format(model=tiny_model_dir))
     out = tmp_path / "out"
     assert run(["run", str(config), "--out", str(out)]) == 0
     assert_planned(config, out)
