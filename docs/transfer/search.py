@@ -2,6 +2,7 @@
 
     python docs/transfer/search.py run [--out runs/transfer-search]   # each point not yet in docs/transfer/
     python docs/transfer/search.py table                              # the table and the pick, from the files
+    python docs/transfer/search.py diversity                          # the diversity curve over 3 seeds
 
 Each point is `configs/transfer_search.yaml` with its `build:` changed, run into one folder so that the pool,
 the probe and the untouched model's rows are shared (resumable; a finished point is skipped). Its small result
@@ -166,11 +167,100 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# The diversity curve over three seeds (docs/transfer.md, "Not done yet"): the div*-known points trained on seeds
+# 0, 1 and 2 into docs/transfer/diversity-<point>/; the 16-relation point is the test run's `wide` (the same
+# pool, probe and validation sets, seeds 0-2: docs/transfer/test-wide/). Analysis only, like the points.
+DIVERSITY = {2: "div2-known", 4: "div4-known", 7: "div7-known"}
+SEEDS = [0, 1, 2]
+
+
+def run_diversity(out: Path) -> None:
+    base = yaml.safe_load(BASE.read_text(encoding="utf-8")) | {"seeds": SEEDS}
+    base["title"] = base["title"].replace("(seed 0)", "(seeds 0, 1, 2)")
+    for point in DIVERSITY.values():
+        folder = HERE / f"diversity-{point}"
+        if not (folder / "results.csv").exists():
+            run_point(base, point, out, "seeds-")
+            copy_results(out, folder)
+            sizes = {seed: json.loads((out / "facts" / f"seed-{seed}" / "build" / "stage.json").read_text(
+                encoding="utf-8"))["result"]["cor_rait"]["taken"] for seed in SEEDS}
+            (folder / "sizes.json").write_text(json.dumps(sizes, indent=1) + "\n", encoding="utf-8")
+
+
+def diversity_rows() -> dict[int, dict]:
+    """Per number of relations: Cor-RAIT's result and abstention rows by validation set, and the set sizes."""
+    from rait.select.methods import METHODS
+
+    folders = {n: HERE / f"diversity-{point}" for n, point in DIVERSITY.items()} | {16: HERE / "test-wide"}
+    method = METHODS["cor_rait"].label
+    rows = {}
+    for n, folder in folders.items():
+        if (folder / "results.csv").exists():
+            rows[n] = {"results": {r["test_set"]: r for r in _rows(folder, "results.csv") if r["method"] == method},
+                       "abstention": {r["test_set"]: r for r in _rows(folder, "abstention.csv") if r["method"] == method},
+                       "sizes": json.loads((folder / "sizes.json").read_text(encoding="utf-8"))
+                       if (folder / "sizes.json").exists() else {}}
+    return rows
+
+
+def diversity_figure(path: Path) -> None:
+    """The curve as a figure: THS on each validation set (95 % interval over items and seeds) and the OOD
+    over-refusal, against the number of training relations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = diversity_rows()
+    counts = sorted(rows)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for offset, test in zip((-0.15, 0.0, 0.15), ("validation", *OUT_OF_DOMAIN)):
+        ths = [float(rows[n]["results"][test]["ths"]) for n in counts]
+        low = [t - float(rows[n]["results"][test]["ths_low"]) for t, n in zip(ths, counts)]
+        high = [float(rows[n]["results"][test]["ths_high"]) - t for t, n in zip(ths, counts)]
+        left.errorbar([c * (1 + offset / 4) for c in counts], ths, yerr=[low, high], marker="o", capsize=3,
+                      label=test + (" (in domain)" if test == "validation" else ""))
+    left.axhline(0, color="grey", lw=0.8)
+    left.set(xscale="log", xticks=counts, xticklabels=counts, xlabel="training relations",
+             ylabel="THS vs Init-Basic", title="Cor-RAIT, 3 seeds")
+    left.legend(fontsize=8)
+    over = [sum(float(rows[n]["abstention"][t]["over_refusal"]) for t in OUT_OF_DOMAIN) / 2 for n in counts]
+    right.plot(counts, over, marker="o")
+    right.axhline(30, color="grey", lw=0.8, ls="--")
+    right.set(xscale="log", xticks=counts, xticklabels=counts, ylim=(0, 100), xlabel="training relations",
+              ylabel="% of known OOD items refused", title="Over-refusal (issue's goal: at most 30 %)")
+    for ax in (left, right):
+        ax.minorticks_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def diversity_table() -> str:
+    """The curve: validation THS (ID), each OOD validation set's, their mean and the OOD over-refusal, per count."""
+    lines = ["| relations | samples per seed | validation THS | validation-OOD THS | general THS | OOD mean | over-refusal OOD |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for n, row in diversity_rows().items():
+        results, abstention, sizes = row["results"], row["abstention"], row["sizes"]
+        cells = [f"{float(results[t]['ths']):+.1f} [{float(results[t]['ths_low']):+.1f}, {float(results[t]['ths_high']):+.1f}]"
+                 for t in ("validation", *OUT_OF_DOMAIN)]
+        ood = sum(float(results[t]["ths"]) for t in OUT_OF_DOMAIN) / 2
+        over = sum(float(abstention[t]["over_refusal"]) for t in OUT_OF_DOMAIN) / 2
+        samples = "/".join(str(sum(taken.values())) for taken in sizes.values())
+        lines.append(f"| {n} | {samples} | {' | '.join(cells)} | {ood:+.1f} | {over:.0f} % |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["run", "table"])
+    parser.add_argument("step", choices=["run", "table", "diversity"])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transfer-search")
     args = parser.parse_args(argv)
+    if args.step == "diversity":
+        run_diversity(args.out)
+        diversity_figure(HERE / "diversity.png")
+        print(diversity_table())
+        return
     if args.step == "run":
         run(args.out)
     rows = table()
