@@ -92,10 +92,13 @@ def collate(examples: Sequence[EncodedExample], pad_token_id: int) -> Batch:
 
 def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Token-mean cross-entropy of each sample over its own completion tokens, shape (batch,)."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    counts = (labels != -100).sum(dim=1)
-    return token_loss.sum(dim=1) / counts
+    return _token_means(logits[:, :-1], labels[:, 1:])
+
+
+def _token_means(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each row's mean cross-entropy over its targets that are not -100; logits (batch, positions, vocab)."""
+    token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+    return token_loss.sum(dim=1) / (targets != -100).sum(dim=1)
 
 
 def loss_positions(labels: torch.Tensor) -> torch.Tensor:
@@ -120,9 +123,7 @@ def completion_losses(model: nn.Module, batch: Batch) -> torch.Tensor:
     if logits.shape[1] != len(positions):
         raise ValueError(f"{type(model).__name__} ignored logits_to_keep (got {logits.shape[1]} positions, "
                          f"asked for {len(positions)})")
-    targets = batch.labels[:, positions + 1]
-    token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
-    return token_loss.sum(dim=1) / (batch.labels[:, 1:] != -100).sum(dim=1)
+    return _token_means(logits, batch.labels[:, positions + 1])  # every completion token is at a kept position
 
 
 def lora_linears(model: nn.Module) -> dict[str, nn.Linear]:

@@ -386,6 +386,7 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
         if isinstance(grads, dict):
             track["grads"] = {"seed": seed, **grads}
 
+
 def owned_by_the_run(train: dict, keys: tuple, error: Callable[[tuple, str], DataError]) -> None:
     """The methods' trainings take their seed from the run's loop (`seed`, or each of `seeds`), SFT, DPO and
     GRPO alike: a `seed` in a section they train by is refused, since the loop would have to either override it
