@@ -42,8 +42,12 @@ def configs(model: Path) -> dict[str, str]:
 
 
 def normalised(path: Path) -> bytes:
-    """The file's bytes, with timing fields of JSON (and JSONL) files blanked."""
+    """The file's bytes, with timing fields of JSON (and JSONL) files blanked, and a safetensors header's metadata in
+    sorted order (the safetensors writer keeps it in a Rust hash map, whose order changes with each process)."""
     data = path.read_bytes()
+    if path.suffix == ".safetensors":
+        size = int.from_bytes(data[:8], "little")
+        return json.dumps(json.loads(data[8:8 + size]), sort_keys=True).encode() + data[8 + size:]
     if path.suffix not in (".json", ".jsonl"):
         return data
 
@@ -95,7 +99,17 @@ def compare(a: Path, b: Path) -> dict:
         if sides[0] != sides[1]:
             differing.append(str(rel))
     return {"files": len(files_a | files_b), "only_before": sorted(map(str, files_a - files_b)),
-            "only_after": sorted(map(str, files_b - files_a)), "differing": differing}
+            "only_after": sorted(map(str, files_b - files_a)), "differing": differing,
+            "stage_log": _stage_log_change(a, b) if "pipeline.json" in differing else None}
+
+
+def _stage_log_change(a: Path, b: Path) -> str:
+    """How two runs' pipeline.json differ: in their stages (name, key, cached, skipped), or only in their order."""
+    logs = [[(s["stage"], s["key"], s["cached"], s.get("skipped")) for s in json.loads((run / "pipeline.json")
+             .read_text(encoding="utf-8"))["stages"]] for run in (a, b)]
+    if logs[0] == logs[1]:
+        return "same stages in the same order; other fields differ"
+    return "same stages, another order" if sorted(logs[0], key=str) == sorted(logs[1], key=str) else "other stages"
 
 
 def _without_times(text: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from rait.cli import main
 from rait.errors import DataError
-from rait.pipeline import ALL_METHODS, PipelineConfig, run_pipeline
+from rait.pipeline import ALL_METHODS, PipelineConfig, resolve, run_pipeline
 from rait.select.methods import METHODS
 
 REPORT_FILES = ("results.csv", "results.md", "report.html", "pc_pw.png", "ths.png", "pipeline.json")
@@ -62,8 +62,12 @@ def pipeline_run(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("pipeline")
     config = folder / "tiny.yaml"
     config.write_text(config_text(tiny_model_dir))
+    PLANS_BEFORE[config] = resolve(PipelineConfig.from_yaml(config), folder / "out")
     assert run(["run", str(config), "--out", str(folder / "out")]) == 0
     return folder, config
+
+
+PLANS_BEFORE: dict = {}  # config -> its plan resolved before its first run
 
 
 def stage_log(out: Path) -> dict[str, bool]:
@@ -72,29 +76,25 @@ def stage_log(out: Path) -> dict[str, bool]:
             if not s.get("skipped")}
 
 
-def assert_planned(config: Path, out: Path) -> None:
-    """The stages `rait run` planned for `config` (the live view's rows) are the stages it ran, in its order, and
-    the ones it skipped (a method that selected nothing: its training and evaluations, logged when skipped)."""
+def assert_planned(config: Path, out: Path, before=None) -> None:
+    """The plan of `config` (`rait.pipeline.resolve`, as `rait run --dry-run` prints it) is the stages `rait run`
+    went through, in its order, under the same keys, and the ones it skipped (a method that selected nothing: its
+    training and evaluations); resolved again after the run, every stage is cached. `before`: the plan resolved
+    before the run, whose known keys must be the ones the run used."""
     log = json.loads((out / "pipeline.json").read_text())["stages"]
     skipped = {s["stage"] for s in log if s.get("skipped")}
-    plan = planned_stages(config, out)
-    assert sorted(plan) == sorted(s["stage"] for s in log)
-    assert [n for n in plan if n not in skipped] == [s["stage"] for s in log if not s.get("skipped")]
-
-
-def planned_stages(config: Path, out: Path) -> list[str]:
-    """The stage names `rait run` plans for `config`, as `run_pipeline` computes them."""
-    from rich.console import Console
-
-    from rait.pipeline.run import Stages, TrackRun
-    from rait.pipeline.view import StageLines
-
-    parsed, names = PipelineConfig.from_yaml(config), []
-    for index in range(len(parsed.tracks)):
-        track = TrackRun(parsed, index, out, Stages(StageLines(Console(quiet=True))), None, None)
-        track.prepare()
-        names += track.plan()
-    return names
+    plan = resolve(PipelineConfig.from_yaml(config), out)
+    assert plan.names() == [s["stage"] for s in log]  # one walk, in the run's order
+    assert [(stage.name, stage.key) for stage in plan.stages if stage.name not in skipped] == [
+        (s["stage"], s["key"]) for s in log if not s.get("skipped")]
+    assert all(stage.cached for stage in plan.stages if stage.name not in skipped)
+    assert {stage.name for stage in plan.stages if stage.skipped} == skipped
+    if before is not None:
+        keys = {s["stage"]: s["key"] for s in log}
+        assert before.names() == plan.names()
+        known = [stage for stage in before.stages if stage.key]
+        assert known and all(stage.key == keys[stage.name] for stage in known)
+        assert all(stage.after in keys for stage in before.stages if not stage.key)
 
 
 def test_every_method_is_trained_evaluated_and_reported(pipeline_run):
@@ -109,7 +109,7 @@ def test_every_method_is_trained_evaluated_and_reported(pipeline_run):
         assert method in table, method
     log = stage_log(out)
     assert not any(log.values())  # a first run computes everything
-    assert_planned(folder / "tiny.yaml", out)
+    assert_planned(folder / "tiny.yaml", out, PLANS_BEFORE[folder / "tiny.yaml"])
     grads = json.loads((out / "mmlu" / "grads" / "stage.json").read_text())["parts"]["settings"]
     assert (grads["prompt"], grads["refusal"]) == ("refuse", "I don't know.")  # the build's, handed to the stage
     for stage in ("mmlu: probe", "mmlu: rehearse", "mmlu: grads", "mmlu: build", "facts: probe", "facts: rehearse"):
@@ -146,6 +146,51 @@ def test_a_rerun_is_cached_and_a_change_recomputes_only_what_depends_on_it(pipel
     assert not any(s.startswith("facts") for s in recomputed)  # the other track is untouched
     assert not {"mmlu: probe", "mmlu: rehearse", "mmlu: grads"} & recomputed
     assert not any("Init" in s for s in recomputed)  # the base model's evaluations stay
+
+
+def test_dry_run_prints_the_plan_without_loading_a_model_or_writing(pipeline_run, tmp_path, monkeypatch, capsys):
+    """Issue 32: `rait run --dry-run` prints every stage with its key and state; it loads no model (a load would
+    raise here) and writes nothing, into a new folder or a finished run's."""
+    import transformers
+
+    folder, config = pipeline_run
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the dry run loaded a model")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_model)
+    fresh = tmp_path / "fresh"
+    assert run(["run", str(config), "--out", str(fresh), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    plan = resolve(PipelineConfig.from_yaml(config), fresh)
+    assert not fresh.exists()
+    for stage in plan.stages:
+        assert stage.name in printed and (stage.key is None or stage.key in printed), stage.name
+    assert f"0 cached, {len(plan.stages)} to run, 0 skipped" in printed
+    finished = {p: p.stat().st_mtime_ns for p in (folder / "out").rglob("*")}
+    assert run(["run", str(config), "--out", str(folder / "out"), "--dry-run"]) == 0
+    assert ", 0 to run," in capsys.readouterr().out  # the fixture's run finished every stage
+    assert {p: p.stat().st_mtime_ns for p in (folder / "out").rglob("*")} == finished
+
+
+def test_a_stage_the_plan_does_not_hold_stops_the_run(tmp_path):
+    """`rait run` executes its plan: a stage run under another key than the planned one (or one the plan lacks) is
+    a bug in rait, and stops the run before the stage computes anything."""
+    from rich.console import Console
+
+    from rait.artifacts import identity_key
+    from rait.pipeline import PlannedStage, RunPlan
+    from rait.pipeline.run import Stages
+    from rait.pipeline.view import StageLines
+
+    stages = Stages(StageLines(Console(quiet=True)))
+    stages.follow(RunPlan("c", tmp_path, "m", (PlannedStage("s", tmp_path / "s", {"a": 1}, identity_key({"a": 1})),
+                                               PlannedStage("t", tmp_path / "t", after="s"))))
+    assert stages.run("s", tmp_path / "s", {"a": 1}, lambda folder: {"ok": 1})[1] == {"ok": 1}
+    assert stages.run("t", tmp_path / "t", {"b": 2}, lambda folder: {})[0]  # its key was not known before "s"
+    for name, parts in (("s", {"a": 2}), ("u", {"a": 1})):
+        with pytest.raises(RuntimeError, match="not in the run's plan"):
+            stages.run(name, tmp_path / name, parts, lambda folder: pytest.fail("computed"))
 
 
 def test_a_killed_stage_is_resumed_and_a_stale_one_is_redone(tmp_path):
@@ -359,6 +404,7 @@ def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparison
         test["sample"] = 3
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(study))
+    before = resolve(PipelineConfig.from_yaml(config), tmp_path / "out")
     assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 0
 
     out = tmp_path / "out"
@@ -373,7 +419,7 @@ def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparison
     assert (tmp_path / "alone.validation.jsonl").read_bytes() == (out / "facts" / "validation.jsonl").read_bytes()
     for seed in (0, 1):
         assert (out / "facts" / f"seed-{seed}" / "train" / "cor_rait" / "train.json").is_file()
-    assert_planned(config, out)
+    assert_planned(config, out, before)
     results = (out / "results.csv").read_text()
     assert "validation" in results and "VAL" in results
     by_seed = (out / "results_by_seed.csv").read_text().splitlines()
@@ -661,6 +707,7 @@ def test_grpo_rait_trains_from_cor_rait_in_rait_run_and_reaches_the_report(tmp_p
     config = tmp_path / "grpo.yaml"
     config.write_text(GRPO_RUN.format(model=tiny_model_dir, start="cor_rait"))
     out = tmp_path / "out"
+    before = resolve(PipelineConfig.from_yaml(config), out)
     assert run(["run", str(config), "--out", str(out)]) == 0
     assert "| GRPO-RAIT |" in (out / "results.md").read_text()
     summary = json.loads((out / "facts" / "train" / "grpo_rait" / "train.json").read_text())
@@ -668,7 +715,7 @@ def test_grpo_rait_trains_from_cor_rait_in_rait_run_and_reaches_the_report(tmp_p
     steps = (out / "facts" / "train" / "grpo_rait" / "rewards.jsonl").read_text().splitlines()
     assert len(steps) == 2 and (out / "grpo_rewards.png").is_file()
     assert "GRPO-RAIT's training" in (out / "report.html").read_text()
-    assert_planned(config, out)
+    assert_planned(config, out, before)
     assert run(["run", str(config), "--out", str(out)]) == 0
     assert all(stage_log(out).values())  # every stage cached
 

@@ -47,14 +47,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def jsonl_line(row: dict[str, Any]) -> str:
+    """One row as `write_jsonl` writes it."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows as JSON lines atomically; return the number of rows written."""
     n = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(jsonl_line(row))
             n += 1
     return n
+
+
+def sha256_jsonl(rows: Iterable[dict[str, Any]]) -> str:
+    """`sha256_file` of the file `write_jsonl` would write from `rows`, with nothing written (`rait run --dry-run`
+    keys the stages after a pool it has not written)."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(jsonl_line(row).encode("utf-8"))
+    return h.hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -32,18 +32,19 @@ import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from rich.console import Console
 
-from rait.artifacts import identity_key, read_jsonl, sha256_file, write_json
+from rait.artifacts import identity_key, read_jsonl, sha256_file, sha256_jsonl, write_json
 from rait.distributed import Workers, split_batch
 from rait.errors import DataError, RaitError, SettingsError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
 from rait.pipeline.config import VALIDATION, PipelineConfig, TrackConfig
 from rait.pipeline.fit import check_fits
-from rait.pipeline.view import LiveView, StageLines, stage_view
+from rait.pipeline.plan import PlannedStage, RunPlan
+from rait.pipeline.view import LiveView, StageLines, previous_times, stage_view
 from rait.report.explorer import explorer_items
 from rait.report.results import REFERENCE
 from rait.report.tables import write_by_seed, write_comparisons, write_diagnosis
@@ -76,6 +77,21 @@ class Stages:
         self.workers = workers or Workers(1)
         self.processes = self.workers.processes
         self.log: list[dict[str, Any]] = []
+        self.planned: dict[str, PlannedStage] | None = None
+
+    def follow(self, plan: RunPlan) -> None:
+        """Run `plan`'s stages: the view draws them, and a stage the plan lacks, or has under another key, is a bug
+        in rait and stops the run (`check`)."""
+        self.planned = plan.by_name()
+        self.view.plan(plan.names())
+
+    def check(self, name: str, key: str | None) -> None:
+        if self.planned is None:
+            return
+        planned = self.planned.get(name)
+        if planned is None or (key is not None and planned.key not in (None, key)):
+            raise RuntimeError(f"stage {name!r} (key {key}) is not in the run's plan"
+                               + (f" (planned key {planned.key})" if planned else "") + ": a bug in rait")
 
     def launch(self, function: Callable, **kwargs: Any) -> Any:
         """A stage entry point that can use several processes, on the run's workers (`rait.distributed.Workers`)."""
@@ -90,13 +106,12 @@ class Stages:
     def run(self, name: str, folder: Path, parts: dict[str, Any], compute: Callable[[Path], dict | None]) -> tuple[str, dict]:
         """(key, result): the cached result if `folder` finished with the same key, else compute(folder)'s."""
         key = identity_key(parts)
+        self.check(name, key)
         done, started = folder / STAGE_FILE, folder / STARTED_FILE
-        if done.is_file():
-            info = _read_record(done, "stage record")
-            if info.get("key") == key:
-                self.log.append({"stage": name, "key": key, "cached": True, "seconds": info.get("seconds")})
-                self.view.cached(name)
-                return key, info.get("result") or {}
+        if (record := finished(folder, key)) is not None:
+            self.log.append({"stage": name, "key": key, "cached": True, "seconds": record.get("seconds")})
+            self.view.cached(name)
+            return key, record.get("result") or {}
         if self.cached_only:
             raise RaitError(f"{folder}: stage '{name}' has not finished in this run folder (or under other settings); "
                             "`rait run` computes it")
@@ -115,10 +130,18 @@ class Stages:
 
     def skip(self, name: str, why: str) -> None:
         """A planned stage that has nothing to do (a method that selected no samples trains nothing)."""
+        self.check(name, None)
         self.log.append({"stage": name, "key": None, "cached": False, "seconds": None, "skipped": why})
         self.view.skipped(name, why)
 
 
+def finished(folder: Path, key: str | None) -> dict | None:
+    """The record (`stage.json`) of the stage that finished in `folder` under `key`, else None."""
+    done = folder / STAGE_FILE
+    if key is None or not done.is_file():
+        return None
+    record = _read_record(done, "stage record")
+    return record if record.get("key") == key else None
 
 
 def _read_record(path: Path, what: str) -> dict:
@@ -133,6 +156,17 @@ def _read_record(path: Path, what: str) -> dict:
     if not isinstance(record, dict):
         raise DataError(path, f"not a {what}: a JSON {type(record).__name__}, not an object")
     return record
+
+
+class ModelToEvaluate(NamedTuple):
+    """A model of the track's evaluation stage: its row label, its key (the training's, or the model's weights'),
+    where it is (a model or an adapter folder), its prompts, and why it has nothing to evaluate, if so."""
+
+    label: str
+    key: str | None
+    spec: str
+    prompts: list[str]
+    skipped: str | None = None
 
 
 class TrackRun:
@@ -204,15 +238,18 @@ class TrackRun:
         settings = self.config.settings((*self.keys, "probe"), lambda **_: probe.for_task(task), probe.given())
         return probe, settings, load_source(self.track.exemplars) if task == "mcqa" and settings.shots else []
 
+    def _probe_parts(self, pool_key: str) -> dict:
+        _, task_settings, shots = self.probe_setup
+        return {"pool": pool_key, "model": self.model_sha, "task": self.records[0].task,
+                "settings": asdict(task_settings), "exemplars": [r.id for r in shots]}
+
     def probe(self, pool_key: str, records: list) -> tuple[str, Path, list]:
         from rait.probe import table_summary
         from rait.probe.stage import run as probe
 
-        task = records[0].task
-        settings, task_settings, shots = self.probe_setup
+        settings, _, shots = self.probe_setup
         table_path = self.dir / "probe" / "table.parquet"
-        parts = {"pool": pool_key, "model": self.model_sha, "task": task, "settings": asdict(task_settings),
-                 "exemplars": [r.id for r in shots]}
+        parts = self._probe_parts(pool_key)
 
         def compute(folder: Path) -> dict:
             table = self.stages.launch(probe, settings=settings, records=records, out=table_path, model=self.model_path,
@@ -233,7 +270,7 @@ class TrackRun:
 
         probe_key, table = self.probe_items(test, records)
         folder = self.dir / "diagnose" / test.name
-        parts = {"probe": probe_key, "reference": identity_key([row["outcome"] for row in reference])}
+        parts = self._diagnose_parts(probe_key, reference)
 
         def compute(folder: Path) -> dict:
             mu = table["mu"].loc[[row["id"] for row in reference]]
@@ -252,6 +289,15 @@ class TrackRun:
         _, result = self.stages.run(f"{self.track.name}: diagnose {test.name}", folder, parts, compute)
         return {"track": self.track.name, "test_set": test.name, "domain": test.domain, **result}
 
+    @staticmethod
+    def _diagnose_parts(probe_key: str, reference: list[dict]) -> dict:
+        return {"probe": probe_key, "reference": identity_key([row["outcome"] for row in reference])}
+
+    def _probe_items_parts(self, records: list) -> dict:
+        _, task_settings, shots = self._probe_settings(records[0].task)
+        return {"items": identity_key([r.id for r in records]), "model": self.model_sha,
+                "settings": asdict(task_settings), "exemplars": [r.id for r in shots]}
+
     def probe_items(self, test: TestSet, records: list):
         """(key, table by id): the test set's items probed with the track's probe settings (μ, σ per item); once
         per run, for the diagnosis and self-consistency alike."""
@@ -261,11 +307,9 @@ class TrackRun:
         from rait.probe.stage import run as probe
         from rait.probe.table import read_table
 
-        settings, task_settings, shots = self._probe_settings(records[0].task)
+        settings, _, shots = self._probe_settings(records[0].task)
         folder = self.dir / "probe_items" / test.name
-        parts = {"items": identity_key([r.id for r in records]), "model": self.model_sha,
-                 "settings": asdict(task_settings),
-                 "exemplars": [r.id for r in shots]}
+        parts = self._probe_items_parts(records)
 
         def compute(folder: Path) -> dict:
             write_records(folder / "items.jsonl", records)
@@ -277,6 +321,10 @@ class TrackRun:
         self.item_probes[test.name] = key, read_table(folder / "table.parquet").set_index("id")
         return self.item_probes[test.name]
 
+    def _p_ik_parts(self, probe_key: str) -> dict:
+        return {"probe": probe_key, "model": self.model_sha, "tau": self.track.build.tau, "seed": self.config.seed,
+                "items": {test.name: identity_key([r.id for r in items]) for test, items in self.tests}}
+
     def p_ik(self, probe_key: str, table_path: Path, records: list) -> tuple[str, dict[str, dict[str, float]]]:
         """P(IK) scores of every validation and test item: a logistic regression on the question's last hidden
         state, trained on the pool's knowledge table (known = μ ≥ τ, the build's split)."""
@@ -285,8 +333,7 @@ class TrackRun:
 
         tau = self.track.build.tau
         folder = self.dir / "p_ik"
-        parts = {"probe": probe_key, "model": self.model_sha, "tau": tau, "seed": self.config.seed,
-                 "items": {test.name: identity_key([r.id for r in items]) for test, items in self.tests}}
+        parts = self._p_ik_parts(probe_key)
 
         def compute(folder: Path) -> dict:
             scores, known = p_ik_scores(self.model_path, records, read_table(table_path), tau,
@@ -316,13 +363,16 @@ class TrackRun:
                          "method": METHODS[method].label, **summary, "outcome_rows": outcomes})
         return rows
 
+    def _rehearse_parts(self, probe_key: str) -> dict:
+        return {"probe": probe_key, "settings": learning_identity(asdict(self.track.rehearsal))}
+
     def rehearse(self, probe_key: str, table_path: Path, records: list, shots: list) -> tuple[str, Path]:
         from rait.rehearse import flow_summary
         from rait.rehearse import run as rehearse
 
         settings = self.track.rehearsal
         folder = self.dir / "rehearse"
-        parts = {"probe": probe_key, "settings": learning_identity(asdict(settings))}
+        parts = self._rehearse_parts(probe_key)
 
         def compute(folder: Path) -> dict:
             result = rehearse(settings, table_path, records, folder, model=self.model_path, exemplars=shots)
@@ -332,14 +382,18 @@ class TrackRun:
         key, _ = self.stages.run(f"{self.track.name}: rehearse", folder, parts, compute)
         return key, folder / "flow_table.jsonl"
 
+    def _grads_setup(self, probe_key: str) -> tuple[Any, dict]:
+        """The gradient stage's settings (the build's prompt, system prompt and refusal) and its key's parts."""
+        build = self.track.build
+        settings = replace(self.track.grads, prompt=build.prompt, system=build.system, refusal=build.refusal)
+        return settings, {"probe": probe_key, "settings": learning_identity(settings.as_dict())}
+
     def grads(self, probe_key: str, table_path: Path, pool_path: Path) -> tuple[str, Path]:
         """GRAIT's gradient store; it renders the pool's rows as the build will (`GradsSettings`)."""
         from rait.grads.stage import run as grads
 
-        build = self.track.build
-        settings = replace(self.track.grads, prompt=build.prompt, system=build.system, refusal=build.refusal)
+        settings, parts = self._grads_setup(probe_key)
         folder = self.dir / "grads"
-        parts = {"probe": probe_key, "settings": learning_identity(settings.as_dict())}
 
         def compute(folder: Path) -> dict:
             shared = replace(settings, warmup=self.stages.per_process(settings.warmup))
@@ -350,13 +404,16 @@ class TrackRun:
         key, _ = self.stages.run(f"{self.track.name}: grads", folder, parts, compute)
         return key, folder / "store"
 
+    def _build_setup(self, table_key: str, grads_key: str | None, methods: list[str], seed: int) -> tuple[Any, dict]:
+        settings = replace(self.track.build, methods=methods, seed=seed)
+        return settings, {"table": table_key, "grads": grads_key, "build": asdict(settings)}
+
     def build(self, table_key: str, table_path: Path, pool_path: Path, methods: list[str],
               grads: tuple[str, Path] | None, seed: int, runs: Path) -> dict[str, Path]:
         from rait.select import run as build
 
-        settings = replace(self.track.build, methods=methods, seed=seed)
+        settings, parts = self._build_setup(table_key, grads[0] if grads else None, methods, seed)
         folder = runs / "build"
-        parts = {"table": table_key, "grads": grads[0] if grads else None, "build": asdict(settings)}
 
         def compute(folder: Path) -> dict:
             summary = build(settings, table_path, pool_path, folder, gradients=grads[1] if grads else None)
@@ -364,35 +421,42 @@ class TrackRun:
                     for name, m in summary["methods"].items()}
 
         _, result = self.stages.run(f"{self.track.name}: build{self._seed_label(seed)}", folder, parts, compute)
-        return {name: folder / f"{name}.jsonl" for name in result if sum(result[name]["taken"].values())}
+        return _training_sets(folder, result)
+
+    def _train_setup(self, method: str, data_sha: str | None, seed: int, start_key: str | None) -> tuple[Any, dict]:
+        """A method's training settings (the seed is the loop's: `owned_by_the_run`) and its key's parts: the
+        training data's hash, the model, the recipe and, for GRPO-RAIT, the key of the training it continues."""
+        kind = METHODS[method].kind
+        if kind == "rl":
+            build, grpo_settings = self.track.build, self.config.grpo
+            settings = replace(grpo_settings, train=replace(grpo_settings.train, seed=seed), prompt=build.prompt,
+                               system=build.system, refusal_mode=self.config.eval.refusal_mode)
+            recipe: dict = {**asdict(settings), "start": start_key}
+        elif kind == "preference":
+            settings = replace(self.config.dpo, train=replace(self.config.dpo.train, seed=seed))
+            recipe = asdict(settings)
+        else:
+            from rait.train import TrainSettings
+
+            recipe = {"seed": seed, **self.config.merged_train(self.track)}  # holds no seed: the loop's (owned_by_the_run)
+            settings = self.config.settings((*self.keys, "train"), TrainSettings, recipe)
+        return settings, {"data": data_sha, "model": self.model_sha, "train": learning_identity(recipe)}
 
     def train(self, method: str, data: Path, seed: int, runs: Path,
               start: tuple[str, Path] | None = None) -> tuple[str, Path]:
         """A method's model: weighted SFT on its training set, DPO on its pairs (`rait.train.preference`), or GRPO on
         the pool's questions (`rait.train.grpo`; `start`: the key and folder of the SFT training it continues)."""
+        settings, parts = self._train_setup(method, sha256_file(data), seed, start[0] if start else None)
         if METHODS[method].kind == "rl":
             from rait.train.grpo import run as grpo
-
-            build, grpo_settings = self.track.build, self.config.grpo
-            settings = replace(grpo_settings, train=replace(grpo_settings.train, seed=seed), prompt=build.prompt,
-                               system=build.system, refusal_mode=self.config.eval.refusal_mode)
-            recipe: dict = {**asdict(settings), "start": start[0] if start else None}
 
             def fit(settings, data, folder, model):
                 return grpo(settings, data, folder, model=model, start_adapter=start[1] if start else None)
         elif METHODS[method].kind == "preference":
             from rait.train.preference import run as fit
-
-            settings = replace(self.config.dpo, train=replace(self.config.dpo.train, seed=seed))
-            recipe: dict = asdict(settings)
         else:
-            from rait.train import TrainSettings
             from rait.train import run as fit
-
-            recipe = {"seed": seed, **self.config.merged_train(self.track)}  # holds no seed: the loop's (owned_by_the_run)
-            settings = self.config.settings((*self.keys, "train"), TrainSettings, recipe)
         folder = runs / "train" / method
-        parts = {"data": sha256_file(data), "model": self.model_sha, "train": learning_identity(recipe)}
 
         def compute(folder: Path) -> dict:
             if METHODS[method].kind == "rl":  # one process: sampled per rank, N processes cannot be checked against one
@@ -407,8 +471,8 @@ class TrackRun:
         key, _ = self.stages.run(self._train_name(method, seed), folder, parts, compute)
         return key, folder
 
-    def evaluate(self, models: list[tuple[str, str, str, list[str]]], folder: Path, references: dict) -> list[dict]:
-        """Evaluate (label, model key, model spec, prompts) on every test set into `folder`.
+    def evaluate(self, models: list[ModelToEvaluate], folder: Path, references: dict) -> list[dict]:
+        """Evaluate each model on every test set into `folder`; a model `skipped` has its evaluations skipped.
 
         The base model comes first in the first call: its BASIC outcomes become `references`
         (Init-Basic, the THS reference). Each row carries its outcomes under "outcome_rows".
@@ -421,7 +485,12 @@ class TrackRun:
 
         rows: list[dict] = []
         models_of_stage = EvalModels(self.model_path)
-        for label, model_key, spec, prompts in models:
+        for label, model_key, spec, prompts, skipped in models:
+            if skipped:
+                for test, _ in self.tests:
+                    for prompt in prompts:
+                        self.stages.skip(self._eval_name(label, test.name, prompt, folder), skipped)
+                continue
             with ExitStack() as in_use:
                 loaded: list = []
 
@@ -433,6 +502,18 @@ class TrackRun:
                 rows += self._evaluate_model(label, model_key, prompts, model, references, folder, spec)
         return rows
 
+    def _eval_setup(self, model_key: str | None, records: list, prompt: str, reference_key: str | None
+                    ) -> tuple[Any, dict]:
+        """An evaluation's settings and its key's parts: the model's key, the items, the settings and the key of
+        Init-Basic's evaluation on the same items (the THS reference)."""
+        settings = self.config.eval.settings(prompt, records[0].task, self.config.seed)
+        return settings, {"model": model_key, "items": identity_key([r.id for r in records]),
+                          "settings": settings.as_dict(), "reference": reference_key}
+
+    @staticmethod
+    def _eval_folder(eval_dir: Path, test: str, label: str, prompt: str) -> Path:
+        return eval_dir / test / label.replace(" ", "_").replace("/", "") / prompt
+
     def _evaluate_model(self, label: str, model_key: str, prompts: list[str], model: Callable[[], tuple],
                         references: dict, eval_dir: Path, spec: str | Path) -> list[dict]:
         """One model on every test set under each of its prompts; Init-Basic's outcomes become `references`.
@@ -440,14 +521,12 @@ class TrackRun:
         On one process `model()` is the model loaded once for the stage; on several, each process loads `spec`."""
         from rait.evaluate.suite import run as evaluate_stage
 
-        ev, rows = self.config.eval, []
+        rows = []
         for test, records in self.tests:
             for prompt in prompts:
-                settings = ev.settings(prompt, records[0].task, self.config.seed)
-                folder = eval_dir / test.name / label.replace(" ", "_").replace("/", "") / prompt
+                folder = self._eval_folder(eval_dir, test.name, label, prompt)
                 reference = references.get(test.name)
-                parts = {"model": model_key, "items": identity_key([r.id for r in records]), "settings": settings.as_dict(),
-                         "reference": reference[0] if reference else None}
+                settings, parts = self._eval_setup(model_key, records, prompt, reference[0] if reference else None)
 
                 def compute(folder: Path, settings=settings, records=records, reference=reference,
                             description=f"eval {test.name} / {prompt}") -> dict:
@@ -487,6 +566,8 @@ class TrackRun:
         self.items: list[dict] = []
         self.knowledge: dict = {}
         self.records = self.pool()
+        self.pool_key = (sha256_file(self.dir / POOL_FILE) if self.stages.cached_only  # the run's own pool
+                         else sha256_jsonl(record.to_dict() for record in self.records))  # as write_pool will write it
         if any(METHODS[m].kind == "rl" for m in methods):  # GRPO-RAIT's questions, checked before any work
             from rait.train.grpo import training_questions
 
@@ -583,35 +664,103 @@ class TrackRun:
         where = "" if eval_dir == self.dir / "eval" else f" ({eval_dir.parent.name})"
         return f"{self.track.name}: eval {label} / {test} / {prompt}{where}"
 
-    def plan(self) -> list[str]:
-        """The names of the stages `run` goes through, in its order (the live view's pending rows); a method that
-        selects no samples is skipped at run time."""
+    def plan(self, previous: dict[str, float]) -> list[PlannedStage]:
+        """The stages `run` goes through, in its order, each with its key where it can be known now (`RunPlan`);
+        `previous`: seconds per stage of the folder's last run. It follows `run`'s branching step by step and keys
+        each stage with the same `_*_parts`/`_*_setup` methods; `Stages.check` holds the run to it."""
         name = self.track.name
         methods, trained, built = self._methods()
-        names = [f"{name}: probe"]
+        stages: list[PlannedStage] = []
+
+        def add(stage_name: str, folder: Path, parts: dict | None, after: str | None = None,
+                skipped: str | None = None) -> PlannedStage:
+            key = identity_key(parts) if parts is not None else None
+            record = finished(folder, key)
+            seconds = record.get("seconds") if record else previous.get(stage_name)
+            stages.append(PlannedStage(stage_name, folder, parts, key, record is not None, after if key is None
+                                       else None, skipped, seconds))
+            return stages[-1]
+
+        probe = add(f"{name}: probe", self.dir / "probe", self._probe_parts(self.pool_key))
+        table_key = probe.key
         if any(METHODS[m].needs_flow for m in built):
-            names.append(f"{name}: rehearse")
-        if any(METHODS[m].needs_gradients for m in built):
-            names.append(f"{name}: grads")
-        names += [self._eval_name(BASE_LABEL, test.name, prompt, self.dir / "eval") for test, _ in self.tests
-                  for prompt in self._base_prompts()]
-        probed: list[str] = []
-        for test, _ in self.tests if self.track.diagnose else []:
-            probed.append(test.name)
-            names += [f"{name}: probe {test.name}", f"{name}: diagnose {test.name}"]
+            table_key = add(f"{name}: rehearse", self.dir / "rehearse", self._rehearse_parts(probe.key)).key
+        grads = (add(f"{name}: grads", self.dir / "grads", self._grads_setup(probe.key)[1])
+                 if any(METHODS[m].needs_gradients for m in built) else None)
+        references: dict[str, PlannedStage] = {}
+        self._plan_evals(add, BASE_LABEL, self.model_sha, self._base_prompts(), self.dir / "eval", references)
+        probed: dict[str, str] = {}
+        for test, records in self.tests if self.track.diagnose else []:
+            probed[test.name] = add(f"{name}: probe {test.name}", self.dir / "probe_items" / test.name,
+                                    self._probe_items_parts(records)).key
+            reference = references[test.name]
+            outcomes = (read_jsonl(reference.folder / "outcomes.jsonl") if reference.cached else None)
+            add(f"{name}: diagnose {test.name}", self.dir / "diagnose" / test.name,
+                self._diagnose_parts(probed[test.name], outcomes) if outcomes is not None else None, reference.name)
         for method in (m for m in methods if not METHODS[m].trains):
             if method != "self_consistency":
-                names.append(f"{name}: p_ik")
+                add(f"{name}: p_ik", self.dir / "p_ik", self._p_ik_parts(probe.key))
                 continue
-            fresh = [test.name for test, _ in self.tests if test.name not in probed]
-            probed += fresh
-            names += [f"{name}: probe {test}" for test in fresh]
+            for test, records in self.tests:
+                if test.name not in probed:
+                    probed[test.name] = add(f"{name}: probe {test.name}", self.dir / "probe_items" / test.name,
+                                            self._probe_items_parts(records)).key
         for seed in (self.config.seeds or [self.config.seed]) if trained else []:
-            names.append(f"{name}: build{self._seed_label(seed)}")
-            names += [self._train_name(method, seed) for method in trained]
-            names += [self._eval_name(METHODS[method].label, test.name, prompt, self._runs(seed) / "eval")
-                      for method in trained for test, _ in self.tests for prompt in self.config.eval.method_prompts]
-        return names
+            runs = self._runs(seed)
+            build = add(f"{name}: build{self._seed_label(seed)}", runs / "build",
+                        self._build_setup(table_key, grads.key if grads else None, built, seed)[1])
+            record = finished(build.folder, build.key)
+            datasets = _training_sets(build.folder, record.get("result") or {}) if record else None
+            keys: dict[str, str | None] = {}
+            skipped: dict[str, str] = {}
+            for method in trained:
+                kind = METHODS[method].kind
+                train_name = self._train_name(method, seed)
+                if kind == "rl":
+                    data: Path | None = self.dir / POOL_FILE
+                elif datasets is None:
+                    data = None  # the build has not written it yet
+                elif kind == "preference":
+                    data = runs / "build" / "dpo" / f"{self.config.dpo.pairs_from}.jsonl"
+                else:
+                    data = datasets.get(method)
+                start = self.config.grpo.start_from if kind == "rl" else None
+                why = None
+                if start is not None and start not in keys:
+                    why = "the method it starts from trained nothing"
+                elif datasets is not None and kind != "rl" and (data is None or not data.is_file()
+                                                                or not data.stat().st_size):
+                    why = "selected no samples"
+                data_sha = (self.pool_key if kind == "rl" else sha256_file(data) if datasets is not None and not why
+                            else None)
+                start_key = keys.get(start) if start is not None else None
+                _, parts = self._train_setup(method, data_sha, seed, start_key)  # a bad recipe fails here
+                if why:
+                    add(train_name, runs / "train" / method, None, skipped=why)
+                    skipped[method] = f"no model: {why}"
+                    continue
+                known = data_sha is not None and (start is None or start_key is not None)
+                trained_stage = add(train_name, runs / "train" / method, parts if known else None,
+                                    after=build.name if data_sha is None else self._train_name(start, seed))
+                keys[method] = trained_stage.key
+            for method in trained:
+                self._plan_evals(add, METHODS[method].label, keys.get(method), self.config.eval.method_prompts,
+                                 runs / "eval", references, self._train_name(method, seed), skipped.get(method))
+        return stages
+
+    def _plan_evals(self, add: Callable, label: str, model_key: str | None, prompts: list[str], eval_dir: Path,
+                    references: dict, after: str | None = None, skipped: str | None = None) -> None:
+        """The planned evaluations of one model, as `evaluate` runs them; the untrained model's BASIC ones become
+        `references`."""
+        for test, records in self.tests:
+            for prompt in prompts:
+                reference = references.get(test.name)
+                _, parts = self._eval_setup(model_key, records, prompt, reference.key if reference else None)
+                stage = add(self._eval_name(label, test.name, prompt, eval_dir),
+                            self._eval_folder(eval_dir, test.name, label, prompt),
+                            parts if model_key is not None and not skipped else None, after, skipped)
+                if reference is None and prompt == REFERENCE_PROMPT:
+                    references[test.name] = stage
 
     def run(self) -> tuple[list[dict], list[dict]]:
         """The track's report rows and its paired comparisons (`comparisons`)."""
@@ -624,7 +773,8 @@ class TrackRun:
         grads = self.grads(probe_key, table_path, pool_path) if any(METHODS[m].needs_gradients for m in built) else None
         base_prompts = self._base_prompts()
         references: dict = {}
-        rows = self.evaluate([(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)], self.dir / "eval",
+        rows = self.evaluate([ModelToEvaluate(BASE_LABEL, self.model_sha, str(self.model_path), base_prompts)],
+                             self.dir / "eval",
                              references)
         self.diagnosis = [self.diagnose(test, records, references[test.name][1]) for test, records in self.tests
                           ] if self.track.diagnose else []
@@ -655,16 +805,16 @@ class TrackRun:
                 if kind == "rl" and self.config.grpo.start_from is not None:
                     start = keys.get(self.config.grpo.start_from)
                     if start is None:
-                        self._skip(method, seed, runs, "the method it starts from trained nothing")
+                        models.append(self._skip(method, seed, "the method it starts from trained nothing"))
                         continue
                 if data is None or not data.is_file() or not data.stat().st_size:
-                    self._skip(method, seed, runs, "selected no samples")
+                    models.append(self._skip(method, seed, "selected no samples"))
                     continue
                 key, folder = keys[method] = self.train(method, data, seed, runs, start)
                 if kind == "rl":
                     self.rewards += [{"track": self.track.name, "seed": seed if self.config.seeds else None, **step}
                                      for step in read_jsonl(folder / "rewards.jsonl")]
-                models.append((METHODS[method].label, key, str(folder), self.config.eval.method_prompts))
+                models.append(ModelToEvaluate(METHODS[method].label, key, str(folder), self.config.eval.method_prompts))
             evaluated = self.evaluate(models, runs / "eval", references)
             by_seed.append([row | {"seed": seed} for row in evaluated] if self.config.seeds else evaluated)
         self.seed_rows = by_seed
@@ -683,13 +833,11 @@ class TrackRun:
         self.items = explorer_items(rows)
         return [_without_outcomes(row) for row in rows], self._comparisons(rows, self.references)
 
-    def _skip(self, method: str, seed: int, runs: Path, why: str) -> None:
-        """A method that trains nothing: its training and its evaluations are planned stages skipped."""
+    def _skip(self, method: str, seed: int, why: str) -> ModelToEvaluate:
+        """A method that trains nothing: its training is a planned stage skipped, and so are its evaluations, in
+        their turn (`evaluate`)."""
         self.stages.skip(self._train_name(method, seed), why)
-        for test, _ in self.tests:
-            for prompt in self.config.eval.method_prompts:
-                self.stages.skip(self._eval_name(METHODS[method].label, test.name, prompt, runs / "eval"),
-                                 f"no model: {why}")
+        return ModelToEvaluate(METHODS[method].label, None, "", self.config.eval.method_prompts, f"no model: {why}")
 
     def _knowledge(self, table_path: Path, records: list, datasets: dict) -> dict:
         """The report's view of the pool: μ, σ (and Δμ) from the table the build read, and each method's selection
@@ -739,6 +887,11 @@ class TrackRun:
                                    "a": a, "b": b, "kind": "paired",
                                    **{f"{k}_{part}": v for k, d in diff.items() for part, v in d.items()}})
         return result
+
+
+def _training_sets(folder: Path, built: dict) -> dict[str, Path]:
+    """The training sets of a build (its stage result) that hold at least one sample, by method."""
+    return {name: folder / f"{name}.jsonl" for name in built if sum(built[name]["taken"].values())}
 
 
 def _without_outcomes(row: dict) -> dict:
@@ -911,25 +1064,43 @@ def merge_runs(run_dirs: list[Path], out_dir: str | Path, console: Console | Non
     return [row for track in runs[0] for row in track.rows]
 
 
-def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console, cached_only: bool,
-                workers: Workers | None = None, claim: Callable[[], None] | None = None
-                ) -> tuple[list[TrackRun], Stages, Path]:
-    """Prepare every track (bad input fails here, before anything is written), `claim` the run folder, then run
-    each track; the tracks keep their rows."""
+def resolve(config: PipelineConfig, out_dir: str | Path, processes: int = 1) -> RunPlan:
+    """The plan of `rait run config --out out_dir` (`rait run --dry-run`): every stage, its key, and whether the
+    folder holds it finished. The pool and test sets are read and checked as the run checks them; no model is loaded
+    (its weights are hashed) and nothing is written."""
+    out_dir = Path(out_dir)
+    _check_inputs(config, out_dir)
+    stages = Stages(StageLines(Console(quiet=True)), workers=Workers(processes))
+    return _resolve(config, out_dir, stages)[0]
+
+
+def _resolve(config: PipelineConfig, out_dir: Path, stages: Stages) -> tuple[RunPlan, list[TrackRun], Path]:
+    """Prepare every track (bad input fails here, before anything is written) and plan its stages."""
     from rait.models import model_fingerprint, resolve_model_path
 
     model_path = resolve_model_path(config.model)
     model_sha = model_fingerprint(model_path)["weights_sha256"]
-    view = stage_view(console, out_dir, f"rait run {config.source[0] if config.source else out_dir}",
-                      live=not cached_only and not is_verbose())
-    stages = Stages(view, cached_only, workers)
     tracks = [TrackRun(config, index, out_dir, stages, model_path, model_sha) for index in range(len(config.tracks))]
     for track in tracks:
         track.prepare()
+    previous = previous_times(out_dir)
+    plan = RunPlan(config=str(config.source[0]) if config.source else "config", out=out_dir, model=config.model,
+                   stages=tuple(stage for track in tracks for stage in track.plan(previous)))
+    return plan, tracks, model_path
+
+
+def _run_tracks(config: PipelineConfig, out_dir: Path, console: Console, cached_only: bool,
+                workers: Workers | None = None, claim: Callable[[], None] | None = None
+                ) -> tuple[list[TrackRun], Stages, Path]:
+    """Resolve the run's plan, `claim` the run folder, then run each track as planned; the tracks keep their rows."""
+    view = stage_view(console, out_dir, f"rait run {config.source[0] if config.source else out_dir}",
+                      live=not cached_only and not is_verbose())
+    stages = Stages(view, cached_only, workers)
+    plan, tracks, model_path = _resolve(config, out_dir, stages)
     if claim is not None:
         claim()
     with view, use_view(view) if isinstance(view, LiveView) else nullcontext():
-        view.plan([name for track in tracks for name in track.plan()])
+        stages.follow(plan)
         for track in tracks:
             track.rows, track.comparisons = track.run()
     return tracks, stages, model_path
