@@ -43,6 +43,7 @@ from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
 from rait.pipeline.config import VALIDATION, PipelineConfig, TrackConfig
 from rait.pipeline.fit import check_fits
+from rait.pipeline.kinds import KINDS, Kind, comparisons, kind_of
 from rait.pipeline.plan import PlannedStage, RunPlan
 from rait.pipeline.view import LiveView, StageLines, previous_times, stage_view
 from rait.report.explorer import explorer_items
@@ -52,15 +53,6 @@ from rait.terminal import is_verbose, use_view
 from rait.train import learning_identity
 from rait.select.methods import METHODS
 
-# Paired comparisons reported for every test set (a minus b): each method against the untouched model,
-# and every link of the ordering the papers claim (CRaFT, GRAIT >= CorCer-RAIT >= Cor-RAIT > Van-Tuning).
-COMPARISONS = [(method, "Init-Basic") for method in ("Van-Tuning", "Cor-RAIT", "CorCer-RAIT", "CRaFT w/o Cer", "CRaFT",
-                                                     "R-Tuning", "GRAIT")] + [
-    ("CRaFT", "CorCer-RAIT"), ("GRAIT", "CorCer-RAIT"), ("CorCer-RAIT", "Cor-RAIT"), ("Cor-RAIT", "Van-Tuning"),
-    ("CRaFT", "Cor-RAIT"), ("GRAIT", "Cor-RAIT"), ("CRaFT", "GRAIT")] + [
-    # abstention without training, DPO-RAIT and GRPO-RAIT against the untouched model and against SFT tuning
-    (METHODS[rule].label, other) for rule in ("self_consistency", "p_ik", "dpo_rait", "grpo_rait")
-    for other in ("Init-Basic", "Cor-RAIT", "CRaFT")]
 BASE_LABEL = "Init"  # the untouched model: rows Init-Basic (the THS reference) and Init-Refuse
 STAGE_FILE, STARTED_FILE = "stage.json", "stage.key"
 POOL_FILE, VALIDATION_FILE = "pool.jsonl", "validation.jsonl"  # a track's data, in its folder
@@ -426,45 +418,24 @@ class TrackRun:
     def _train_setup(self, method: str, data_sha: str | None, seed: int, start_key: str | None) -> tuple[Any, dict]:
         """A method's training settings (the seed is the loop's: `owned_by_the_run`) and its key's parts: the
         training data's hash, the model, the recipe and, for GRPO-RAIT, the key of the training it continues."""
-        kind = METHODS[method].kind
-        if kind == "rl":
-            build, grpo_settings = self.track.build, self.config.grpo
-            settings = replace(grpo_settings, train=replace(grpo_settings.train, seed=seed), prompt=build.prompt,
-                               system=build.system, refusal_mode=self.config.eval.refusal_mode)
-            recipe: dict = {**asdict(settings), "start": start_key}
-        elif kind == "preference":
-            settings = replace(self.config.dpo, train=replace(self.config.dpo.train, seed=seed))
-            recipe = asdict(settings)
-        else:
-            from rait.train import TrainSettings
-
-            recipe = {"seed": seed, **self.config.merged_train(self.track)}  # holds no seed: the loop's (owned_by_the_run)
-            settings = self.config.settings((*self.keys, "train"), TrainSettings, recipe)
+        settings, recipe = kind_of(method).setup(method, self, seed, start_key)
         return settings, {"data": data_sha, "model": self.model_sha, "train": learning_identity(recipe)}
 
     def train(self, method: str, data: Path, seed: int, runs: Path,
               start: tuple[str, Path] | None = None) -> tuple[str, Path]:
-        """A method's model: weighted SFT on its training set, DPO on its pairs (`rait.train.preference`), or GRPO on
-        the pool's questions (`rait.train.grpo`; `start`: the key and folder of the SFT training it continues)."""
+        """A method's model, trained as its kind trains (`rait.pipeline.kinds`); `start`: the key and folder of the
+        training it continues."""
+        kind = kind_of(method)
         settings, parts = self._train_setup(method, sha256_file(data), seed, start[0] if start else None)
-        if METHODS[method].kind == "rl":
-            from rait.train.grpo import run as grpo
-
-            def fit(settings, data, folder, model):
-                return grpo(settings, data, folder, model=model, start_adapter=start[1] if start else None)
-        elif METHODS[method].kind == "preference":
-            from rait.train.preference import run as fit
-        else:
-            from rait.train import run as fit
+        fit = kind.entry(start[1] if start else None)
         folder = runs / "train" / method
 
         def compute(folder: Path) -> dict:
-            if METHODS[method].kind == "rl":  # one process: sampled per rank, N processes cannot be checked against one
-                result = fit(settings, data, folder, model=self.model_path)
-            else:  # SFT and DPO on the run's processes at the recipe's global batch (docs/distributed.md)
-                shared = (self.stages.per_process(settings) if METHODS[method].kind == "sft"
-                          else replace(settings, train=self.stages.per_process(settings.train)))
+            if kind.on_processes:
+                shared = kind.per_process(settings, self.stages.per_process)
                 result = self.stages.launch(fit, settings=shared, data=data, out=folder, model=self.model_path)
+            else:
+                result = fit(settings, data, folder, model=self.model_path)
             return {"samples": result.samples, "optimizer_steps": result.optimizer_steps, "updates": result.updates,
                     "train_loss": result.train_loss}
 
@@ -554,10 +525,11 @@ class TrackRun:
         """Load the pool and the test sets and check the methods: cheap, so a bad config fails before any work."""
         methods = self.config.methods_of(self.track)
         untrained = [m for m in methods if not METHODS[m].trains]
-        start = self.config.grpo.start_from
-        if any(METHODS[m].kind == "rl" for m in methods) and start is not None and start not in methods:
-            raise self.config.error(("grpo", "start_from"), f"GRPO-RAIT starts from {start!r}'s adapter, which track "
-                                    f"{self.track.name!r} does not train: add it to the methods")
+        for method in methods:
+            if (start := kind_of(method).start(self.config)) is not None and start not in methods:
+                raise self.config.error(("grpo", "start_from"), f"{METHODS[method].label} starts from {start!r}'s "
+                                        f"adapter, which track {self.track.name!r} does not train: add it to the "
+                                        "methods")
         if untrained and not self.track.pool.validation:
             raise self.config.error((*self.keys, "pool"), f"method {untrained[0]!r} chooses its threshold on a "
                                     "validation split: set pool.validation (questions held out of the pool)")
@@ -568,13 +540,8 @@ class TrackRun:
         self.records = self.pool()
         self.pool_key = (sha256_file(self.dir / POOL_FILE) if self.stages.cached_only  # the run's own pool
                          else sha256_jsonl(record.to_dict() for record in self.records))  # as write_pool will write it
-        if any(METHODS[m].kind == "rl" for m in methods):  # GRPO-RAIT's questions, checked before any work
-            from rait.train.grpo import training_questions
-
-            try:
-                training_questions(self.records, self.config.grpo, self.track.pool.data)
-            except RaitError as err:
-                raise self.config.error((*self.keys, "pool"), str(err)) from err
+        for kind in self._kinds(methods):  # e.g. GRPO-RAIT's questions, checked before any work
+            kind.check(self)
         self.probe_setup = self._probe_settings(self.records[0].task)  # a field the task does not use fails here
         self._check_batches(methods)
         self.tests = []
@@ -618,17 +585,7 @@ class TrackRun:
         (`split_batch`)."""
         if self.stages.processes == 1:
             return
-        from rait.train import TrainSettings
-
-        batches = []
-        if any(METHODS[m].kind == "sft" for m in methods):
-            train = self.config.merged_train(self.track)
-            where = (*self.keys, "train") if self.track.train else ("train",)
-            batches.append((where, train.get("batch_size", TrainSettings.batch_size),
-                            train.get("grad_accum", TrainSettings.grad_accum)))
-        if any(METHODS[m].kind == "preference" for m in methods):
-            where = ("dpo", "train") if self.config.sets(("dpo", "train")) else ("train",)
-            batches.append((where, self.config.dpo.train.batch_size, self.config.dpo.train.grad_accum))
+        batches = [batch for kind in self._kinds(methods) if (batch := kind.batch(self.config, self)) is not None]
         if any(METHODS[m].needs_gradients for m in methods):
             warm = self.track.grads.warmup
             batches.append(((*self.keys, "grads", "warmup"), warm.batch_size, warm.grad_accum))
@@ -638,16 +595,21 @@ class TrackRun:
             except RaitError as err:
                 raise self.config.error(where, str(err)) from err
 
+    @staticmethod
+    def _kinds(methods: list[str]) -> list[Kind]:
+        """The kinds of `methods`, each once, in the registry's order of kinds."""
+        return [kind for name, kind in KINDS.items() if any(METHODS[m].kind == name for m in methods)]
+
     def _methods(self) -> tuple[list[str], list[str], list[str]]:
-        """The track's methods, those that train, and what the build selects: every SFT method, and the method
-        whose pairs DPO-RAIT trains on."""
+        """The track's methods, those that train (a kind that may continue another's adapter last), and what the
+        build selects: every method that trains on its own selection, then those others train on (DPO-RAIT's
+        pairs)."""
         methods = self.config.methods_of(self.track)
-        # RL methods last: GRPO-RAIT may start from an SFT method's adapter
-        trained = [m for m in methods if METHODS[m].trains and METHODS[m].kind != "rl"] + [
-            m for m in methods if METHODS[m].kind == "rl"]
-        built = [m for m in trained if METHODS[m].kind == "sft"]
-        if any(METHODS[m].kind == "preference" for m in trained) and self.config.dpo.pairs_from not in built:
-            built.append(self.config.dpo.pairs_from)
+        trained = [m for m in methods if kind_of(m).trains and not kind_of(m).last] + [
+            m for m in methods if kind_of(m).trains and kind_of(m).last]
+        built = [m for m in trained if kind_of(m).builds]
+        for method in trained:
+            built += [m for m in kind_of(method).selections(method, self.config) if m not in built]
         return methods, trained, built
 
     def _base_prompts(self) -> list[str]:
@@ -714,25 +676,17 @@ class TrackRun:
             keys: dict[str, str | None] = {}
             skipped: dict[str, str] = {}
             for method in trained:
-                kind = METHODS[method].kind
-                train_name = self._train_name(method, seed)
-                if kind == "rl":
-                    data: Path | None = self.dir / POOL_FILE
-                elif datasets is None:
-                    data = None  # the build has not written it yet
-                elif kind == "preference":
-                    data = runs / "build" / "dpo" / f"{self.config.dpo.pairs_from}.jsonl"
-                else:
-                    data = datasets.get(method)
-                start = self.config.grpo.start_from if kind == "rl" else None
+                kind, train_name = kind_of(method), self._train_name(method, seed)
+                data = kind.data(method, self.config, runs, datasets or {}, self.dir / POOL_FILE)
+                from_pool = data == self.dir / POOL_FILE  # its hash is known before the pool is written
+                start = kind.start(self.config)
                 why = None
                 if start is not None and start not in keys:
                     why = "the method it starts from trained nothing"
-                elif datasets is not None and kind != "rl" and (data is None or not data.is_file()
-                                                                or not data.stat().st_size):
+                elif datasets is not None and not from_pool and not _has_rows(data):
                     why = "selected no samples"
-                data_sha = (self.pool_key if kind == "rl" else sha256_file(data) if datasets is not None and not why
-                            else None)
+                data_sha = (None if why or not (from_pool or datasets is not None)  # else: the build has not run
+                            else self.pool_key if from_pool else sha256_file(data))
                 start_key = keys.get(start) if start is not None else None
                 _, parts = self._train_setup(method, data_sha, seed, start_key)  # a bad recipe fails here
                 if why:
@@ -798,22 +752,20 @@ class TrackRun:
                 first_datasets = datasets  # the report's pool view shows the first seed's selection
             models, keys = [], {}
             for method in trained:
-                kind = METHODS[method].kind
-                data = {"preference": runs / "build" / "dpo" / f"{self.config.dpo.pairs_from}.jsonl",
-                        "rl": pool_path}.get(kind, datasets.get(method))
+                kind = kind_of(method)
+                data = kind.data(method, self.config, runs, datasets, pool_path)
                 start = None
-                if kind == "rl" and self.config.grpo.start_from is not None:
-                    start = keys.get(self.config.grpo.start_from)
+                if (started_from := kind.start(self.config)) is not None:
+                    start = keys.get(started_from)
                     if start is None:
                         models.append(self._skip(method, seed, "the method it starts from trained nothing"))
                         continue
-                if data is None or not data.is_file() or not data.stat().st_size:
+                if not _has_rows(data):
                     models.append(self._skip(method, seed, "selected no samples"))
                     continue
                 key, folder = keys[method] = self.train(method, data, seed, runs, start)
-                if kind == "rl":
-                    self.rewards += [{"track": self.track.name, "seed": seed if self.config.seeds else None, **step}
-                                     for step in read_jsonl(folder / "rewards.jsonl")]
+                self.rewards += [{"track": self.track.name, "seed": seed if self.config.seeds else None, **step}
+                                 for step in kind.rewards(folder)]
                 models.append(ModelToEvaluate(METHODS[method].label, key, str(folder), self.config.eval.method_prompts))
             evaluated = self.evaluate(models, runs / "eval", references)
             by_seed.append([row | {"seed": seed} for row in evaluated] if self.config.seeds else evaluated)
@@ -823,7 +775,7 @@ class TrackRun:
 
     def combine(self, by_seed: list[list[dict]]) -> tuple[list[dict], list[dict]]:
         """The track's rows (the untrained model's and the rules', then each trained model's: over the seeds when
-        there are several) without their outcomes, and its paired comparisons (`COMPARISONS`)."""
+        there are several) without their outcomes, and its paired comparisons (`rait.pipeline.kinds.comparisons`)."""
         if len(by_seed) <= 1:
             model_rows = by_seed[0] if by_seed else []
             self.by_seed = [_without_outcomes(row) for row in model_rows]
@@ -868,8 +820,8 @@ class TrackRun:
         return rows
 
     def _comparisons(self, rows: list[dict], references: dict) -> list[dict]:
-        """Paired comparisons on the same items (`COMPARISONS`), each method's seeds pooled, and each
-        model's outcome flow against Init-Basic (`rait.evaluate.runner.outcome_flow`)."""
+        """Paired comparisons on the same items (`rait.pipeline.kinds.comparisons`), each method's seeds pooled, and
+        each model's outcome flow against Init-Basic (`rait.evaluate.runner.outcome_flow`)."""
         from rait.evaluate.runner import compare_seeds, outcome_flow
 
         ev, result = self.config.eval, []
@@ -880,13 +832,17 @@ class TrackRun:
                 flow = outcome_flow(runs[test.name, method], reference)
                 result.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
                                "a": method, "b": REFERENCE, "kind": "flow", **flow})
-            for a, b in COMPARISONS:
+            for a, b in comparisons():
                 if (test.name, a) in runs and (test.name, b) in runs:
                     diff = compare_seeds(runs[test.name, a], runs[test.name, b], reference, ev.n_boot, self.config.seed)
                     result.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
                                    "a": a, "b": b, "kind": "paired",
                                    **{f"{k}_{part}": v for k, d in diff.items() for part, v in d.items()}})
         return result
+
+
+def _has_rows(data: Path | None) -> bool:
+    return data is not None and data.is_file() and data.stat().st_size > 0
 
 
 def _training_sets(folder: Path, built: dict) -> dict[str, Path]:

@@ -39,7 +39,8 @@ class Method:
     default: bool = True  # among the methods `rait run` trains when a config names none
     # "sft": a selector's training set, weighted SFT; "preference": DPO on another method's selection
     # (`rait.train.preference`); "rl": GRPO on the pool's questions with a three-way reward (`rait.train.grpo`);
-    # "none": a rule on the untouched model's answers (`rait.evaluate.abstain`).
+    # "none": a rule on the untouched model's answers (`rait.evaluate.abstain`). How `rait run` trains and compares
+    # each kind: `rait.pipeline.kinds`.
     kind: str = "sft"
 
     @property
