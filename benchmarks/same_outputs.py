@@ -91,7 +91,8 @@ def compare(a: Path, b: Path) -> dict:
     for rel in sorted(files_a & files_b):
         read = csv_without_seconds if rel.suffix == ".csv" else normalised
         if rel.suffix in (".md", ".html"):  # wall times appear in the tables' text
-            sides = [_without_times((run / rel).read_text(encoding="utf-8")).encode() for run in (a, b)]
+            sides = [_front_matter_sorted(_without_times((run / rel).read_text(encoding="utf-8"))).encode()
+                     for run in (a, b)]
         else:
             sides = [read(run / rel) for run in (a, b)]
         sides = [side.replace(str(run.resolve()).encode(), b"<run>").replace(str(run).encode(), b"<run>")
@@ -110,6 +111,15 @@ def _stage_log_change(a: Path, b: Path) -> str:
     if logs[0] == logs[1]:
         return "same stages in the same order; other fields differ"
     return "same stages, another order" if sorted(logs[0], key=str) == sorted(logs[1], key=str) else "other stages"
+
+
+def _front_matter_sorted(text: str) -> str:
+    """A model card's YAML header with its lines sorted: peft writes its tags from a set, in an order that changes
+    with Python's string hashing."""
+    if not text.startswith("---\n") or "\n---\n" not in text[4:]:
+        return text
+    header, rest = text[4:].split("\n---\n", 1)
+    return "---\n" + "\n".join(sorted(header.splitlines())) + "\n---\n" + rest
 
 
 def _without_times(text: str) -> str:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from rait.data import testsets
-from rait.errors import RaitError
+from rait.errors import RaitError, SettingsError
 from rait.evaluate.abstain import abstained, abstained_rows, choose_threshold, fit_p_ik, risk_coverage
-from rait.pipeline.run import TrackRun
+from rait.pipeline.track import TrackRun
 
 VALIDATION = (["correct", "correct", "wrong", "wrong", "correct", "wrong"], [0.9, 0.8, 0.7, 0.2, 0.6, 0.1])
 
@@ -66,3 +66,43 @@ def test_p_ik_separates_known_from_unknown_and_needs_both():
     assert scores[known].min() > scores[~known].max()
     with pytest.raises(RaitError, match="both sides"):
         fit_p_ik(features, np.ones(40, dtype=bool))
+
+
+def _rows(outcomes: list[str], prefix: str = "q") -> list[dict]:
+    return [{"id": f"{prefix}{i}", "output": f"{prefix}{i}-{outcome}", "outcome": outcome}
+            for i, outcome in enumerate(outcomes)]
+
+
+def test_the_veto_gives_back_init_basics_answer_only_where_the_tuned_model_refuses_and_sigma_reaches_tau():
+    from rait.evaluate.abstain import vetoed
+
+    tuned = _rows(["refused", "refused", "correct", "refused"])
+    tuned[2]["output"] = "tuned answer"
+    reference = _rows(["correct", "wrong", "wrong", "correct"])
+    sigma = {"q0": 0.9, "q1": 0.4, "q2": 0.9, "q3": 0.5}
+    kept = vetoed(tuned, reference, sigma, tau=0.5)
+    assert [row["outcome"] for row in kept] == ["correct", "refused", "correct", "correct"]
+    assert kept[0]["output"] == "q0-correct" and kept[2]["output"] == "tuned answer"  # an answer is never replaced
+    assert [row.get("vetoed", False) for row in kept] == [True, False, False, True]
+    assert vetoed(tuned, reference, sigma, tau=float("inf")) == tuned
+    with pytest.raises(ValueError):
+        vetoed(tuned, reference[::-1], sigma, tau=0.5)
+
+
+def test_the_veto_threshold_is_chosen_on_validation_by_the_written_rule():
+    """Golden, worked by hand (THS in points against Init-Basic; docs/transfer.md's second-round rule). In domain,
+    Init-Basic is [correct, wrong], the tuned model refuses both, σ = [0.95, 0.65]: THS 0 at τ ≤ 0.65 (both given
+    back), +50 for 0.65 < τ ≤ 0.95, 0 above. On the transfer set Init-Basic is [correct, correct, wrong, wrong], the
+    tuned model refuses all, σ = [0.9, 0.6, 0.8, 0.3]: THS +25 at τ = 0.6 (over-refusal 0 %) and at τ = 0.9
+    (over-refusal 50 %), 0 at every other candidate."""
+    from rait.evaluate.abstain import VetoSettings, choose_veto_threshold
+
+    sets = {"validation": (_rows(["refused"] * 2, "v"), _rows(["correct", "wrong"], "v"), {"v0": 0.95, "v1": 0.65}),
+            "validation-ood": (_rows(["refused"] * 4), _rows(["correct", "correct", "wrong", "wrong"]),
+                               {"q0": 0.9, "q1": 0.6, "q2": 0.8, "q3": 0.3})}
+    assert choose_veto_threshold(sets, "validation", VetoSettings()) == (0.6, True)  # the tie: less over-refusal
+    assert choose_veto_threshold(sets, "validation", VetoSettings(floor=10)) == (0.9, True)  # 0.6 is below the floor
+    assert choose_veto_threshold(sets, "validation", VetoSettings(floor=60)) == (0.6, False)  # none reaches it
+    assert choose_veto_threshold({"validation": sets["validation"]}, "validation", VetoSettings()) == (0.95, True)
+    with pytest.raises(SettingsError):
+        VetoSettings(margin=-1)

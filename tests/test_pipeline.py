@@ -180,7 +180,7 @@ def test_a_stage_the_plan_does_not_hold_stops_the_run(tmp_path):
 
     from rait.artifacts import identity_key
     from rait.pipeline import PlannedStage, RunPlan
-    from rait.pipeline.run import Stages
+    from rait.pipeline.stages import Stages
     from rait.pipeline.view import StageLines
 
     stages = Stages(StageLines(Console(quiet=True)))
@@ -196,7 +196,7 @@ def test_a_stage_the_plan_does_not_hold_stops_the_run(tmp_path):
 def test_a_killed_stage_is_resumed_and_a_stale_one_is_redone(tmp_path):
     from rich.console import Console
 
-    from rait.pipeline.run import Stages
+    from rait.pipeline.stages import Stages
     from rait.pipeline.view import StageLines
 
     stages, calls = Stages(StageLines(Console(quiet=True))), []
@@ -493,6 +493,66 @@ def test_abstention_without_training_runs_beside_a_tuned_method(tmp_path, tiny_m
     assert set(curves["confidence"]) == {"Self-consistency (σ)", "P(IK)"}
     comparisons = pd.read_csv(out / "comparisons.csv")
     assert {("P(IK)", "Init-Basic"), ("Self-consistency (σ)", "Cor-RAIT")} <= set(zip(comparisons["a"], comparisons["b"]))
+
+
+VETO_RUN = """
+model: {model}
+methods: [cor_rait, sigma_veto]
+train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
+veto: {{base: cor_rait, floor: -100}}
+eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 3}}}}
+tracks:
+  - name: facts
+    pool: {{data: "facts:train", sample: 8, validation: 6}}
+    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot}}
+    build: {{n_total: 4}}
+    test_sets:
+      - {{name: relations-val, data: "facts:validation_ood", sample: 4, domain: VAL}}
+      - {{name: facts-id, data: "facts:test_id", sample: 4, domain: ID}}
+"""
+
+
+def test_the_sigma_veto_gives_back_its_base_models_refusals_in_rait_run(tmp_path, tiny_model_dir):
+    """Issue 30: the σ veto as a method of `rait run`: its rows are Cor-RAIT's answers with each refusal at σ ≥ τ
+    replaced by Init-Basic's (recomputed here from the run's own files), one τ per seed chosen on the validation
+    sets, its σ probes planned, and its comparison with the model it vetoes."""
+    import pandas as pd
+
+    from rait.artifacts import read_jsonl
+    from rait.evaluate.abstain import vetoed
+    from rait.probe.table import read_table
+
+    config = tmp_path / "veto.yaml"
+    config.write_text(VETO_RUN.format(model=tiny_model_dir))
+    out = tmp_path / "out"
+    before = resolve(PipelineConfig.from_yaml(config), out)
+    assert run(["run", str(config), "--out", str(out)]) == 0
+    assert_planned(config, out, before)
+    results = pd.read_csv(out / "results.csv")
+    veto = results[results["method"] == "σ veto"].set_index("test_set")
+    assert set(veto.index) == {"validation", "relations-val", "facts-id"} and veto["threshold"].nunique() == 1
+    tau = float(veto["threshold"].iloc[0])
+    for test in veto.index:
+        folder = out / "facts" / "eval" / test
+        sigma = read_table(out / "facts" / "probe_items" / test / "table.parquet").set_index("id")["sigma"].to_dict()
+        kept = vetoed(read_jsonl(folder / "Cor-RAIT" / "refuse" / "outcomes.jsonl"),
+                      read_jsonl(folder / "Init" / "basic" / "outcomes.jsonl"), sigma, tau)
+        assert veto.loc[test, "pc"] == pytest.approx(100 * sum(r["outcome"] == "correct" for r in kept) / len(kept))
+        assert veto.loc[test, "pr"] == pytest.approx(100 * sum(r["outcome"] == "refused" for r in kept) / len(kept))
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert ("σ veto", "Cor-RAIT") in set(zip(comparisons["a"], comparisons["b"]))
+
+
+def test_a_veto_whose_base_the_track_does_not_train_is_refused_at_its_line(tmp_path, tiny_model_dir, capsys):
+    config = tmp_path / "veto.yaml"
+    config.write_text(VETO_RUN.format(model=tiny_model_dir).replace("methods: [cor_rait, sigma_veto]",
+                                                                    "methods: [craft, sigma_veto]"))
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:5" in err and "cor_rait" in err and not (tmp_path / "out" / "facts" / "probe").exists()
+    config.write_text(VETO_RUN.format(model=tiny_model_dir).replace("base: cor_rait", "base: dpo_rait"))
+    assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert "SFT method" in capsys.readouterr().err
 
 
 def test_a_validation_split_that_overlaps_a_test_set_is_refused_before_any_work(tmp_path, tiny_model_dir, capsys):

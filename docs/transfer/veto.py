@@ -2,6 +2,7 @@
 
     python docs/transfer/veto.py probe [--out runs/transfer-search]   # σ of every item, into veto/sigma.csv
     python docs/transfer/veto.py analyse                              # τ on validation, the pick, the test sets
+    python docs/transfer/veto.py pipeline [--out runs/transfer-search] # the pick as `rait run`'s sigma_veto
 
 No model is trained here. The tuned models are the test run's (`wide` and `study6`, three seeds; their per-item
 outcomes are in `docs/transfer/test-<recipe>/outcomes.csv`). `probe` runs `configs/transfer_facts.yaml` with
@@ -263,13 +264,53 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pipeline(out: Path) -> str:
+    """The pick as a method of `rait run`: `sigma_veto` (`veto: {base: cor_rait, floor: 15}`, the rule above)
+    beside the pick's recipe, the test run's config of that recipe with the method added, run into the search's
+    folder (every item's σ and the untouched model's rows are cached there; the recipe's trainings are redone when
+    a later run replaced them). Its rows go to veto/pipeline.csv, beside the analysis's numbers for the same sets."""
+    import pandas as pd
+
+    analysed = json.loads((FOLDER / "results.json").read_text(encoding="utf-8"))
+    pick = analysed["pick"]
+    base = yaml.safe_load(BASE.read_text(encoding="utf-8"))
+    base["methods"] = [*base["methods"], "sigma_veto"]
+    base["veto"] = {"base": "cor_rait", "floor": search.FLOOR_IN_DOMAIN}
+    search.run_point(base, pick, out, "veto-")
+    rows = pd.read_csv(out / "results.csv")
+    rows = rows[rows["method"] == "σ veto"].set_index("test_set")
+    by_seed = pd.read_csv(out / "results_by_seed.csv")
+    taus = by_seed[by_seed["method"] == "σ veto"].groupby("seed")["threshold"].first().tolist()
+    table = pd.DataFrame([{"test_set": name, "pipeline_ths": rows.loc[name, "ths"],
+                           "pipeline_low": rows.loc[name, "ths_low"], "pipeline_high": rows.loc[name, "ths_high"],
+                           **{f"analysis_{part}": analysed["recipes"][pick]["sets"][name]["ths"][key]
+                              for part, key in (("ths", "value"), ("low", "low"), ("high", "high"))}}
+                          for name in (*VALIDATION, *TESTS)])
+    table.to_csv(FOLDER / "pipeline.csv", index=False)
+    same = all(abs(row[f"pipeline_{p}"] - row[f"analysis_{p}"]) < 1e-9 for _, row in table.iterrows()
+               for p in ("ths", "low", "high")) and taus == analysed["recipes"][pick]["taus"]
+    lines = [f"# `rait run` with sigma_veto on {pick} against the analysis", "",
+             f"τ per seed: pipeline {', '.join(_tau(t) for t in taus)}; analysis "
+             f"{', '.join(_tau(t) for t in analysed['recipes'][pick]['taus'])}", "",
+             "| set | pipeline THS | analysis THS |", "| --- | ---: | ---: |"]
+    for _, row in table.iterrows():
+        lines.append(f"| {row['test_set']} | {row['pipeline_ths']:+.1f} [{row['pipeline_low']:+.1f}, "
+                     f"{row['pipeline_high']:+.1f}] | {row['analysis_ths']:+.1f} [{row['analysis_low']:+.1f}, "
+                     f"{row['analysis_high']:+.1f}] |")
+    lines += ["", "identical" if same else "DIFFERENT"]
+    (FOLDER / "pipeline.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["probe", "analyse"])
+    parser.add_argument("step", choices=["probe", "analyse", "pipeline"])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "transfer-search")
     args = parser.parse_args(argv)
     if args.step == "probe":
         probe(args.out)
+    elif args.step == "pipeline":
+        print(pipeline(args.out))
     else:
         print(markdown(analyse()))
 

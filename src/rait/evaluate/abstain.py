@@ -11,17 +11,23 @@ Two confidences, both free of the gold answer at test time:
 The answer kept is Init-Basic's (the untouched model under the BASIC prompt, the THS reference); below the
 threshold the answer becomes a refusal. The threshold is chosen on the validation split only
 (`choose_threshold`: the highest THS against Init-Basic there), never on test items.
+
+The *σ veto* (`sigma_veto`; docs/transfer.md, second round) turns σ around on a tuned model: the tuned model
+answers where it answers, and where it refuses, Init-Basic's answer is given if σ reaches τ (`vetoed`). Its τ is
+chosen on validation too (`choose_veto_threshold`, `VetoSettings`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rait.errors import SettingsError
-from rait.evaluate.metrics import ths_of
+from rait.errors import SettingsError, check_number
+from rait.evaluate.metrics import over_refusal, ths_of
 
 REFUSAL_OUTPUT = "I don't know"
 
@@ -196,3 +202,70 @@ def apply_rule(rows: Sequence[dict], confidence: Sequence[float], out_dir: str |
     write_jsonl(folder / "outcomes.jsonl", kept)
     write_json(folder / "metrics.json", summary)
     return summary
+
+
+@dataclass(frozen=True)
+class VetoSettings:
+    """The σ veto of `rait run` (method `sigma_veto`): which trained method's refusals it vetoes, and the rule that
+    chooses τ on validation (`choose_veto_threshold`). `floor`: the THS (points) the pool's validation split must
+    keep (docs/transfer.md took +15); `margin`: THS points within the best transfer THS where the lowest
+    over-refusal wins."""
+
+    base: str = "cor_rait"
+    floor: float | None = None
+    margin: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_number("margin", self.margin, 0)
+        if self.floor is not None:
+            check_number("floor", self.floor)
+
+
+def vetoed(rows: Sequence[dict], reference: Sequence[dict], sigma: dict[str, float], tau: float) -> list[dict]:
+    """A tuned model's outcome rows with each refusal at σ ≥ τ replaced by Init-Basic's answer on that item."""
+    if [row["id"] for row in rows] != [row["id"] for row in reference]:
+        raise ValueError("a tuned model's rows and Init-Basic's must hold the same items in the same order")
+    return [{**row, "output": then["output"], "outcome": then["outcome"], "vetoed": True}
+            if row["outcome"] == "refused" and sigma[row["id"]] >= tau else row
+            for row, then in zip(rows, reference)]
+
+
+def choose_veto_threshold(sets: dict[str, tuple[Sequence[dict], Sequence[dict], dict[str, float]]], in_domain: str,
+                          settings: VetoSettings) -> tuple[float, bool]:
+    """(τ, whether the floor was met): the veto's threshold from validation sets only.
+
+    `sets`: name -> (the tuned model's rows, Init-Basic's rows, σ by id), the pool's validation split `in_domain`
+    and any other validation sets (transfer: questions unlike the pool). Candidates are every validation item's σ
+    and +inf (no veto). Among those whose THS on `in_domain` reaches `settings.floor`, the highest mean THS over the
+    transfer sets (`in_domain` itself when there are none); within `margin` of it, the lowest mean over-refusal
+    there, then the higher THS. When no candidate reaches the floor, all are ranked without it. A set whose THS is
+    undefined (Init-Basic made no wrong answer there) is left out of the means.
+    """
+    transfer = [name for name in sets if name != in_domain] or [in_domain]
+    candidates = sorted({float(s) for _, _, sigma in sets.values() for s in sigma.values()}) + [math.inf]
+    points = []
+    for tau in candidates:
+        values = {}
+        for name, (rows, reference, sigma) in sets.items():
+            outcomes = [row["outcome"] for row in vetoed(rows, reference, sigma, tau)]
+            before = [row["outcome"] for row in reference]
+            try:
+                values[name] = (ths_of(outcomes, before), over_refusal(outcomes, [o == "correct" for o in before]))
+            except ValueError:
+                continue
+        measured = [values[name] for name in transfer if name in values]
+        if not measured:
+            continue
+        points.append({"tau": tau, "in_domain": values[in_domain][0] if in_domain in values else None,
+                       "ths": sum(v[0] for v in measured) / len(measured),
+                       "over_refusal": sum(v[1] for v in measured) / len(measured)})
+    if not points:
+        return math.inf, False
+    eligible = [p for p in points if settings.floor is None
+                or (p["in_domain"] is not None and p["in_domain"] >= settings.floor)]
+    floor_met = bool(eligible)
+    eligible = eligible or points
+    best = max(p["ths"] for p in eligible)
+    chosen = min((p for p in eligible if p["ths"] >= best - settings.margin),
+                 key=lambda p: (p["over_refusal"], -p["ths"]))
+    return chosen["tau"], floor_met

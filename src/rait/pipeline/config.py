@@ -30,7 +30,7 @@ import dataclasses
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, get_args
 
@@ -41,6 +41,7 @@ from rait.errors import MAX_SEED, DataError, RaitError, SettingsError, check_cou
 from rait.data.stage import DataSettings
 from rait.probe.stage import ProbeSettings
 from rait.data.testsets import TestSet
+from rait.evaluate.abstain import VetoSettings
 from rait.evaluate.runner import EvalSettings
 from rait.grads.features import GradsSettings
 from rait.rehearse import RehearseSettings
@@ -114,6 +115,7 @@ class PipelineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     dpo: DPOSettings = field(default_factory=DPOSettings)  # the recipe of `dpo_rait` (rait.train.preference)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)  # the recipe of `grpo_rait` (rait.train.grpo)
+    veto: VetoSettings = field(default_factory=VetoSettings)  # the rule of `sigma_veto` (rait.evaluate.abstain)
     title: str = "rait results"
     source: tuple[Path, Any] | None = field(default=None, repr=False, compare=False,
                                                     metadata={"yaml": False})  # file and YAML tree, for errors
@@ -400,6 +402,7 @@ def owned_by_the_run(train: dict, keys: tuple, error: Callable[[tuple, str], Dat
 _NESTED = {
     "tracks": TrackConfig, "pool": DataSettings, "probe": ProbeSettings, "rehearsal": RehearseSettings, "grads": GradsSettings,
     "build": BuildSettings, "eval": EvalConfig, "test_sets": TestSet, "dpo": DPOSettings, "grpo": GRPOSettings,
+    "veto": VetoSettings,
 }
 # Settings the pipeline sets itself: the methods (top level or per track) and the seed (`seed`, `seeds`).
 _SET_BY_PIPELINE = {DataSettings: ("seed",), BuildSettings: ("methods", "seed"), GradsSettings: ("prompt", "system", "refusal"),
@@ -498,6 +501,11 @@ def _check(config: PipelineConfig) -> None:
             raise err(("grpo", "start_from"), f"{start!r} trains no SFT adapter to start from; name an SFT method "
                       "(e.g. cor_rait)")
         config.grpo.start_from = start
+    base = _known_methods(config, ("veto", "base"), [config.veto.base])[0]
+    if METHODS[base].kind != "sft":
+        raise err(("veto", "base"), f"{base!r} trains no SFT model whose refusals the veto could give back; name an "
+                  "SFT method (e.g. cor_rait)")
+    config.veto = replace(config.veto, base=base)
     if config.seeds is not None:
         if not config.seeds or len(set(config.seeds)) != len(config.seeds):
             raise err(("seeds",), f"must be a non-empty list of distinct whole numbers, got {config.seeds!r}")

@@ -9,7 +9,8 @@ it is compared with in the report. `TrackRun` asks the method's kind and has no 
   selection (`dpo.pairs_from`);
 - "rl": GRPO-RAIT (`rait.train.grpo.run`) on the pool's questions, optionally continuing an SFT method's
   adapter (`grpo.start_from`);
-- "none": no training (a rule on the untouched model's answers, `rait.evaluate.abstain`).
+- "none": no training (a rule on the untouched model's answers, `rait.evaluate.abstain`);
+- "veto": no training of its own (a rule on a trained method's answers: the σ veto, `veto.base`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ class Kind:
 
     def rewards(self, folder: Path) -> list[dict]:
         """The reward curve a training logged in `folder` (the report's GRPO-RAIT plot), if the kind logs one."""
+        return []
+
+    def untouched_rows(self, track_run, method: str, confidence: dict, references: dict) -> list[dict]:
+        """A rule's rows on the untouched model's answers (abstention without training)."""
+        return track_run.no_training(method, confidence, references)
+
+    def trained_rows(self, track_run, method: str, evaluated: list[dict], confidence: dict, references: dict
+                     ) -> list[dict]:
+        """A rule's rows on one seed's trained models (`evaluated`: their rows)."""
         return []
 
 
@@ -170,7 +180,23 @@ class RL(Kind):
         return read_jsonl(folder / "rewards.jsonl")
 
 
-KINDS: dict[str, Kind] = {"sft": SFT(), "preference": Preference(), "rl": RL(), "none": Kind()}
+class Veto(Kind):
+    """The σ veto: a rule on the answers of a trained method (`veto.base`), given per seed."""
+
+    def check(self, track_run):
+        base, methods = track_run.config.veto.base, track_run.config.methods_of(track_run.track)
+        if base not in methods:
+            raise track_run.config.error(("veto", "base"), f"the σ veto gives back {base!r}'s refusals, which track "
+                                         f"{track_run.track.name!r} does not train: add it to the methods")
+
+    def untouched_rows(self, track_run, method, confidence, references):
+        return []
+
+    def trained_rows(self, track_run, method, evaluated, confidence, references):
+        return track_run.veto(method, evaluated, confidence, references)
+
+
+KINDS: dict[str, Kind] = {"sft": SFT(), "preference": Preference(), "rl": RL(), "none": Kind(), "veto": Veto()}
 
 
 def kind_of(method: str) -> Kind:

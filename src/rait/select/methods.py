@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # The papers' correctness threshold: known where μ ≥ τ. The default of every selector, of the build and of the
 # CLI's --tau, written here once (this module is light: the CLI imports it).
 TAU = 0.5
+TRAINING_KINDS = ("sft", "preference", "rl")
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,13 @@ class Method:
     default: bool = True  # among the methods `rait run` trains when a config names none
     # "sft": a selector's training set, weighted SFT; "preference": DPO on another method's selection
     # (`rait.train.preference`); "rl": GRPO on the pool's questions with a three-way reward (`rait.train.grpo`);
-    # "none": a rule on the untouched model's answers (`rait.evaluate.abstain`). How `rait run` trains and compares
-    # each kind: `rait.pipeline.kinds`.
+    # "none": a rule on the untouched model's answers; "veto": a rule on a trained method's answers
+    # (`rait.evaluate.abstain`). How `rait run` trains and compares each kind: `rait.pipeline.kinds`.
     kind: str = "sft"
 
     @property
     def trains(self) -> bool:
-        return self.kind != "none"
+        return self.kind in TRAINING_KINDS
 
     @property
     def selector(self) -> type[Selector]:
@@ -54,8 +55,10 @@ class Method:
                             + {"preference": "it trains with DPO on the pairs of another method's selection "
                                               "(`dpo.pairs_from`)",
                                "rl": "it trains with GRPO on the pool's questions, rewarded by rait's scorer "
-                                     "(docs/grpo.md)"}.get(self.kind, "it is a rule applied to the untouched "
-                                                                      "model's answers at test time")
+                                     "(docs/grpo.md)",
+                               "veto": "it gives back, where the untouched model's samples agree, answers that a "
+                                       "trained method (`veto.base`) refuses"}.get(
+                                self.kind, "it is a rule applied to the untouched model's answers at test time")
                             + " (`rait run`, docs/baselines.md)")
         module, cls = self.path.split(":")
         return getattr(importlib.import_module(module), cls)
@@ -97,6 +100,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("dpo_rait", "DPO-RAIT", None, default=False, kind="preference"),
     # Reinforcement learning with a correct > refused > wrong reward (TruthRL's ternary reward).
     Method("grpo_rait", "GRPO-RAIT", None, default=False, kind="rl"),
+    # docs/transfer.md, second round: a trained method's refusals given back where the untouched model's samples agree.
+    Method("sigma_veto", "σ veto", None, default=False, kind="veto"),
 )}
 ALIASES = {"craft_wo_flow": "corcer_rait", "vanilla": "van_tuning"}
 DEFAULT_METHODS = tuple(name for name, method in METHODS.items() if method.default)
