@@ -498,6 +498,7 @@ def test_abstention_without_training_runs_beside_a_tuned_method(tmp_path, tiny_m
 VETO_RUN = """
 model: {model}
 methods: [cor_rait, sigma_veto]
+seeds: [0, 1]
 train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
 veto: {{base: cor_rait, floor: -100}}
 eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 3}}}}
@@ -528,17 +529,21 @@ def test_the_sigma_veto_gives_back_its_base_models_refusals_in_rait_run(tmp_path
     before = resolve(PipelineConfig.from_yaml(config), out)
     assert run(["run", str(config), "--out", str(out)]) == 0
     assert_planned(config, out, before)
-    results = pd.read_csv(out / "results.csv")
-    veto = results[results["method"] == "σ veto"].set_index("test_set")
-    assert set(veto.index) == {"validation", "relations-val", "facts-id"} and veto["threshold"].nunique() == 1
-    tau = float(veto["threshold"].iloc[0])
-    for test in veto.index:
-        folder = out / "facts" / "eval" / test
+    by_seed = pd.read_csv(out / "results_by_seed.csv")
+    veto = by_seed[by_seed["method"] == "σ veto"]
+    assert sorted(zip(veto["seed"], veto["test_set"])) == [
+        (seed, test) for seed in (0, 1) for test in sorted(["validation", "relations-val", "facts-id"])]
+    assert (veto.groupby("seed")["threshold"].nunique() == 1).all()  # one τ per seed, from validation
+    for _, row in veto.iterrows():
+        test = row["test_set"]
         sigma = read_table(out / "facts" / "probe_items" / test / "table.parquet").set_index("id")["sigma"].to_dict()
-        kept = vetoed(read_jsonl(folder / "Cor-RAIT" / "refuse" / "outcomes.jsonl"),
-                      read_jsonl(folder / "Init" / "basic" / "outcomes.jsonl"), sigma, tau)
-        assert veto.loc[test, "pc"] == pytest.approx(100 * sum(r["outcome"] == "correct" for r in kept) / len(kept))
-        assert veto.loc[test, "pr"] == pytest.approx(100 * sum(r["outcome"] == "refused" for r in kept) / len(kept))
+        kept = vetoed(read_jsonl(out / "facts" / f"seed-{row['seed']}" / "eval" / test / "Cor-RAIT" / "refuse"
+                                 / "outcomes.jsonl"),
+                      read_jsonl(out / "facts" / "eval" / test / "Init" / "basic" / "outcomes.jsonl"), sigma,
+                      float(row["threshold"]))
+        assert row["pc"] == pytest.approx(100 * sum(r["outcome"] == "correct" for r in kept) / len(kept))
+        assert row["pr"] == pytest.approx(100 * sum(r["outcome"] == "refused" for r in kept) / len(kept))
+    assert {"σ veto", "Cor-RAIT"} <= set(pd.read_csv(out / "results.csv")["method"])
     comparisons = pd.read_csv(out / "comparisons.csv")
     assert ("σ veto", "Cor-RAIT") in set(zip(comparisons["a"], comparisons["b"]))
 
@@ -549,7 +554,7 @@ def test_a_veto_whose_base_the_track_does_not_train_is_refused_at_its_line(tmp_p
                                                                     "methods: [craft, sigma_veto]"))
     assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"{config}:5" in err and "cor_rait" in err and not (tmp_path / "out" / "facts" / "probe").exists()
+    assert f"{config}:6" in err and "cor_rait" in err and not (tmp_path / "out" / "facts" / "probe").exists()
     config.write_text(VETO_RUN.format(model=tiny_model_dir).replace("base: cor_rait", "base: dpo_rait"))
     assert run(["run", str(config), "--out", str(tmp_path / "out")]) == 2
     assert "SFT method" in capsys.readouterr().err

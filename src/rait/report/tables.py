@@ -13,15 +13,19 @@ from rait.report.results import METRICS, REFERENCE
 
 
 def write_by_seed(rows: list[dict], path: Path) -> None:
-    """One CSV line per trained model, test set and seed: the numbers behind the means over seeds."""
+    """One CSV line per trained model, test set and seed: the numbers behind the means over seeds, and the
+    threshold of a rule chosen per seed (the σ veto's τ) where there is one."""
     import pandas as pd
 
     flat = []
+    thresholds = any("threshold" in row for row in rows)
     for row in rows:
         entry = {key: row.get(key) for key in ("track", "test_set", "domain", "method", "seed", "n")}
         for key in METRICS:
             metric = row.get(key) or {}
             entry |= {key: metric.get("value"), f"{key}_low": metric.get("low"), f"{key}_high": metric.get("high")}
+        if thresholds:
+            entry["threshold"] = row.get("threshold")
         flat.append(entry)
     pd.DataFrame(flat).to_csv(path, index=False)
 
