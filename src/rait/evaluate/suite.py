@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from rait.artifacts import changed_field, read_jsonl, read_manifest, write_json, write_jsonl, write_manifest
 from rait.distributed import gather_units, own_units, processes, share_progress
@@ -115,8 +116,16 @@ def read_reference(folder: str | Path, ids: list[str]) -> list[dict]:
     return [rows[i] for i in ids]
 
 
+class Evaluation(NamedTuple):
+    """What the evaluation stage returns: the per-item outcome rows (`outcomes.jsonl`) and the metrics
+    (`metrics.json`)."""
+
+    rows: list[dict]
+    metrics: dict
+
+
 def run(settings: EvalSettings, records, out: str | Path, *, model: str | Path | tuple,
-        reference_rows=None, description: str | None = None) -> tuple[list[dict], dict]:
+        reference_rows=None, description: str | None = None) -> Evaluation:
     """The evaluation stage (`rait eval`, and `rait run` per model, test set and prompt), cached in `out`.
 
     `model` is a model folder, 'default', a `rait train` output, or a loaded (model, tokenizer,
@@ -138,7 +147,7 @@ def run(settings: EvalSettings, records, out: str | Path, *, model: str | Path |
         summary["seconds"] = previous.get("seconds")
         if processes().is_main_process:
             write_json(metrics_path, summary)
-        return rows, summary
+        return Evaluation(rows, summary)
     loaded, tokenizer, _ = model if isinstance(model, tuple) else load_for_eval(str(model))
     state = processes()
     mine = own_units(len(records), state)
@@ -158,5 +167,5 @@ def run(settings: EvalSettings, records, out: str | Path, *, model: str | Path |
     state.wait_for_everyone()
     if not state.is_main_process:
         rows, summary = read_jsonl(outcomes_path), json.loads(metrics_path.read_text(encoding="utf-8"))
-    return rows, summary
+    return Evaluation(rows, summary)
 

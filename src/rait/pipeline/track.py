@@ -747,7 +747,7 @@ class TrackRun:
                     return self.stages.launch(evaluate_stage, settings=settings, records=records, out=folder,
                                               model=model() if self.stages.processes == 1 else str(spec),
                                               reference_rows=reference[1] if reference else None,
-                                              description=description)[1]
+                                              description=description).metrics
 
                 key, summary = self.stages.run(self._eval_name(label, test.name, prompt, eval_dir), folder, parts,
                                                compute)
