@@ -495,22 +495,12 @@ def test_abstention_without_training_runs_beside_a_tuned_method(tmp_path, tiny_m
     assert {("P(IK)", "Init-Basic"), ("Self-consistency (σ)", "Cor-RAIT")} <= set(zip(comparisons["a"], comparisons["b"]))
 
 
-VETO_RUN = """
-model: {model}
-methods: [cor_rait, sigma_veto]
-seeds: [0, 1]
-train: {{epochs: 1, batch_size: 4, grad_accum: 1, lora: {{r: 4, alpha: 8, dropout: 0.0, layers: [1], target_modules: [q_proj]}}}}
-veto: {{base: cor_rait, floor: -100}}
-eval: {{batch_size: 8, n_boot: 20, max_new_tokens: {{oeqa: 3}}}}
-tracks:
-  - name: facts
-    pool: {{data: "facts:train", sample: 8, validation: 6}}
-    probe: {{k: 2, max_new_tokens: 3, prompt: query_0shot}}
-    build: {{n_total: 4}}
-    test_sets:
-      - {{name: relations-val, data: "facts:validation_ood", sample: 4, domain: VAL}}
-      - {{name: facts-id, data: "facts:test_id", sample: 4, domain: ID}}
-"""
+# ABSTAIN_RUN with the σ veto over Cor-RAIT, two seeds, and a further validation set of relations unlike the pool's
+VETO_RUN = ABSTAIN_RUN.replace("methods: [cor_rait, self_consistency, p_ik, dpo_rait]",
+                               "methods: [cor_rait, sigma_veto]\nseeds: [0, 1]").replace(
+    "dpo: {{pairs_from: cor_rait, beta: 0.1, train: {{batch_size: 2}}}}", "veto: {{base: cor_rait, floor: -100}}").replace(
+    "      - {{name: facts-id,", '      - {{name: relations-val, data: "facts:validation_ood", sample: 4, domain: VAL}}\n'
+    "      - {{name: facts-id,")
 
 
 def test_the_sigma_veto_gives_back_its_base_models_refusals_in_rait_run(tmp_path, tiny_model_dir):
