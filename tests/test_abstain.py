@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
 from rait.data import testsets
 from rait.errors import RaitError, SettingsError
 from rait.evaluate.abstain import abstained, abstained_rows, choose_threshold, fit_p_ik, risk_coverage
-from rait.pipeline.track import TrackRun
+from rait.pipeline.rows import rule_rows
 
 VALIDATION = (["correct", "correct", "wrong", "wrong", "correct", "wrong"], [0.9, 0.8, 0.7, 0.2, 0.6, 0.1])
 
@@ -36,15 +34,14 @@ def test_the_threshold_is_the_best_ths_on_these_items_ties_to_the_lowest():
 def test_the_pipeline_chooses_the_threshold_on_validation_never_on_a_test_set():
     test_outcomes, test_confidence = ["correct", "wrong", "correct"], [0.65, 0.9, 0.3]
     assert choose_threshold(test_outcomes, test_confidence, test_outcomes) != 0.6  # the case tells them apart
-    track = TrackRun.__new__(TrackRun)
-    track.track, track.curves = SimpleNamespace(name="facts"), []
-    track.config = SimpleNamespace(eval=SimpleNamespace(n_boot=20), seed=0)
-    track.tests = [(testsets.TestSet(name="validation", data="-", domain="VAL"), []),
-                   (testsets.TestSet(name="t", data="-"), [])]
+    tests = [(testsets.TestSet(name="validation", data="-", domain="VAL"), []),
+             (testsets.TestSet(name="t", data="-"), [])]
     references = {"validation": ("k", rows(VALIDATION[0], "v")), "t": ("k", rows(test_outcomes, "t"))}
     confidence = {"validation": {f"v{i}": c for i, c in enumerate(VALIDATION[1])},
                   "t": {f"t{i}": c for i, c in enumerate(test_confidence)}}
-    result = {row["test_set"]: row for row in track.no_training("self_consistency", confidence, references)}
+    found, curves = rule_rows("facts", tests, "Self-consistency (σ)", confidence, references, n_boot=20, seed=0)
+    result = {row["test_set"]: row for row in found}
+    assert {point["test_set"] for point in curves} == {"validation", "t"}
     assert result["t"]["threshold"] == result["validation"]["threshold"] == 0.6
     assert [row["outcome"] for row in result["t"]["outcome_rows"]] == ["correct", "wrong", "refused"]
     assert result["t"]["method"] == "Self-consistency (σ)"

@@ -173,6 +173,24 @@ def test_dry_run_prints_the_plan_without_loading_a_model_or_writing(pipeline_run
     assert {p: p.stat().st_mtime_ns for p in (folder / "out").rglob("*")} == finished
 
 
+def test_the_plan_estimates_a_stage_from_its_earlier_time_or_its_kind(tmp_path):
+    """A stage to run takes what it took in the folder's earlier run, else the mean of the timed stages of its kind
+    (another seed's training); one with neither is counted as not estimable."""
+    from rait.pipeline import PlannedStage, RunPlan
+
+    plan = RunPlan("c", tmp_path, "m", (
+        PlannedStage("t: train cor_rait (seed 0)", tmp_path, key="a", cached=True, seconds=100.0),
+        PlannedStage("t: train cor_rait (seed 1)", tmp_path, key="b"),
+        PlannedStage("t: eval Cor-RAIT / facts-id / refuse (seed-1)", tmp_path, after="t: train cor_rait (seed 1)",
+                     seconds=32.0),
+        PlannedStage("t: probe facts-id", tmp_path, key="c"),
+        PlannedStage("t: train craft (seed 1)", tmp_path, skipped="selected no samples")))
+    assert plan.estimates() == {"t: train cor_rait (seed 1)": 100.0,
+                                "t: eval Cor-RAIT / facts-id / refuse (seed-1)": 32.0}
+    assert plan.summary().startswith("1 cached, 3 to run, 1 skipped; about 2.2 min for 2 of the 3 to run")
+    assert plan.summary().endswith(", 1 not estimable yet")
+
+
 def test_a_stage_the_plan_does_not_hold_stops_the_run(tmp_path):
     """`rait run` executes its plan: a stage run under another key than the planned one (or one the plan lacks) is
     a bug in rait, and stops the run before the stage computes anything."""

@@ -722,7 +722,7 @@ def run_command(
     config: Path = typer.Argument(..., help="Pipeline config (YAML), e.g. configs/demo.yaml."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: runs/<config name>)."),
     processes: int = typer.Option(1, min=1, help="Run the probes, gradients, SFT and DPO trainings and evaluations on N processes of this machine (torchrun; one GPU each, or CPU processes), the same global batch; the rest on one (docs/distributed.md)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the run's plan (every stage, its key, cached or to run, its time in the folder's earlier runs) and stop: no model is loaded, nothing is written."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the run's plan (every stage, its key, cached or to run, its time, estimated from the folder's earlier runs) and stop: no model is loaded, nothing is written."),
 ) -> None:
     """Probe, rehearse, gradients, build every method, train each, evaluate ID/OOD, report; resumable stage by stage."""
     from rait.pipeline import PipelineConfig, resolve, run_pipeline

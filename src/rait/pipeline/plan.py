@@ -57,27 +57,52 @@ class RunPlan:
     def to_run(self) -> list[PlannedStage]:
         return [stage for stage in self.stages if not stage.cached and not stage.skipped]
 
+    def estimates(self) -> dict[str, float]:
+        """Seconds each stage to run is expected to take, as the live view estimates them: its own time in this
+        folder's earlier runs, else the mean time of the stages of its kind (`stage_kind`: the other seeds'
+        trainings, the other models' evaluations of the same test set and prompt) that have one; a stage with
+        neither has no estimate."""
+        from rait.pipeline.view import stage_kind
+
+        by_kind: dict[str, list[float]] = {}
+        for stage in self.stages:
+            if stage.seconds is not None:
+                by_kind.setdefault(stage_kind(stage.name), []).append(stage.seconds)
+        estimates = {}
+        for stage in self.to_run():
+            same = by_kind.get(stage_kind(stage.name))
+            if stage.seconds is not None:
+                estimates[stage.name] = stage.seconds
+            elif same:
+                estimates[stage.name] = sum(same) / len(same)
+        return estimates
+
     def table(self) -> Table:
-        """The plan as `rait run --dry-run` prints it."""
+        """The plan as `rait run --dry-run` prints it: a cached stage's seconds are what it took, a stage to run's
+        its estimate (`estimates`)."""
         table = Table(title=f"{self.config}: {len(self.stages)} stages into {self.out}")
         for column in ("stage", "key", "state", "seconds"):
             table.add_column(column, justify="right" if column == "seconds" else "left")
+        estimates = self.estimates()
         for stage in self.stages:
             state = {"run after": f"run after {stage.after}", "skip": f"skip: {stage.skipped}"}.get(stage.state,
                                                                                                    stage.state)
-            table.add_row(stage.name, stage.key or "", state, "" if stage.seconds is None else f"{stage.seconds:.0f}")
+            seconds = stage.seconds if stage.cached else estimates.get(stage.name)
+            table.add_row(stage.name, stage.key or "", state, "" if seconds is None else f"{seconds:.0f}")
         return table
 
     def summary(self) -> str:
-        """One line: how many stages are cached, to run and skipped, and what the ones to run took before."""
-        to_run = self.to_run()
-        known = [stage.seconds for stage in to_run if stage.seconds is not None]
+        """One line: how many stages are cached, to run and skipped, and the time the ones to run are expected to
+        take."""
+        to_run, estimates = self.to_run(), self.estimates()
         cached = sum(stage.cached for stage in self.stages)
         skipped = sum(bool(stage.skipped) for stage in self.stages)
         line = f"{cached} cached, {len(to_run)} to run, {skipped} skipped"
-        if known:
-            line += (f"; {sum(known) / 60:.1f} min for the {len(known)} of them that this folder's earlier runs "
-                     "computed" + ("" if len(known) == len(to_run) else ", the others not timed yet"))
+        if estimates:
+            line += (f"; about {sum(estimates.values()) / 60:.1f} min for {len(estimates)} of the {len(to_run)} to "
+                     "run (their times in this folder's earlier runs, or those of stages of their kind)")
+            if len(estimates) < len(to_run):
+                line += f", {len(to_run) - len(estimates)} not estimable yet"
         elif to_run:
-            line += "; no time on record for them in this folder (`rait plan` estimates each stage's passes)"
+            line += "; no time on record in this folder to estimate them from (`rait plan` counts each stage's passes)"
         return line

@@ -19,11 +19,11 @@ from rait.errors import RaitError, SettingsError
 from rait.data.testsets import TestSet, load_test_records
 from rait.evaluate.suite import REFERENCE_PROMPT
 from rait.pipeline.config import VALIDATION, PipelineConfig, TrackConfig
-from rait.pipeline.kinds import KINDS, Kind, comparisons, kind_of
+from rait.pipeline.kinds import KINDS, Kind, kind_of
 from rait.pipeline.plan import PlannedStage
+from rait.pipeline.rows import over_seeds, paired_comparisons, pool_view, rule_rows, veto_rows, without_outcomes
 from rait.pipeline.stages import Stages, finished
 from rait.report.explorer import explorer_items
-from rait.report.results import REFERENCE
 from rait.select.methods import METHODS
 from rait.train import learning_identity
 
@@ -320,75 +320,26 @@ class TrackRun:
                 evaluated += kind_of(method).trained_rows(self, method, evaluated, confidences[method], references)
             by_seed.append([row | {"seed": seed} for row in evaluated] if self.config.seeds else evaluated)
         self.seed_rows = by_seed
-        self.knowledge = self._knowledge(build_table, records, first_datasets)
+        self.knowledge = pool_view(self.track.name, build_table, records, first_datasets)
         return self.combine(by_seed)
 
     def combine(self, by_seed: list[list[dict]]) -> tuple[list[dict], list[dict]]:
         """The track's rows (the untrained model's and the rules', then each trained model's: over the seeds when
         there are several) without their outcomes, and its paired comparisons (`rait.pipeline.kinds.comparisons`)."""
-        if len(by_seed) <= 1:
-            model_rows = by_seed[0] if by_seed else []
-            self.by_seed = [_without_outcomes(row) for row in model_rows]
-        else:
-            model_rows = self._over_seeds(by_seed, self.references)
+        ev, seed = self.config.eval, self.config.seed
+        model_rows = (over_seeds(by_seed, self.references, ev.n_boot, seed) if len(by_seed) > 1
+                      else by_seed[0] if by_seed else [])
+        self.by_seed = [without_outcomes(row) for rows_of_seed in by_seed for row in rows_of_seed]
         rows = self.fixed_rows + model_rows
         self.items = explorer_items(rows)
-        return [_without_outcomes(row) for row in rows], self._comparisons(rows, self.references)
+        return [without_outcomes(row) for row in rows], paired_comparisons(self.track.name, self.tests, rows,
+                                                                           self.references, ev.n_boot, seed)
 
     def _skip(self, method: str, seed: int, why: str) -> ModelToEvaluate:
         """A method that trains nothing: its training is a planned stage skipped, and so are its evaluations, in
         their turn (`evaluate`)."""
         self.stages.skip(self._train_name(method, seed), why)
         return ModelToEvaluate(METHODS[method].label, None, "", self.config.eval.method_prompts, f"no model: {why}")
-
-    def _knowledge(self, table_path: Path, records: list, datasets: dict) -> dict:
-        """The report's view of the pool: μ, σ (and Δμ) from the table the build read, and each method's selection
-        (`rait.report.knowledge`)."""
-        from rait.artifacts import iter_jsonl_objects
-        from rait.probe.table import read_table
-        from rait.report.knowledge import pool_knowledge
-
-        selections = {METHODS[m].label: [row for _, row in iter_jsonl_objects(path)] for m, path in datasets.items()
-                      if path is not None and Path(path).is_file()}
-        return pool_knowledge(self.track.name, read_table(table_path), records, selections)
-
-    def _over_seeds(self, by_seed: list[list[dict]], references: dict) -> list[dict]:
-        """One row per method and test set: means over the seeds, intervals over items and seeds."""
-        from rait.evaluate.runner import summarize_seeds
-
-        ev, rows = self.config.eval, []
-        keyed = [{(r["test_set"], r["method"]): r for r in rows_of_seed} for rows_of_seed in by_seed]
-        for first in by_seed[0]:
-            key = (first["test_set"], first["method"])
-            runs = [seed_rows[key] for seed_rows in keyed if key in seed_rows]
-            reference = references[first["test_set"]][1]
-            summary = summarize_seeds([run["outcome_rows"] for run in runs], reference, n_boot=ev.n_boot,
-                                      seed=self.config.seed)
-            rows.append({key: first[key] for key in ("track", "test_set", "domain", "method")} | summary
-                        | {"outcome_runs": [run["outcome_rows"] for run in runs]})
-        self.by_seed = [_without_outcomes(row) for rows_of_seed in by_seed for row in rows_of_seed]
-        return rows
-
-    def _comparisons(self, rows: list[dict], references: dict) -> list[dict]:
-        """Paired comparisons on the same items (`rait.pipeline.kinds.comparisons`), each method's seeds pooled, and
-        each model's outcome flow against Init-Basic (`rait.evaluate.runner.outcome_flow`)."""
-        from rait.evaluate.runner import compare_seeds, outcome_flow
-
-        ev, result = self.config.eval, []
-        runs = {(row["test_set"], row["method"]): row.get("outcome_runs") or [row["outcome_rows"]] for row in rows}
-        for test, _ in self.tests:
-            reference = references[test.name][1]
-            for method in [m for (name, m) in runs if name == test.name and m != REFERENCE]:
-                flow = outcome_flow(runs[test.name, method], reference)
-                result.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
-                               "a": method, "b": REFERENCE, "kind": "flow", **flow})
-            for a, b in comparisons():
-                if (test.name, a) in runs and (test.name, b) in runs:
-                    diff = compare_seeds(runs[test.name, a], runs[test.name, b], reference, ev.n_boot, self.config.seed)
-                    result.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
-                                   "a": a, "b": b, "kind": "paired",
-                                   **{f"{k}_{part}": v for k, d in diff.items() for part, v in d.items()}})
-        return result
 
     # ------------------------------------------------------------ its stages, each keyed by its parts
 
@@ -554,49 +505,18 @@ class TrackRun:
         return key, result["scores"]
 
     def no_training(self, method: str, confidence: dict[str, dict[str, float]], references: dict) -> list[dict]:
-        """Rows of an abstention rule on Init-Basic's answers: refuse below a threshold chosen on validation."""
-        from rait.evaluate.abstain import choose_threshold, rule_result
-
-        validation = references[VALIDATION][1]
-        threshold = choose_threshold([row["outcome"] for row in validation],
-                                     [confidence[VALIDATION][row["id"]] for row in validation],
-                                     [row["outcome"] for row in validation])
-        rows = []
-        for test, _ in self.tests:
-            reference = references[test.name][1]
-            scores = [confidence[test.name][row["id"]] for row in reference]
-            outcomes, summary, (coverage, risk) = rule_result(reference, scores, threshold, reference,
-                                                              self.config.eval.n_boot, self.config.seed)
-            self.curves += [{"track": self.track.name, "test_set": test.name, "confidence": METHODS[method].label,
-                             "coverage": c, "risk": r} for c, r in zip(coverage, risk)]
-            rows.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
-                         "method": METHODS[method].label, **summary, "outcome_rows": outcomes})
+        """Rows of an abstention rule on Init-Basic's answers (`rait.pipeline.rows.rule_rows`); its risk-coverage
+        curve joins the report's."""
+        rows, curves = rule_rows(self.track.name, self.tests, METHODS[method].label, confidence, references,
+                                 self.config.eval.n_boot, self.config.seed)
+        self.curves += curves
         return rows
 
     def veto(self, method: str, evaluated: list[dict], sigma: dict[str, dict[str, float]], references: dict
              ) -> list[dict]:
-        """Rows of the σ veto (docs/transfer.md, second round) on one seed's model of `veto.base`: its refusals
-        given back as Init-Basic's answers where σ ≥ τ, τ chosen on the validation sets only
-        (`rait.evaluate.abstain.choose_veto_threshold`). None when the base trained nothing in this seed."""
-        from rait.evaluate.abstain import choose_veto_threshold, vetoed
-        from rait.evaluate.runner import summarize
-
-        base = METHODS[self.config.veto.base].label
-        rows_of = {row["test_set"]: row["outcome_rows"] for row in evaluated if row["method"] == base}
-        if not rows_of:
-            return []
-        validation = {test.name: (rows_of[test.name], references[test.name][1], sigma[test.name])
-                      for test, _ in self.tests if test.domain == "VAL"}
-        tau, floor_met = choose_veto_threshold(validation, VALIDATION, self.config.veto)
-        rows = []
-        for test, _ in self.tests:
-            reference = references[test.name][1]
-            outcomes = vetoed(rows_of[test.name], reference, sigma[test.name], tau)
-            summary = summarize(outcomes, reference, n_boot=self.config.eval.n_boot, seed=self.config.seed)
-            rows.append({"track": self.track.name, "test_set": test.name, "domain": test.domain,
-                         "method": METHODS[method].label, **summary, "threshold": tau, "floor_met": floor_met,
-                         "outcome_rows": outcomes})
-        return rows
+        """Rows of the σ veto on one seed's model of `veto.base` (`rait.pipeline.rows.veto_rows`)."""
+        return veto_rows(self.track.name, self.tests, METHODS[method].label, METHODS[self.config.veto.base].label,
+                         evaluated, sigma, references, self.config.veto, self.config.eval.n_boot, self.config.seed)
 
     def _rehearse_parts(self, probe_key: str) -> dict:
         return {"probe": probe_key, "settings": learning_identity(asdict(self.track.rehearsal))}
@@ -772,5 +692,3 @@ def _training_sets(folder: Path, built: dict) -> dict[str, Path]:
     return {name: folder / f"{name}.jsonl" for name in built if sum(built[name]["taken"].values())}
 
 
-def _without_outcomes(row: dict) -> dict:
-    return {key: value for key, value in row.items() if key not in ("outcome_rows", "outcome_runs")}
