@@ -97,6 +97,19 @@ def test_a_tiny_configs_probe_and_eval_memory_is_the_hand_computed_one(tiny_mode
     assert evaluation.forwards == 3 * 1 * (1 + 5)  # Init-Basic, Init-Refuse, Cor-RAIT on one batch of 3 items
 
 
+def test_the_sigma_probes_of_the_items_are_planned_and_the_rules_add_no_evaluation(tiny_model_dir, tmp_path):
+    """Self-consistency and the σ veto probe every validation and test item like the pool (same memory); they
+    answer with Init-Basic's or a trained model's answers, so they add no evaluation run."""
+    path = tmp_path / "veto.yaml"
+    path.write_text(TINY_CONFIG.format(model=tiny_model_dir, checkpointing="false").replace(
+        "methods: [cor_rait]", "methods: [cor_rait, sigma_veto]").replace("sample: 6}", "sample: 6, validation: 4}"))
+    estimates = plan(PipelineConfig.from_yaml(path), device=Device("cpu"), lengths=Lengths(oeqa_prompt=8, answer=2))
+    items, probe = stage(estimates, "probe items"), stage(estimates, "probe")
+    assert items.parts == probe.parts
+    assert items.forwards == 4 * (1 + 4)  # 3 test items and 4 validation ones in calls of 2, a prefill and 4 steps
+    assert stage(estimates, "eval").forwards == 3 * 1 * (1 + 5)  # Init-Basic, Init-Refuse, Cor-RAIT
+
+
 def test_llama3_8b_full_fine_tuning_is_refused_for_80_gb_naming_the_stage(tmp_path):
     """CRaFT's recipe as the paper config had it: all 8.03 B weights with AdamW, 16 bytes each = 120 GiB."""
     config = tmp_path / "full.yaml"

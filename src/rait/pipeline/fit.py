@@ -68,6 +68,7 @@ def plan(config, *, device: Device, lengths: Lengths = Lengths(), questions: dic
     """Every stage of `config` (a `PipelineConfig`) on `device`. `questions` maps a data spec to its number of
     records where the config does not say (a pool without `sample`); passes are left out where neither knows."""
     from rait.models import resolve_model_path
+    from rait.select.methods import METHODS
 
     shape = shape or fp.read_shape(resolve_model_path(config.model))
     questions = questions or {}
@@ -97,7 +98,13 @@ def plan(config, *, device: Device, lengths: Lengths = Lengths(), questions: dic
             _point_at_set_key(config, estimates[-1], ("train",))
         if "rl" in kinds:
             estimates.append(_grpo(shape, device, config.grpo, lengths, task))
-        trained = sum(_method_kinds([name]) != {"none"} for name in methods)  # abstention rules reuse Init-Basic's
+        if track.diagnose or {"self_consistency", "sigma_veto"} & set(methods):
+            # the probe of every validation and test item (σ, μ), with the pool's probe settings
+            items = [test.sample or questions.get(test.data) for test in track.test_sets]
+            items = None if None in items else sum(items) + (track.pool.validation or 0)
+            estimates.append(replace(_probe(shape, device, lengths, track, task, items, f"{here}.probe"),
+                                     stage="probe items"))
+        trained = sum(METHODS[name].trains for name in methods)  # the rules reuse the evaluated models' answers
         estimates.append(_eval(shape, device, config, track, lengths, task, trained, questions))
     return estimates
 
