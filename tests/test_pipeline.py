@@ -136,6 +136,9 @@ def test_a_rerun_is_cached_and_a_change_recomputes_only_what_depends_on_it(pipel
 
     built = {m: (out / "mmlu" / "build" / f"{m}.jsonl").read_text() for m in ALL_METHODS}
     config.write_text(config_text(tiny_model_dir, mcqa_total=6))
+    build = resolve(PipelineConfig.from_yaml(config), out).by_name()["mmlu: build"]
+    earlier = json.loads((out / "mmlu" / "build" / "stage.json").read_text())["seconds"]
+    assert not build.cached and build.seconds == earlier  # its time under the old settings: the dry run's estimate
     assert run(["run", str(config), "--out", str(out)]) == 0
     log = stage_log(out)
     recomputed = {stage for stage, cached in log.items() if not cached}

@@ -99,6 +99,14 @@ def finished(folder: Path, key: str | None) -> dict | None:
     return record if record.get("key") == key else None
 
 
+def recorded_seconds(folder: Path) -> float | None:
+    """The seconds of the stage that last finished in `folder`, under whatever key: an estimate for the same stage
+    under new settings."""
+    done = folder / STAGE_FILE
+    seconds = read_record(done, "stage record").get("seconds") if done.is_file() else None
+    return float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
+
+
 def read_record(path: Path, what: str) -> dict:
     """A JSON object rait wrote (a stage's `stage.json`, a run's `pipeline.json`); one that does not read back is a
     `DataError` naming it, not a traceback, and is never silently replaced."""

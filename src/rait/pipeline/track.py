@@ -22,7 +22,7 @@ from rait.pipeline.config import VALIDATION, PipelineConfig, TrackConfig
 from rait.pipeline.kinds import KINDS, Kind, kind_of
 from rait.pipeline.plan import PlannedStage
 from rait.pipeline.rows import over_seeds, paired_comparisons, pool_view, rule_rows, veto_rows, without_outcomes
-from rait.pipeline.stages import Stages, finished
+from rait.pipeline.stages import Stages, finished, recorded_seconds
 from rait.report.explorer import explorer_items
 from rait.select.methods import METHODS
 from rait.train import learning_identity
@@ -187,7 +187,7 @@ class TrackRun:
                 skipped: str | None = None) -> PlannedStage:
             key = identity_key(parts) if parts is not None else None
             record = finished(folder, key)
-            seconds = record.get("seconds") if record else previous.get(stage_name)
+            seconds = record.get("seconds") if record else previous.get(stage_name, recorded_seconds(folder))
             stages.append(PlannedStage(stage_name, folder, parts, key, record is not None, after if key is None
                                        else None, skipped, seconds))
             return stages[-1]
