@@ -98,7 +98,7 @@ def plan(config, *, device: Device, lengths: Lengths = Lengths(), questions: dic
             _point_at_set_key(config, estimates[-1], ("train",))
         if "rl" in kinds:
             estimates.append(_grpo(shape, device, config.grpo, lengths, task))
-        if track.diagnose or {"self_consistency", "sigma_veto"} & set(methods):
+        if track.diagnose or any(METHODS[m].confidence == "sigma" for m in methods):
             # the probe of every validation and test item (σ, μ), with the pool's probe settings
             items = [test.sample or questions.get(test.data) for test in track.test_sets]
             items = None if None in items else sum(items) + (track.pool.validation or 0)

@@ -209,7 +209,7 @@ class TrackRun:
             add(f"{name}: diagnose {test.name}", self.dir / "diagnose" / test.name,
                 self._diagnose_parts(probed[test.name], outcomes) if outcomes is not None else None, reference.name)
         for method in (m for m in methods if not METHODS[m].trains):
-            if method == "p_ik":
+            if METHODS[method].confidence == "p_ik":
                 add(f"{name}: p_ik", self.dir / "p_ik", self._p_ik_parts(probe.key))
                 continue
             for test, records in self.tests:  # σ of every item: self-consistency and the σ veto
@@ -283,7 +283,7 @@ class TrackRun:
                           ] if self.track.diagnose else []
         confidences: dict[str, dict[str, dict[str, float]]] = {}  # rule -> test set -> item -> confidence
         for method in (m for m in methods if not METHODS[m].trains):
-            if method == "p_ik":
+            if METHODS[method].confidence == "p_ik":
                 confidences[method] = self.p_ik(probe_key, table_path, records)[1]
             else:  # σ of every item: self-consistency and the σ veto
                 confidences[method] = {test.name: self.probe_items(test, items)[1]["sigma"].to_dict()

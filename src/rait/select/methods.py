@@ -43,6 +43,9 @@ class Method:
     # "none": a rule on the untouched model's answers; "veto": a rule on a trained method's answers
     # (`rait.evaluate.abstain`). How `rait run` trains and compares each kind: `rait.pipeline.kinds`.
     kind: str = "sft"
+    # A rule's confidence in an answer: "sigma", the agreement of the untouched model's samples (the probe's σ of
+    # every validation and test item), or "p_ik" (`rait.evaluate.abstain.p_ik_scores`); None for a training.
+    confidence: str | None = None
 
     @property
     def trains(self) -> bool:
@@ -94,14 +97,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # docs/transfer.md: Cor-RAIT's IdK side limited to the questions the model's own samples disagree on
     Method("consistency_rait", "Consistency-RAIT", "rait.select.consistency:ConsistencyRAIT", default=False),
     # No training: the untouched model refuses below a confidence threshold chosen on validation.
-    Method("self_consistency", "Self-consistency (σ)", None, default=False, kind="none"),
-    Method("p_ik", "P(IK)", None, default=False, kind="none"),
+    Method("self_consistency", "Self-consistency (σ)", None, default=False, kind="none", confidence="sigma"),
+    Method("p_ik", "P(IK)", None, default=False, kind="none", confidence="p_ik"),
     # Preference tuning on a builder's answer-vs-refusal pairs.
     Method("dpo_rait", "DPO-RAIT", None, default=False, kind="preference"),
     # Reinforcement learning with a correct > refused > wrong reward (TruthRL's ternary reward).
     Method("grpo_rait", "GRPO-RAIT", None, default=False, kind="rl"),
     # docs/transfer.md, second round: a trained method's refusals given back where the untouched model's samples agree.
-    Method("sigma_veto", "σ veto", None, default=False, kind="veto"),
+    Method("sigma_veto", "σ veto", None, default=False, kind="veto", confidence="sigma"),
 )}
 ALIASES = {"craft_wo_flow": "corcer_rait", "vanilla": "van_tuning"}
 DEFAULT_METHODS = tuple(name for name, method in METHODS.items() if method.default)
