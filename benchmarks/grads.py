@@ -503,7 +503,7 @@ def run_build(args) -> dict:
     n_ik, n_idk = int((table["mu"] >= 0.5).sum()), int((table["mu"] < 0.5).sum())
     n_vanilla, n_idk_sel = n_ik // 2, n_idk // 4
     summary = build_sets(BuildSettings(methods=["grait", "cor_rait"], n_vanilla=n_vanilla, n_idk=n_idk_sel, exports=()),
-                         out / "knowledge.jsonl", out / "pool.jsonl", out / "build", gradients=store)
+                         out / "knowledge.jsonl", out / "pool.jsonl", out / "build", gradients=store).summary
 
     features = GradientFeatures.load(store, 8192)
     rules = {rule: GRAIT(features, n_vanilla=n_vanilla, n_idk=n_idk_sel, rule=rule).fit(table)
@@ -544,8 +544,8 @@ def build_markdown(r: dict) -> str:
              f"{r['warmup']['epochs']} epochs, batch {r['warmup']['batch']}: {r['warmup']['optimizer_steps']} steps, "
              f"loss {r['warmup']['first_loss']:.3f} -> {r['warmup']['last_loss']:.3f}",
              f"- gradients: {r['gradients']['gradient_type']}, {r['gradients']['projector']} to {r['gradients']['dims']}, "
-             f"both label forms of every usable question",
-             f"- time (2 shared CPU cores): " + ", ".join(f"{k.removesuffix('_s')} {v} s" for k, v in r["timings"].items()),
+             "both label forms of every usable question",
+             "- time (2 shared CPU cores): " + ", ".join(f"{k.removesuffix('_s')} {v} s" for k, v in r["timings"].items()),
              f"- selection: {s['n_vanilla']} vanilla + {s['n_idk']} IdK ({s['report']['how']['idk']}); weights sum "
              f"{w['sum']:.3f} (= N_idk/2), range {w['min']:.3f}-{w['max']:.3f}, effective n {w['effective_n']:.2f}",
              f"- IdK overlap of o1_topk with greedy_then_bottom: {s['overlap_o1_topk_vs_greedy_then_bottom']}/{s['n_idk']}, "

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,19 +89,15 @@ def worker(stage: str, n: int, work: Path) -> dict:
 
         run(track.probe, sample, work / "table.jsonl", model="default")
     elif stage == "train":
-        from dataclasses import replace
+        from rait.train import run
 
-        from rait.train import TrainSettings, run
-
-        settings = replace(TrainSettings(**config.merged_train(track)), epochs=1.0)
+        settings = replace(config.train_of(track), epochs=1.0)
         run(settings, training_rows(sample), work / "train", model="default", progress=False)
     else:
-        from rait.evaluate.runner import EvalSettings
         from rait.evaluate.suite import load_for_eval, run
 
         loaded = load_for_eval("default")
-        settings = EvalSettings(prompt="refuse", batch_size=config.eval.batch_size, n_boot=10,
-                                max_new_tokens=config.eval.max_new_tokens["oeqa"])
+        settings = replace(config.eval.settings("refuse", "oeqa", SEED), n_boot=10)
         run(settings, sample, work / "eval", model=loaded)
     report["lengths"] = token_lengths(sample)
     return report
@@ -126,8 +123,6 @@ def token_lengths(sample) -> dict[str, int]:
 
 def estimates(lengths: dict[str, int], n: int) -> dict[str, dict]:
     """`rait.pipeline.fit`'s estimate of each stage at the measured lengths, in bytes, less the weights."""
-    from dataclasses import replace
-
     from rait.pipeline.fit import Device, Lengths, plan
 
     config = demo_config()

@@ -8,7 +8,8 @@ The configs are those of tests/test_pipeline.py: two tracks with every default m
 facts -> NQ), self-consistency beside DPO-RAIT, and GRPO-RAIT from Cor-RAIT, each on the tiny random
 Llama of the tests. Only what records time or the machine is set aside: wall seconds (in pipeline.json,
 stage.json, train.json, metrics and results), the log file, and the manifests' creation times and rait versions.
-Results: benchmarks/results/same_outputs.json.
+`beyond_stage_keys` lists the differing files that still differ with every stage key (and a stage's key parts)
+set aside: empty where a change re-keyed stages and changed no output. Results: benchmarks/results/same_outputs.json.
 """
 
 from __future__ import annotations
@@ -101,7 +102,32 @@ def compare(a: Path, b: Path) -> dict:
             differing.append(str(rel))
     return {"files": len(files_a | files_b), "only_before": sorted(map(str, files_a - files_b)),
             "only_after": sorted(map(str, files_b - files_a)), "differing": differing,
+            "beyond_stage_keys": [rel for rel in differing if not _same_but_keys(a / rel, b / rel, a, b)],
             "stage_log": _stage_log_change(a, b) if "pipeline.json" in differing else None}
+
+
+def _same_but_keys(path_a: Path, path_b: Path, a: Path, b: Path) -> bool:
+    """Whether two stage records (`stage.key`, `stage.json`, `pipeline.json`) are the same once every stage key and
+    a stage's key parts are set aside: a change of what a key hashes (issue 32: an SFT training's key hashes its
+    whole recipe) re-keys the stage and those that read it, and nothing else."""
+    if path_a.name == "stage.key":
+        return True
+    if path_a.name not in ("stage.json", "pipeline.json"):
+        return False
+
+    def without_keys(value):
+        if isinstance(value, dict):
+            return {k: None if k in ("key", "parts") else without_keys(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [without_keys(v) for v in value]
+        return value
+
+    sides = [json.loads(normalised(path).replace(str(run.resolve()).encode(), b"<run>").replace(str(run).encode(), b"<run>"))
+             for path, run in ((path_a, a), (path_b, b))]
+    if path_a.name == "pipeline.json":  # the same stages in any order: the order is the stage log's own check
+        sides = [sorted(map(json.dumps, without_keys(side)["stages"])) for side in sides]
+        return sides[0] == sides[1]
+    return without_keys(sides[0]) == without_keys(sides[1])
 
 
 def _stage_log_change(a: Path, b: Path) -> str:
@@ -152,6 +178,8 @@ def main() -> None:
         print(name, json.dumps(result["configs"][name]), flush=True)
     result["identical"] = all(not (c["differing"] or c["only_before"] or c["only_after"])
                               for c in result["configs"].values())
+    result["identical_but_stage_keys"] = all(not (c["beyond_stage_keys"] or c["only_before"] or c["only_after"])
+                                             for c in result["configs"].values())
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "same_outputs.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print("identical" if result["identical"] else "DIFFERENT")

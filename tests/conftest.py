@@ -1,7 +1,9 @@
 """Shared fixtures: the tiny test model, built once per session and loaded like a real one.
 
 Tests marked `slow` (the real default model) run by default, as `make test` does; skip
-them with `pytest -m "not slow"`.
+them with `pytest -m "not slow"`. Tests that read the QA data shipped beside the repository take the
+`shipped_data` fixture: a clone with none (not placed beside `shared/`, no `$RAIT_DATA_DIR`) skips them with
+the reason, which `-ra` lists, instead of failing each on the same missing folder.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rait.data.paths import shared_data_dir
+from rait.errors import RaitError
 from rait.models import load_model
 from tiny_model import build_tiny_model
 
@@ -31,3 +35,12 @@ def tiny_model(tiny_model_dir):
     the tiny folder takes a few milliseconds.
     """
     return load_model(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def shipped_data():
+    """The shipped data folder (`rait.data.paths.shared_data_dir`), or a skip naming where it was looked for."""
+    try:
+        return shared_data_dir()
+    except RaitError as err:
+        pytest.skip(f"shipped data not available: {err}")

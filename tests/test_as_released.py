@@ -87,8 +87,8 @@ def test_as_released_build_splits_mmlu_by_the_release_mu(quirk_build, tmp_path):
     table_path, records_path = quirk_build
     probed = table_path.read_bytes()
     settings = dict(methods=["cor_rait", "corcer_rait"], exports=())
-    paper = run(BuildSettings(**settings), table_path, records_path, tmp_path / "paper")
-    released = run(BuildSettings(**settings, mode="as_released"), table_path, records_path, tmp_path / "released")
+    paper = run(BuildSettings(**settings), table_path, records_path, tmp_path / "paper").summary
+    released = run(BuildSettings(**settings, mode="as_released"), table_path, records_path, tmp_path / "released").summary
     # Correct μ (paper): q1 2/3 and q2 6/11 ≥ 0.5 are known, q3 2/7 unknown.
     assert built(tmp_path / "paper", "cor_rait") == (["q1", "q2"], ["q3"])
     # Release's μ: q2 falls to 22/47 < 0.5 and changes side; q1 keeps 2/3 (gold A); q3 stays unknown at 714/2671.
@@ -145,7 +145,7 @@ def test_as_released_craft_takes_delta_mu_from_the_release_mu_of_both_probes(flo
     table_path, records_path = flow_build
     settings = dict(methods=["craft"], exports=())
     run(BuildSettings(**settings), table_path, records_path, tmp_path / "paper")
-    summary = run(BuildSettings(**settings, mode="as_released"), table_path, records_path, tmp_path / "released")
+    summary = run(BuildSettings(**settings, mode="as_released"), table_path, records_path, tmp_path / "released").summary
     # Correct μ: f1 1/4 → 1/7 (Δμ < 0, kept), f2 1/7 → 1/4 (Δμ > 0, dropped).
     assert built(tmp_path / "paper", "craft") == (["k1"], ["f1"])
     # Release's μ: f1 0.1085 → 0.1304 (Δμ > 0, dropped), f2 0.1304 → 0.1085 (Δμ ≤ 0, kept).

@@ -279,7 +279,7 @@ def build(tmp_path, name, records_store, **settings):
     table_path, records_path, store = records_store
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SelectionWarning)
-        return run(BuildSettings(**settings), table_path, records_path, tmp_path / name, gradients=store)
+        return run(BuildSettings(**settings), table_path, records_path, tmp_path / name, gradients=store).summary
 
 
 def rows_of(path) -> list[dict]:

@@ -35,6 +35,7 @@ def test_help_lists_the_commands():
         assert command in out
 
 
+@pytest.mark.usefixtures("shipped_data")
 def test_data_load_writes_records_and_manifest(tmp_path):
     out = tmp_path / "mmlu_dev.jsonl"
     assert run(["data", "load", "mmlu:dev", "--out", str(out), "--limit", "7"]) == 0
@@ -73,6 +74,7 @@ def test_empty_file_and_no_half_written_output(tmp_path, capsys):
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
+@pytest.mark.usefixtures("shipped_data")
 def test_split_command_is_deterministic(tmp_path):
     source = tmp_path / "all.jsonl"
     assert run(["data", "load", "nq:dev", "--out", str(source), "--limit", "50"]) == 0

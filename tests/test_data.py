@@ -415,6 +415,7 @@ def test_the_data_stage_holds_validation_out_before_sampling_and_writes_both_wit
     assert [r.id for r in plain.records] == [r.id for r in same] and plain.validation_path is None
 
 
+@pytest.mark.usefixtures("shipped_data")
 def test_the_data_stage_refuses_an_empty_pool_and_bad_settings_before_writing(tmp_path):
     from rait.data import DataSettings, run
     from rait.errors import SettingsError

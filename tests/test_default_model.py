@@ -33,6 +33,7 @@ def test_default_model_folder_records_its_source():
     assert fingerprint["weight_files"] == ["model.safetensors"]
 
 
+@pytest.mark.usefixtures("shipped_data")
 @pytest.mark.parametrize("prompt", ["basic", "refuse"])
 def test_greedy_answers_of_the_default_model_equal_batched_generate(prompt):
     """Evaluation's decoding loop (shared prefix, continuous batching) against `model.generate` on the

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rait.cli import main
-from rait.errors import DataError
+from rait.errors import DataError, SettingsError
 from rait.pipeline import ALL_METHODS, PipelineConfig, resolve, run_pipeline
 from rait.select.methods import METHODS
 
@@ -58,7 +58,7 @@ tracks:
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, tiny_model_dir):
+def pipeline_run(tmp_path_factory, tiny_model_dir, shipped_data):
     folder = tmp_path_factory.mktemp("pipeline")
     config = folder / "tiny.yaml"
     config.write_text(config_text(tiny_model_dir))
@@ -280,6 +280,7 @@ def test_a_size_or_share_out_of_range_is_reported_at_its_line(tmp_path, text, li
     assert err.value.line == line and err.value.field == field and words in str(err.value)
 
 
+@pytest.mark.usefixtures("shipped_data")
 @pytest.mark.parametrize("track, line, words", [
     ("    pool: {data: 'mmlu:dev', sample: 4}\n    probe: {shotz: 1}\n"
      "    test_sets: [{name: t, data: 'mmlu:val', sample: 2}]\n", 6, ["shotz"]),
@@ -339,6 +340,64 @@ def test_the_eval_section_sets_every_evaluation_setting(tmp_path):
     assert (err.value.line, err.value.field) == (2, "eval.match_mode")
 
 
+def test_train_is_read_as_settings_and_a_training_key_hashes_the_whole_recipe(tmp_path):
+    """Issue 32: every `train:` is `TrainSettings` once loaded, the track's over the global one (`lora` merged key
+    by key), and an SFT training's key hashes the complete recipe with the loop's seed, as DPO's, GRPO's and the
+    rehearsal's keys do. A recipe written out at its defaults keys like one left to them; the mapping as written
+    used to be the key, so a changed default in rait would have left such trainings cached."""
+    from dataclasses import asdict, replace
+    from types import SimpleNamespace
+
+    from rait.pipeline.kinds import kind_of
+    from rait.train import TrainSettings, learning_identity
+
+    defaults, path = TrainSettings(), tmp_path / "c.yaml"
+    keys = {}
+    for name, top in (("left", ""), ("written", f"train: {{grad_accum: {defaults.grad_accum}, "
+                                                  f"lora: {{r: {defaults.lora.r}}}}}\n")):
+        path.write_text(top + _TRACK)
+        config = PipelineConfig.from_yaml(path)
+        track = config.tracks[0]
+        assert track.train == config.train == replace(defaults, seed=config.seed)
+        settings, parts = kind_of("cor_rait").setup("cor_rait", SimpleNamespace(config=config, track=track), 5, None)
+        assert settings == replace(defaults, seed=5) and parts == asdict(settings)
+        keys[name] = learning_identity(parts)
+    assert keys["left"] == keys["written"]
+    path.write_text("seed: 2\ntrain: {epochs: 3, lora: {r: 8, alpha: 4}}\n" + _TRACK
+                    + "    train: {learning_rate: 1.0e-3, lora: {alpha: 16}}\n")
+    config = PipelineConfig.from_yaml(path)
+    merged = config.train_of(config.tracks[0])
+    assert (merged.epochs, merged.learning_rate, merged.lora.r, merged.lora.alpha, merged.seed) == (3, 1e-3, 8, 16, 2)
+    assert (config.train.learning_rate, config.train.lora.alpha) == (defaults.learning_rate, 4)
+
+
+def test_the_eval_section_is_evaluation_settings_less_what_the_run_sets(tmp_path):
+    """Issue 32: `eval:` is `EvalSettings` (a subclass adding which prompts to evaluate), so every evaluation
+    setting is a YAML key with EvalSettings' default, written once; `prompt` and `seed` are the run's. One
+    `max_new_tokens` is every task's budget, a mapping one per task; an evaluation gets its task's number, so its
+    stage key is what it was when the section took only the mapping."""
+    from dataclasses import fields
+
+    from rait.evaluate.runner import MAX_NEW_TOKENS, EvalSettings
+    from rait.pipeline.config import EvalConfig
+
+    config = EvalConfig()
+    assert {f.name for f in fields(EvalSettings)} <= {f.name for f in fields(EvalConfig)}
+    assert all(getattr(config, f.name) == f.default for f in fields(EvalSettings))
+    path = tmp_path / "eval.yaml"
+    path.write_text("eval: {max_new_tokens: 7, refusal_mode: keywords, n_boot: 30}\n" + _TRACK)
+    section = PipelineConfig.from_yaml(path).eval
+    for task in ("oeqa", "mcqa"):
+        assert section.settings("refuse", task, 2) == EvalSettings(max_new_tokens=7, refusal_mode="keywords",
+                                                                   n_boot=30, seed=2)
+    assert EvalSettings(max_new_tokens={"oeqa": 9}).tokens_for("oeqa") == 9
+    assert EvalSettings(max_new_tokens={"oeqa": 9}).tokens_for("mcqa") == MAX_NEW_TOKENS["mcqa"]
+    assert EvalSettings(max_new_tokens=4).tokens_for("mcqa") == 4
+    with pytest.raises(SettingsError, match="unknown task 'qa'") as err:
+        EvalSettings(max_new_tokens={"qa": 9})
+    assert err.value.field == "max_new_tokens.qa"
+
+
 def test_the_shipped_configs_parse():
     root = Path(__file__).resolve().parents[1] / "configs"
     assert {"demo.yaml", "demo_mcqa.yaml", "paper_mmlu.yaml", "paper_triviaqa.yaml", "study_facts.yaml"} <= {p.name for p in root.glob("*.yaml")}
@@ -356,6 +415,7 @@ def test_run_pipeline_returns_report_rows_with_ths(pipeline_run):
     assert all("ths" not in r for r in rows if r["method"] == "Init-Basic")  # the reference itself
 
 
+@pytest.mark.usefixtures("shipped_data")
 def test_max_chars_drops_long_questions_before_sampling():
     from rait.data import TestSet, load_test_records, record_chars
 
@@ -404,6 +464,7 @@ def test_an_evaluation_stage_loads_its_base_model_once(pipeline_run, monkeypatch
                     (False, "LlamaForCausalLM")]
 
 
+@pytest.mark.usefixtures("shipped_data")
 def test_the_study_config_runs_at_tiny_size_with_seeds_validation_and_comparisons(tmp_path, tiny_model_dir):
     """configs/study_facts.yaml with its structure kept (validation split, three test sets, training
     seeds, every method) and only its sizes cut, on the tiny model."""

@@ -282,6 +282,7 @@ def test_one_probe_settings_class_fills_each_tasks_defaults_and_refuses_the_othe
         ProbeSettings(batch_size=0)
 
 
+@pytest.mark.usefixtures("shipped_data")
 def test_rait_probe_refuses_an_option_of_the_other_task(tmp_path, capsys):
     from rait.cli import main
 

@@ -498,19 +498,21 @@ def test_run_build_all_methods(tmp_path, tiny_model_dir):
     write_records(records_path, oeqa_records())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SelectionWarning)
-        summary = run(BuildSettings(n_vanilla=3, n_idk=2, crss_model=str(tiny_model_dir)), table_path, records_path,
-                      tmp_path / "out")
+        built = run(BuildSettings(n_vanilla=3, n_idk=2, crss_model=str(tiny_model_dir)), table_path, records_path,
+                    tmp_path / "out")
     methods = ["van_tuning", "cor_rait", "corcer_rait", "craft_wo_cer", "craft", "rtuning_unknown", "rtuning_unsure",
                "consistency_rait"]
-    assert list(summary["methods"]) == methods and list(summary["skipped"]) == ["grait"]  # no gradient store
+    assert list(built.reports) == methods and list(built.skipped) == ["grait"]  # no gradient store
+    assert built.sets == {name: tmp_path / "out" / f"{name}.jsonl" for name in methods}
     for name in methods:
-        assert (tmp_path / "out" / f"{name}.jsonl").exists()
+        assert built.sets[name].exists()
         assert (tmp_path / "out" / "xtuner" / f"{name}.json").exists()
     assert not (tmp_path / "out" / "dpo" / "rtuning_unsure.jsonl").exists()
-    assert summary["methods"]["craft"]["report"]["taken"] == {"vanilla": 3, "idk": 2}
-    assert summary["methods"]["van_tuning"]["report"]["taken"] == {"vanilla": 5, "idk": 0}  # n_total = 3 + 2
-    assert set(summary["crss"]["by_method"]["craft"]) == {"0.95", "0.96", "0.97", "0.98", "0.99"}
-    assert summary["crss"]["by_method"]["van_tuning"]["0.95"] is None  # no IdK samples: undefined
+    assert built.reports["craft"]["taken"] == {"vanilla": 3, "idk": 2}
+    assert built.reports["van_tuning"]["taken"] == {"vanilla": 5, "idk": 0}  # n_total = 3 + 2
+    assert set(built.summary["crss"]["by_method"]["craft"]) == {"0.95", "0.96", "0.97", "0.98", "0.99"}
+    assert built.summary["crss"]["by_method"]["van_tuning"]["0.95"] is None  # no IdK samples: undefined
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(built.summary))
     assert "| craft |" in (tmp_path / "out" / "summary.md").read_text()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["mode"] == "paper"
 
@@ -521,8 +523,8 @@ def test_run_build_skips_flow_methods_without_delta_mu(tmp_path):
     write_records(records_path, oeqa_records())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SelectionWarning)
-        summary = run(BuildSettings(n_total=5, exports=()), table_path, records_path, tmp_path / "out")
-    assert "craft" not in summary["methods"] and "craft" in summary["skipped"]
+        built = run(BuildSettings(n_total=5, exports=()), table_path, records_path, tmp_path / "out")
+    assert "craft" not in built.reports and "craft" in built.skipped
     with pytest.raises(DataError, match=r"table\.jsonl: field 'delta_mu'"):
         run(BuildSettings(methods=["craft"], n_total=5), table_path, records_path, tmp_path / "out2")
 

@@ -402,8 +402,7 @@ def build(
     files = [out / "summary.json", *(out / f"{name}.jsonl" for name in METHODS)]
     _refuse_overwriting_inputs({"table": table, "records": records, "grads": grads_store},
                   files + [manifest_path(f) for f in files] + [out / "summary.md", out / "xtuner", out / "dpo"])
-    summary = run(settings, table, records, out, gradients=grads_store)
-    typer.echo(summary_markdown(summary))
+    typer.echo(summary_markdown(run(settings, table, records, out, gradients=grads_store).summary))
 
 
 # ---------------------------------------------------------------- fine-tuning

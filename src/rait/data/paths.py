@@ -23,7 +23,7 @@ def shared_data_dir() -> Path:
         if not path.is_dir():
             raise RaitError(f"${DATA_DIR_ENV} is set to {env!r}, which is not a folder")
         return path
-    candidates = [REPO_ROOT / RELATIVE_DATA_DIR, Path.cwd() / RELATIVE_DATA_DIR]
+    candidates = list(dict.fromkeys([REPO_ROOT / RELATIVE_DATA_DIR, Path.cwd() / RELATIVE_DATA_DIR]))
     for path in candidates:
         if path.is_dir():
             return path.resolve()

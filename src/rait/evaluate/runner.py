@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import get_args
 
-from rait.data.records import QARecord
-from rait.errors import check_choice, check_count
+from rait.data.records import QARecord, Task
+from rait.errors import SettingsError, check_choice, check_count
 from rait.evaluate.metrics import (
     abstain_scores,
     truthfulness,
@@ -32,6 +32,7 @@ from rait.evaluate.metrics import (
 )
 from rait.data.scoring import MatchMode, RefusalMode, score_record
 from rait.generate import SamplingSettings, generate
+from rait.probe.oeqa import MAX_NEW_TOKENS as MAX_ANSWER_TOKENS
 from rait.prompts.render import render
 
 # Papers: 50 new tokens for open QA. MCQA allowed 1024 there; a letter or a refusal needs
@@ -46,7 +47,7 @@ class EvalSettings:
     """The evaluation stage's settings: prompt and decoding of the greedy answers, scoring, and the bootstrap."""
 
     prompt: str = "refuse"
-    max_new_tokens: int | None = None
+    max_new_tokens: int | dict[str, int] | None = None  # one for every task, or per task ({"oeqa": 24}); else MAX_NEW_TOKENS
     batch_size: int = 16
     refusal_mode: str = "paper"
     match_mode: str | None = None
@@ -61,8 +62,18 @@ class EvalSettings:
         check_choice("match_mode", self.match_mode, get_args(MatchMode))
         check_count("batch_size", self.batch_size, 1)
         check_count("n_boot", self.n_boot, 1)
-        if self.max_new_tokens is not None:
-            check_count("max_new_tokens", self.max_new_tokens, 1)
+        budgets = self.max_new_tokens if isinstance(self.max_new_tokens, dict) else {None: self.max_new_tokens}
+        for task, tokens in budgets.items():
+            field = "max_new_tokens" if task is None else f"max_new_tokens.{task}"
+            if task is not None and task not in get_args(Task):
+                raise SettingsError(field, f"unknown task {task!r} (tasks: {', '.join(get_args(Task))})")
+            if tokens is not None:  # as the probe's cap: a greedy answer is a short phrase, far longer exhausts memory
+                check_count(field, tokens, 1, MAX_ANSWER_TOKENS)
+
+    def tokens_for(self, task: str) -> int:
+        """The greedy answers' budget of new tokens for `task`'s records."""
+        budget = self.max_new_tokens.get(task) if isinstance(self.max_new_tokens, dict) else self.max_new_tokens
+        return budget or MAX_NEW_TOKENS[task]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +97,7 @@ def evaluate_records(
         if not chosen:
             continue
         prompts = [render(r, settings.prompt, tokenizer, system=settings.system, chat=settings.chat) for r in chosen]
-        decoding = SamplingSettings(max_new_tokens=settings.max_new_tokens or MAX_NEW_TOKENS[task])
+        decoding = SamplingSettings(max_new_tokens=settings.tokens_for(task))
         texts = generate(model, tokenizer, prompts, decoding, batch_size=settings.batch_size, on_batch=on_batch)
         outputs.update({r.id: t[0] for r, t in zip(chosen, texts)})
     return [

@@ -36,7 +36,6 @@ from typing import Any, Callable, get_args
 
 import yaml
 
-from rait.data.records import Task
 from rait.errors import MAX_SEED, DataError, RaitError, SettingsError, check_count
 from rait.data.stage import DataSettings
 from rait.probe.stage import ProbeSettings
@@ -45,6 +44,7 @@ from rait.evaluate.abstain import VetoSettings
 from rait.evaluate.runner import EvalSettings
 from rait.grads.features import GradsSettings
 from rait.rehearse import RehearseSettings
+from rait.train.finetune import TrainSettings
 from rait.train.grpo import GRPO_TRAIN, GRPOSettings
 from rait.train.preference import DPOSettings
 from rait.select.methods import DEFAULT_METHODS, METHODS, method_of
@@ -52,37 +52,31 @@ from rait.select.stage import BuildSettings
 
 ALL_METHODS = DEFAULT_METHODS  # what a config that names no method trains
 MAX_N_BOOT = 100_000  # 100x the papers' 1000; each resample is a pass over every item of every row
-MAX_NEW_TOKENS = 4096  # as the probe's: a greedy answer is a short phrase, far longer only exhausts memory
 
 
-@dataclass
-class EvalConfig:
-    """The `eval:` section: `EvalSettings` for every evaluation of the run (their defaults, written there), with a
-    list of prompts where a stage takes one: the untouched model under `prompts` (Init-Basic, Init-Refuse), trained
-    ones under `method_prompts`; `max_new_tokens` per task."""
+@dataclass(frozen=True)
+class EvalConfig(EvalSettings):
+    """The `eval:` section: the `EvalSettings` every evaluation of the run shares (`max_new_tokens` one for every
+    task or one per task, e.g. {"oeqa": 24}), and which prompts are evaluated: the untouched model under `prompts`
+    (Init-Basic, Init-Refuse), trained ones under `method_prompts`. Each evaluation's `prompt` and bootstrap
+    `seed` are the run's (`settings`), so the section does not take them."""
 
     prompts: list[str] = field(default_factory=lambda: ["basic", "refuse"])
     method_prompts: list[str] = field(default_factory=lambda: ["refuse"])
-    batch_size: int = EvalSettings.batch_size
-    n_boot: int = EvalSettings.n_boot
-    max_new_tokens: dict[str, int] = field(default_factory=dict)  # per task: {"oeqa": 50, "mcqa": 32}
-    refusal_mode: str = EvalSettings.refusal_mode  # or "keywords": also "I'm not sure" and the like (R-Tuning's)
-    match_mode: str | None = EvalSettings.match_mode  # None: each task's own (docs/eval.md)
-    system: str | None = EvalSettings.system
-    chat: bool | None = EvalSettings.chat
 
     def __post_init__(self) -> None:
-        check_count("batch_size", self.batch_size, 1)
-        check_count("n_boot", self.n_boot, 1)
+        super().__post_init__()
         if self.n_boot > MAX_N_BOOT:
             raise SettingsError("n_boot", f"must be at most {MAX_N_BOOT} (the papers take 1000), got {self.n_boot}")
 
     def settings(self, prompt: str, task: str | None, seed: int) -> EvalSettings:
         """One evaluation's settings: this section's under `prompt`, with the task's `max_new_tokens` (none for no
         task: the config check, which checks those per task)."""
-        return EvalSettings(prompt=prompt, batch_size=self.batch_size, refusal_mode=self.refusal_mode,
-                            max_new_tokens=self.max_new_tokens.get(task), n_boot=self.n_boot, seed=seed,
-                            match_mode=self.match_mode, system=self.system, chat=self.chat)
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(EvalSettings)}
+        tokens = self.max_new_tokens if task is not None else None
+        if isinstance(tokens, dict):
+            tokens = tokens.get(task)
+        return EvalSettings(**{**shared, "prompt": prompt, "seed": seed, "max_new_tokens": tokens})
 
 
 @dataclass
@@ -97,7 +91,9 @@ class TrackConfig:
     rehearsal: RehearseSettings = field(default_factory=RehearseSettings)
     grads: GradsSettings = field(default_factory=GradsSettings)
     build: BuildSettings = field(default_factory=BuildSettings)
-    train: dict[str, Any] = field(default_factory=dict)
+    # The track's methods' recipe: the global `train`, then the track's own (`lora` merged key by key), resolved at
+    # load (`_inherit`); None (a config built in Python without one) is the global recipe.
+    train: TrainSettings | None = None
     methods: list[str] | None = None
     diagnose: bool = False  # probe the test items too: AUROC of μ for Init-Basic's correctness (diagnosis.md)
 
@@ -111,7 +107,7 @@ class PipelineConfig:
     # pool, probe, rehearsal, gradients and test sets stay on `seed`. Rows are means over the seeds.
     seeds: list[int] | None = None
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
-    train: dict[str, Any] = field(default_factory=dict)
+    train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dpo: DPOSettings = field(default_factory=DPOSettings)  # the recipe of `dpo_rait` (rait.train.preference)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)  # the recipe of `grpo_rait` (rait.train.grpo)
@@ -123,9 +119,10 @@ class PipelineConfig:
     def methods_of(self, track: TrackConfig) -> list[str]:
         return list(track.methods if track.methods is not None else self.methods)
 
-    def merged_train(self, track: TrackConfig) -> dict[str, Any]:
-        """The training settings of the track's methods: the global ones, then the track's (`lora` merged key by key)."""
-        return merge_settings(self.train, track.train)
+    def train_of(self, track: TrackConfig) -> TrainSettings:
+        """The training settings of the track's methods: the global ones, then the track's (`lora` merged key by key),
+        seeded by `seed` until the run's loop sets each training's own."""
+        return track.train if track.train is not None else self.train
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "PipelineConfig":
@@ -152,7 +149,7 @@ class PipelineConfig:
         except TypeError as err:
             raise self.error(keys, f"bad setting: {err}") from err
         except SettingsError as err:
-            place = (*keys, err.field) if err.field in values else keys
+            place = _place(keys, err.field, values)
             raise self.error(place, err.message) from err
         except RaitError as err:
             raise self.error(keys, str(err)) from err
@@ -336,15 +333,13 @@ def _check_types(cls, raw: dict, keys: tuple, fail: Callable[[tuple, str], DataE
 
 
 def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
-    """What a track's stages take from the top level, written into the raw mapping before it is read: the
-    rehearsal's fine-tune is the global `train`, then the track's, then `rehearsal.train` (`lora` merged key by
-    key), DPO-RAIT's is the global `train`, then `dpo.train`, and GRPO-RAIT's its own (`GRPO_TRAIN`, then
-    `grpo.train`: an RL recipe shares little with SFT's); the rehearsal draw and fine-tune and the gradient
-    projection are seeded by `seed` unless the config sets their own, the methods' trainings always by the
-    run's loop (`owned_by_the_run`). The training settings are
-    checked here, each at its own line."""
-    from rait.train import TrainSettings
-
+    """What a track's stages take from the top level, written into the raw mapping before it is read: a track's
+    methods train by the global `train`, then the track's (`lora` merged key by key), the rehearsal's fine-tune by
+    that, then `rehearsal.train`, DPO-RAIT by the global `train`, then `dpo.train`, and GRPO-RAIT by its own
+    (`GRPO_TRAIN`, then `grpo.train`: an RL recipe shares little with SFT's); the rehearsal draw and fine-tune and
+    the gradient projection are seeded by `seed` unless the config sets their own, the methods' trainings always
+    by the run's loop (`owned_by_the_run`). Every `train` is then complete, checked here at its own lines, and read
+    as `TrainSettings`."""
     if not isinstance(raw, dict) or not isinstance(raw.get("tracks"), list):
         return
     seed, train = raw.get("seed", 0), raw.get("train") or {}
@@ -355,7 +350,7 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
             TrainSettings(**values)
         except (TypeError, RaitError) as err:
             if isinstance(err, SettingsError):  # at the setting's own line where this section sets it
-                place = (*keys, err.field) if err.field in values else keys
+                place = _place(keys, err.field, values)
                 raise error(place, err.message) from err
             raise error(keys, f"bad setting: {err}") from err
         return values
@@ -363,7 +358,7 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
     if not isinstance(train, dict):
         return
     owned_by_the_run(train, ("train",), error)
-    checked(("train",), {"seed": seed, **train})
+    raw["train"] = checked(("train",), {"seed": seed, **train})
     dpo = raw.get("dpo") or {}
     if isinstance(dpo, dict) and isinstance(dpo.get("train") or {}, dict):  # DPO-RAIT: the global recipe, then its own
         owned_by_the_run(dpo.get("train") or {}, ("dpo", "train"), error)
@@ -379,7 +374,7 @@ def _inherit(raw: Any, error: Callable[[tuple, str], DataError]) -> None:
             continue
         owned_by_the_run(track.get("train") or {}, ("tracks", i, "train"), error)
         own = merge_settings(train, track.get("train") or {})
-        checked(("tracks", i, "train"), {"seed": seed, **own})
+        track["train"] = checked(("tracks", i, "train") if "train" in track else ("train",), {"seed": seed, **own})
         rehearsal, grads = track.get("rehearsal") or {}, track.get("grads") or {}
         if isinstance(rehearsal, dict) and isinstance(rehearsal.get("train") or {}, dict):
             merged = {"seed": seed, **merge_settings(own, rehearsal.get("train") or {})}
@@ -402,11 +397,18 @@ def owned_by_the_run(train: dict, keys: tuple, error: Callable[[tuple, str], Dat
 _NESTED = {
     "tracks": TrackConfig, "pool": DataSettings, "probe": ProbeSettings, "rehearsal": RehearseSettings, "grads": GradsSettings,
     "build": BuildSettings, "eval": EvalConfig, "test_sets": TestSet, "dpo": DPOSettings, "grpo": GRPOSettings,
-    "veto": VetoSettings,
+    "veto": VetoSettings, "train": TrainSettings,
 }
 # Settings the pipeline sets itself: the methods (top level or per track) and the seed (`seed`, `seeds`).
 _SET_BY_PIPELINE = {DataSettings: ("seed",), BuildSettings: ("methods", "seed"), GradsSettings: ("prompt", "system", "refusal"),
-                    GRPOSettings: ("prompt", "system", "refusal_mode")}
+                    GRPOSettings: ("prompt", "system", "refusal_mode"), EvalConfig: ("prompt", "seed")}
+
+
+def _place(keys: tuple, field: str, values: dict) -> tuple:
+    """Where a settings class's error on `field` points: at the entry (`max_new_tokens.oeqa` is an entry inside
+    `max_new_tokens`) where the section sets it, else at the section."""
+    parts = tuple(field.split("."))
+    return (*keys, *parts) if parts[0] in values else keys
 
 
 def _line_of(root, keys: tuple) -> int | None:
@@ -465,7 +467,7 @@ def _build(cls, raw: Any, path: Path, root, keys: tuple):
     try:
         return cls(**values)
     except SettingsError as err:  # a settings class's own check, reported at the setting's line
-        place = (*keys, err.field) if err.field in values else keys
+        place = _place(keys, err.field, values)
         raise DataError(path, f"{err.field}: {err.message}", line=_line_of(root, place),
                         field=".".join(map(str, place))) from err
     except (TypeError, RaitError) as err:
@@ -510,20 +512,11 @@ def _check(config: PipelineConfig) -> None:
         if not config.seeds or len(set(config.seeds)) != len(config.seeds):
             raise err(("seeds",), f"must be a non-empty list of distinct whole numbers, got {config.seeds!r}")
     ev = config.eval
-    config.settings(("eval",), lambda **_: ev.settings(EvalSettings.prompt, None, config.seed),
-                    {"refusal_mode": ev.refusal_mode, "match_mode": ev.match_mode})
     for name in ("prompts", "method_prompts"):
         for i, prompt in enumerate(getattr(ev, name)):
             config.settings(("eval", name, i), lambda **_: ev.settings(prompt, None, config.seed), {"prompt": prompt})
             if prompt in getattr(ev, name)[:i]:
                 raise err(("eval", name, i), f"prompt {prompt!r} is given twice (each is evaluated once)")
-    for task, tokens in ev.max_new_tokens.items():  # read only when the evaluation starts: checked now
-        if task not in get_args(Task):
-            raise err(("eval", "max_new_tokens", task), f"unknown task {task!r} (tasks: {', '.join(get_args(Task))})")
-        try:
-            check_count("max_new_tokens", tokens, 1, MAX_NEW_TOKENS)
-        except SettingsError as error:
-            raise err(("eval", "max_new_tokens", task), error.message) from None
     tracks: dict[str, int] = {}
     for i, track in enumerate(config.tracks):
         keys = ("tracks", i)

@@ -80,7 +80,7 @@ def plan(config, *, device: Device, lengths: Lengths = Lengths(), questions: dic
         task = _task_of(track)
         pool = track.pool.sample or questions.get(track.pool.data)
         estimates.append(_probe(shape, device, lengths, track, task, pool, f"{here}.probe"))
-        train = _train_settings(config.merged_train(track))
+        train = config.train_of(track)
         if {"craft", "craft_wo_cer"} & set(methods):
             estimates.append(_training("rehearsal", shape, device, track.rehearsal.train, lengths, task,
                                        min(track.rehearsal.n, pool or track.rehearsal.n), f"{here}.rehearsal.train"))
@@ -128,12 +128,6 @@ def _method_kinds(methods: list[str]) -> set[str]:
     from rait.select.methods import METHODS
 
     return {METHODS[name].kind for name in methods}
-
-
-def _train_settings(values: dict):
-    from rait.train import TrainSettings
-
-    return TrainSettings(**values)
 
 
 def _task_of(track) -> str:
@@ -249,7 +243,7 @@ def _grpo(shape, device, grpo, lengths, task) -> StageEstimate:
 
 def _eval(shape, device, config, track, lengths, task, methods, questions) -> StageEstimate:
     ev = config.eval
-    new = ev.max_new_tokens.get(task, 32 if task == "mcqa" else 50)
+    new = ev.tokens_for(task)
     prompt = _prompt(lengths, task)
     parts = _weights(shape, device) | {
         "KV cache + prefill + logits": fp.generation_peak_bytes(shape, ev.batch_size, prompt, new, device.width,

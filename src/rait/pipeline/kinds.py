@@ -92,11 +92,8 @@ class SFT(Kind):
         return datasets.get(method)
 
     def setup(self, method, track_run, seed, start_key):
-        from rait.train import TrainSettings
-
-        config = track_run.config
-        recipe = {"seed": seed, **config.merged_train(track_run.track)}  # holds no seed: the loop's (owned_by_the_run)
-        return config.settings((*track_run.keys, "train"), TrainSettings, recipe), recipe
+        settings = replace(track_run.config.train_of(track_run.track), seed=seed)  # the loop's (owned_by_the_run)
+        return settings, asdict(settings)
 
     def entry(self, start_adapter):
         from rait.train import run
@@ -107,12 +104,9 @@ class SFT(Kind):
         return split(settings)
 
     def batch(self, config, track_run):
-        from rait.train import TrainSettings
-
-        train = config.merged_train(track_run.track)
-        where = (*track_run.keys, "train") if track_run.track.train else ("train",)
-        return (where, train.get("batch_size", TrainSettings.batch_size),
-                train.get("grad_accum", TrainSettings.grad_accum))
+        train = config.train_of(track_run.track)
+        where = (*track_run.keys, "train") if config.sets((*track_run.keys, "train")) else ("train",)
+        return where, train.batch_size, train.grad_accum
 
 
 class Preference(Kind):

@@ -237,7 +237,7 @@ class TrackRun:
                 data_sha = (None if why or not (from_pool or datasets is not None)  # else: the build has not run
                             else self.pool_key if from_pool else sha256_file(data))
                 start_key = keys.get(start) if start is not None else None
-                _, parts = self._train_setup(method, data_sha, seed, start_key)  # a bad recipe fails here
+                _, parts = self._train_setup(method, data_sha, seed, start_key)
                 if why:
                     add(train_name, runs / "train" / method, None, skipped=why)
                     skipped[method] = f"no model: {why}"
@@ -571,9 +571,9 @@ class TrackRun:
         folder = runs / "build"
 
         def compute(folder: Path) -> dict:
-            summary = build(settings, table_path, pool_path, folder, gradients=grads[1] if grads else None)
-            return {name: {"taken": m["report"]["taken"], "warnings": m["report"].get("warnings", [])}
-                    for name, m in summary["methods"].items()}
+            built = build(settings, table_path, pool_path, folder, gradients=grads[1] if grads else None)
+            return {name: {"taken": report["taken"], "warnings": report.get("warnings", [])}
+                    for name, report in built.reports.items()}
 
         _, result = self.stages.run(f"{self.track.name}: build{self._seed_label(seed)}", folder, parts, compute)
         return _training_sets(folder, result)

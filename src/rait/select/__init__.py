@@ -22,7 +22,7 @@ _EXPORTS = {
     "ALIASES": "methods", "DEFAULT_METHODS": "methods", "METHODS": "methods", "Method": "methods",
     "make_selector": "methods", "method_of": "methods",
     "FALSE_RESPONSES": "rtuning", "RTuning": "rtuning",
-    "BuildSettings": "stage", "run": "stage",
+    "Build": "stage", "BuildSettings": "stage", "run": "stage",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -163,9 +163,20 @@ def of_subjects(table, records: Sequence, subjects: Sequence[str]):
     return table[table["id"].astype(str).isin(ids)].reset_index(drop=True)
 
 
+@dataclass
+class Build:
+    """What the build stage wrote: each built method's SFT training set and its selector's report (`taken`, pools,
+    warnings), the methods it skipped with the reason, and the summary as `summary.json` holds it."""
+
+    sets: dict[str, Path]
+    reports: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+    summary: dict[str, Any]
+
+
 def run(settings: BuildSettings, table_path: str | Path, records_path: str | Path, out: str | Path, *,
-        gradients: str | Path | None = None) -> dict[str, Any]:
-    """Every method's training set from one knowledge (or flow) table; returns the summary.
+        gradients: str | Path | None = None) -> Build:
+    """Every method's training set from one knowledge (or flow) table.
 
     With ``settings.methods`` None, every registered method the inputs support is built: the
     flow methods need the table's ``delta_mu`` (`rait rehearse`), GRAIT needs `gradients`; the
@@ -243,5 +254,7 @@ def run(settings: BuildSettings, table_path: str | Path, records_path: str | Pat
         tmp.write_text(summary_markdown(summary), encoding="utf-8")
     write_manifest(out / "summary.json", stage="build", inputs={"knowledge_table": table_path,
                    "records": records_path}, settings=jsonable(asdict(settings)), seed=settings.seed)
-    return summary
+    methods = summary["methods"]
+    return Build({name: Path(m["files"]["sft"]) for name, m in methods.items()},
+                 {name: m["report"] for name, m in methods.items()}, skipped, summary)
 

@@ -195,8 +195,8 @@ TRAIN_FIELDS = frozenset(f.name for f in fields(TrainSettings))
 
 
 def learning_identity(value: Any) -> Any:
-    """Settings as `asdict` gives them, without the `RUN_ONLY_FIELDS` of every TrainSettings inside: a stage key's
-    part. A partial train mapping (a config's `train:` section) loses them too."""
+    """Settings as `asdict` gives them, without the `RUN_ONLY_FIELDS` of every TrainSettings inside (a mapping with
+    only TrainSettings' fields counts as one): a stage key's part."""
     if isinstance(value, dict):
         train = TRAIN_FIELDS >= value.keys() or TRAIN_FIELDS <= value.keys()
         return {k: learning_identity(v) for k, v in value.items() if not (train and k in RUN_ONLY_FIELDS)}
