@@ -1,7 +1,7 @@
 """Fine-tuning: weighted LoRA / QLoRA / full SFT on TRL, and loading the result back.
 
-- `run(settings, data, out_dir, model=...)`: fine-tune on prompt/completion rows (optional
-  ``weight``); `load_trained(out_dir)` gives ``(model, tokenizer)`` back.
+- `run(settings, data, out, model=...)`: fine-tune on prompt/completion rows (optional
+  ``weight``); `load_trained(path)` gives ``(model, tokenizer)`` of a `run` output folder back.
 - `WeightedSFTTrainer` / `WeightedSFTConfig`: TRL's SFTTrainer with per-sample loss weights.
 
 This is the trainer library of every stage that fine-tunes: the train stage itself, CRaFT's
