@@ -21,7 +21,7 @@ from rait.artifacts import sha256_file
 from rait.cli import main
 from rait.data import QARecord
 from rait.data.scoring import is_refusal, score_record
-from rait.evaluate.ask import AskSettings, ModelDefaults, format_row, question_record, read_questions, run
+from rait.evaluate.ask import AskSettings, format_row, question_record, read_questions, run
 from rait.errors import ModelError
 from rait.models import describe_model, load_model, model_fingerprint, portable_spec, resolve_model_path
 from rait.probe.measures import mean_pairwise_cosine
@@ -309,6 +309,23 @@ def test_bad_input_is_one_line_before_the_model_loads(case, tmp_path, tiny_model
 def test_a_bad_rait_json_is_one_line(notes, fragments, tmp_path, tiny_model_dir, capfd):
     exported = Path(shutil.copytree(tiny_model_dir, tmp_path / "exported"))
     (exported / "rait.json").write_text(json.dumps(notes))
+    assert_refused(["ask", str(exported), "q"], tmp_path, capfd, fragments)
+
+
+@pytest.mark.parametrize("config, fragments", [
+    ("{", ["adapter_config.json", "not JSON"]),
+    ("[1]", ["adapter_config.json", "must be a JSON object"]),
+    ('{"r": 4}', ["adapter_config.json", "field 'base_model_name_or_path'", "names no base model"]),
+    ('{"base_model_name_or_path": "/nowhere/base"}', ["/nowhere/base", "not found"]),
+])
+def test_a_bad_adapter_export_is_one_line(config, fragments, tmp_path, capfd):
+    """An adapter-only `rait export` folder (peft's adapter_config.json beside rait.json) whose base cannot be
+    found is refused with the file and field, before any model loads."""
+    exported = tmp_path / "adapter"
+    exported.mkdir()
+    (exported / "rait.json").write_text(json.dumps({"prompt": "refuse", "refusal": "I don't know",
+                                                    "base_model": "base"}))
+    (exported / "adapter_config.json").write_text(config)
     assert_refused(["ask", str(exported), "q"], tmp_path, capfd, fragments)
 
 

@@ -265,6 +265,41 @@ def test_the_adapter_alone_merges_into_its_base_as_load_trained_does(world, tiny
     assert all(torch.equal(merged[k], expected[k]) for k in expected)  # same peft merge, same process
 
 
+
+def test_rait_ask_and_eval_load_an_adapter_alone_onto_its_base(world, tiny_model_dir, tmp_path, capsys):
+    """An adapter-only export is a model rait can ask: its base (what the adapter's config names; rait's default
+    model where rait.json names SmolLM2's id) with the adapter merged, the weights `load_trained` gives, and an
+    identity that names both."""
+    from rait.evaluate.suite import exported_adapter_base, fingerprint_of, load_for_eval
+    from rait.models import model_fingerprint
+    from rait.models.default import DEFAULT_BASE_ID
+
+    out = export(ExportSettings(adapter_only=True), locate(world / "train"), tmp_path / "adapter")
+    assert exported_adapter_base(out) == (str(tiny_model_dir.resolve()), None)
+    model, _, identity = load_for_eval(str(out))
+    expected = load_trained(world / "train")[0].state_dict()
+    assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected)  # same peft merge, same process
+    assert identity == fingerprint_of(out) and identity["base"] == model_fingerprint(tiny_model_dir)
+    assert identity["adapter"] == str(out) and len(identity["adapter_sha256"]) == 64
+    from rait.evaluate.runner import EvalSettings
+    from rait.evaluate.suite import run as evaluate
+
+    settings = EvalSettings(max_new_tokens=2, n_boot=10)
+    evaluated = evaluate(settings, records(4), tmp_path / "eval", model=str(out))  # as `rait eval --model` does
+    assert [r["output"] for r in evaluated.rows] == [
+        r["output"] for r in evaluate(settings, records(4), tmp_path / "eval-trained", model=str(world / "train")).rows]
+    try:
+        main(["ask", str(out), "What is the capital of France?", "--json", "--max-new-tokens", "3"])
+    except SystemExit as exit_:
+        assert exit_.code == 0, capsys.readouterr().err
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["prompt"] == "refuse" and row["verdict"] in ("answered", "refused")  # rait.json's prompt
+    notes = json.loads((out / RAIT_FILE).read_text(encoding="utf-8"))
+    (out / RAIT_FILE).write_text(json.dumps(notes | {"base_model": DEFAULT_BASE_ID}), encoding="utf-8")
+    assert exported_adapter_base(out) == ("default", None)  # found on any machine, not by this one's path
+    assert exported_adapter_base(world / "train") is None and exported_adapter_base(tiny_model_dir) is None
+
+
 def test_the_cli_exports_a_seed_of_a_run_with_several_tracks(world, tmp_path, capsys):
     run_dir = write_run(tmp_path / "run", world / "train", tracks=("facts", "nq"), seeds=(0, 1))
     main(["export", str(run_dir), "--method", "cor_rait", "--track", "facts", "--seed", "1", "--adapter-only",

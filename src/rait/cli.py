@@ -577,7 +577,7 @@ def rehearse_command(
 def evaluate(
     data: str = typer.Option(..., help="Dataset spec (e.g. nq:dev, mmlu:val, arc-c:test) or a QA-record JSONL file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for outcomes.jsonl and metrics.json."),
-    model: str = typer.Option("default", help="Model folder, 'default', a Hugging Face id in the local cache (org/name), or a `rait train` output folder (base + adapter)."),
+    model: str = typer.Option("default", help="Model folder, 'default', a Hugging Face id in the local cache (org/name), a `rait train` output folder (base + adapter) or a `rait export` folder."),
     prompt: str = typer.Option("refuse", help="basic (Init-Basic) or refuse (REFUSE/REFUSE1)."),
     sample: Optional[int] = typer.Option(None, min=1, help="Evaluate a seeded sample of N items."),
     stratify: Optional[str] = typer.Option(None, help="Stratify the sample by this field, e.g. subject."),

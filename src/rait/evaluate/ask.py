@@ -26,13 +26,13 @@ from rait.data.records import QARecord
 from rait.data.scoring import Outcome, RefusalMode, is_refusal
 from rait.errors import MAX_SEED, DataError, SettingsError, check_choice, check_count
 from rait.evaluate.runner import EVAL_PROMPTS, MAX_NEW_TOKENS, EvalSettings, evaluate_records
+from rait.evaluate.suite import MODEL_NOTES, exported_adapter_base
 from rait.models import resolve_model_path
 from rait.probe.oeqa import MAX_K, OpenSettings, embed_unique, score_samples
 from rait.probe.oeqa import MAX_NEW_TOKENS as MAX_ANSWER_TOKENS
 from rait.prompts import render
 from rait.train.finetune import SUMMARY_FILE
 
-MODEL_NOTES = "rait.json"  # written by `rait export` beside the merged model: how the model is meant to be asked
 SOURCE = "ask"  # the records' source: no dataset suffix is appended to the question (`question_suffix`)
 
 
@@ -76,7 +76,7 @@ def model_defaults(spec: str) -> ModelDefaults:
     output or another folder. Resolving the spec refuses a missing model before any work."""
     if (Path(spec) / SUMMARY_FILE).is_file():
         return ModelDefaults()
-    path = resolve_model_path(spec) / MODEL_NOTES
+    path = Path(spec) / MODEL_NOTES if exported_adapter_base(spec) else resolve_model_path(spec) / MODEL_NOTES
     if not path.is_file():
         return ModelDefaults()
     try:

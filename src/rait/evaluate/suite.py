@@ -19,14 +19,47 @@ from rait.evaluate.runner import EvalSettings, evaluate_records, summarize
 from rait.terminal import progress
 
 REFERENCE_PROMPT = "basic"  # Init-Basic: the THS reference of every paper table
+MODEL_NOTES = "rait.json"  # written by `rait export` beside the model or adapter: how the model is meant to be asked
+ADAPTER_CONFIG = "adapter_config.json"  # peft's
+
+
+def exported_adapter_base(spec: str | Path) -> tuple[str, str | None] | None:
+    """(base, revision) of an adapter-only `rait export` folder (peft's adapter files beside rait.json), else None:
+    rait's default model where rait.json names its Hub id, else the base the adapter's own config names (a Hub id
+    at its commit, or a folder), as peft's `AutoPeftModelForCausalLM` would find it."""
+    from rait.errors import DataError
+    from rait.models.default import DEFAULT_BASE_ID
+
+    folder = Path(spec)
+    if not ((folder / ADAPTER_CONFIG).is_file() and (folder / MODEL_NOTES).is_file()):
+        return None
+    found = {}
+    for name in (MODEL_NOTES, ADAPTER_CONFIG):
+        try:
+            found[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(folder / name, f"not JSON: {err}") from None
+        if not isinstance(found[name], dict):
+            raise DataError(folder / name, f"must be a JSON object, got {type(found[name]).__name__}")
+    if found[MODEL_NOTES].get("base_model") == DEFAULT_BASE_ID:
+        return "default", None
+    base = found[ADAPTER_CONFIG].get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise DataError(folder / ADAPTER_CONFIG, f"names no base model, got {base!r}", field="base_model_name_or_path")
+    return base, found[ADAPTER_CONFIG].get("revision")
 
 
 def load_for_eval(spec: str):
-    """(model, tokenizer, fingerprint) for a model folder, 'default', or a `rait train` output folder."""
+    """(model, tokenizer, fingerprint) for a model folder, 'default', a `rait train` output folder, or an
+    adapter-only `rait export` folder (the adapter merged into its base)."""
     if (Path(spec) / "train.json").is_file():
         from rait.train import load_trained
 
         model, tokenizer = load_trained(spec)
+    elif (base := exported_adapter_base(spec)) is not None:
+        from rait.train import load_with_adapter
+
+        model, tokenizer = load_with_adapter(spec, *base)
     else:
         from rait.models import load_model, resolve_model_path
 
@@ -40,6 +73,11 @@ def fingerprint_of(spec: str | Path) -> dict:
 
     if (Path(spec) / "train.json").is_file():
         return trained_fingerprint(spec)
+    if (base := exported_adapter_base(spec)) is not None:
+        from rait.artifacts import sha256_tree
+
+        return {"adapter": str(Path(spec)), "adapter_sha256": sha256_tree(Path(spec)),
+                "base": model_fingerprint(resolve_model_path(*base))}
     return model_fingerprint(resolve_model_path(str(spec)))
 
 
@@ -84,7 +122,7 @@ class EvalModels:
                 with adapter_merged(model, spec) as merged:
                     yield merged, tokenizer, trained_fingerprint(spec)
                 return
-        elif resolve_model_path(spec) == self.base_path:
+        elif exported_adapter_base(spec) is None and resolve_model_path(spec) == self.base_path:
             yield self._loaded_base()
             return
         yield load_for_eval(str(spec))

@@ -11,7 +11,8 @@ folder says all of that:
     gguf/model.<type>.gguf   with --gguf f32|f16|q8_0, for llama.cpp / ollama (Llama-family models); in a
                     folder of their own, as a GGUF reader beside config.json and tokenizer files may mix them in
 
-With `adapter_only` the folder holds the adapter (peft's files) with the card and rait.json instead.
+With `adapter_only` the folder holds the adapter (peft's files) with the card and rait.json instead; `rait ask` and
+`rait eval` merge it into its base (`rait.evaluate.suite.exported_adapter_base`).
 Everything is written into a staging folder beside `out_dir` and renamed into place when complete.
 """
 
@@ -29,18 +30,17 @@ import yaml
 
 from rait.artifacts import manifest_path, write_json
 from rait.errors import RaitError, SettingsError
+from rait.evaluate.suite import MODEL_NOTES as RAIT_FILE  # what `rait ask` reads
 from rait.models import resolve_model_path
-from rait.models.default import SOURCE_FILE
+from rait.models.default import DEFAULT_BASE_ID, SOURCE_FILE
 from rait.prompts import prompt_library, refusal_text
 from rait.select.methods import DEFAULT_METHODS, METHODS
 from rait.train.finetune import SUMMARY_FILE
 
 GGUF_TYPES = ("f32", "f16", "q8_0")
 CARD_FILE = "README.md"
-RAIT_FILE = "rait.json"
 GGUF_FOLDER = "gguf"
 RUN_CONFIG = "config.yaml"  # what marks a `rait run` folder (written by rait.pipeline)
-DEFAULT_BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ADAPTER_SKIPPED = {"README.md", "training_args.bin"}  # peft's stub card; the trainer's pickled arguments
 CARD_TEMPLATE = "---\n{{ card_data }}\n---\n\n{{ body }}\n"
 REFERENCE = "Init-Basic"

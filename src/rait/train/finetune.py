@@ -480,12 +480,17 @@ def load_trained(path: str | Path, dtype: torch.dtype | str | None = None, devic
         return load_model(path / summary["merged"], dtype=dtype, device=device)
     if summary["method"] == "full":
         return load_model(path / summary["saved"], dtype=dtype, device=device)
+    return load_with_adapter(path / summary["saved"], summary["base_model"], summary.get("base_revision"), dtype, device)
+
+
+def load_with_adapter(adapter: str | Path, base: str | Path, revision: str | None = None,
+                      dtype: torch.dtype | str | None = None, device: str | torch.device | None = None):
+    """`(model, tokenizer)`: the base model (a spec, at `revision`) with the LoRA adapter in `adapter` merged into
+    it (peft's `merge_and_unload`), in eval mode."""
     from peft import PeftModel
 
-    base, tokenizer = load_model(resolve_model_path(summary["base_model"], summary.get("base_revision")), dtype=dtype,
-                                 device=device)
-    model = PeftModel.from_pretrained(base, path / summary["saved"]).merge_and_unload()
-    return model.eval(), tokenizer
+    model, tokenizer = load_model(resolve_model_path(base, revision), dtype=dtype, device=device)
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload().eval(), tokenizer
 
 
 def lora_base(path: str | Path) -> Path | None:
