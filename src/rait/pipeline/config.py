@@ -70,8 +70,8 @@ class EvalConfig(EvalSettings):
             raise SettingsError("n_boot", f"must be at most {MAX_N_BOOT} (the papers take 1000), got {self.n_boot}")
 
     def settings(self, prompt: str, task: str | None, seed: int) -> EvalSettings:
-        """One evaluation's settings: this section's under `prompt`, with the task's `max_new_tokens` (none for no
-        task: the config check, which checks those per task)."""
+        """One evaluation's settings: this section's under `prompt` and the bootstrap `seed`, with the number of new
+        tokens for `task` (None for no task: the evaluation's own default per task)."""
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(EvalSettings)}
         tokens = self.max_new_tokens if task is not None else None
         if isinstance(tokens, dict):
