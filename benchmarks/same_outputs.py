@@ -92,27 +92,31 @@ def compare(a: Path, b: Path) -> dict:
     for rel in sorted(files_a & files_b):
         read = csv_without_seconds if rel.suffix == ".csv" else normalised
         if rel.suffix in (".md", ".html"):  # wall times appear in the tables' text
-            sides = [_front_matter_sorted(_without_times((run / rel).read_text(encoding="utf-8"))).encode()
-                     for run in (a, b)]
+            sides = [_in_run(_front_matter_sorted(_without_times((run / rel).read_text(encoding="utf-8"))).encode(),
+                             run) for run in (a, b)]
         else:
-            sides = [read(run / rel) for run in (a, b)]
-        sides = [side.replace(str(run.resolve()).encode(), b"<run>").replace(str(run).encode(), b"<run>")
-                 for side, run in zip(sides, (a, b))]
+            sides = [_in_run(read(run / rel), run) for run in (a, b)]
         if sides[0] != sides[1]:
             differing.append(str(rel))
     return {"files": len(files_a | files_b), "only_before": sorted(map(str, files_a - files_b)),
             "only_after": sorted(map(str, files_b - files_a)), "differing": differing,
-            "beyond_stage_keys": [rel for rel in differing if not _same_but_keys(a / rel, b / rel, a, b)],
+            "beyond_stage_keys": [rel for rel in differing if not _same_but_keys(Path(rel), a, b)],
             "stage_log": _stage_log_change(a, b) if "pipeline.json" in differing else None}
 
 
-def _same_but_keys(path_a: Path, path_b: Path, a: Path, b: Path) -> bool:
+def _in_run(data: bytes, run: Path) -> bytes:
+    """`data` with the run folder's own path written as <run> (manifests and stage records name their inputs by
+    path)."""
+    return data.replace(str(run.resolve()).encode(), b"<run>").replace(str(run).encode(), b"<run>")
+
+
+def _same_but_keys(rel: Path, a: Path, b: Path) -> bool:
     """Whether two stage records (`stage.key`, `stage.json`, `pipeline.json`) are the same once every stage key and
     a stage's key parts are set aside: a change of what a key hashes (issue 32: an SFT training's key hashes its
     whole recipe) re-keys the stage and those that read it, and nothing else."""
-    if path_a.name == "stage.key":
+    if rel.name == "stage.key":
         return True
-    if path_a.name not in ("stage.json", "pipeline.json"):
+    if rel.name not in ("stage.json", "pipeline.json"):
         return False
 
     def without_keys(value):
@@ -122,9 +126,8 @@ def _same_but_keys(path_a: Path, path_b: Path, a: Path, b: Path) -> bool:
             return [without_keys(v) for v in value]
         return value
 
-    sides = [json.loads(normalised(path).replace(str(run.resolve()).encode(), b"<run>").replace(str(run).encode(), b"<run>"))
-             for path, run in ((path_a, a), (path_b, b))]
-    if path_a.name == "pipeline.json":  # the same stages in any order: the order is the stage log's own check
+    sides = [json.loads(_in_run(normalised(run / rel), run)) for run in (a, b)]
+    if rel.name == "pipeline.json":  # the same stages in any order: the order is the stage log's own check
         sides = [sorted(map(json.dumps, without_keys(side)["stages"])) for side in sides]
         return sides[0] == sides[1]
     return without_keys(sides[0]) == without_keys(sides[1])

@@ -162,6 +162,20 @@ def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]
             yield line_no, row
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON file holding one object (a model's `rait.json`, peft's `adapter_config.json`); bad text, bad JSON or
+    another value is a `DataError` naming the file."""
+    from rait.errors import DataError
+
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(path, f"not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise DataError(path, f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a JSONL artifact; a missing file, a malformed line or an empty file is a `DataError` naming it."""
     from rait.errors import DataError

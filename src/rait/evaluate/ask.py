@@ -22,6 +22,7 @@ from typing import get_args
 
 import numpy as np
 
+from rait.artifacts import read_json_object
 from rait.data.records import QARecord
 from rait.data.scoring import Outcome, RefusalMode, is_refusal
 from rait.errors import MAX_SEED, DataError, SettingsError, check_choice, check_count
@@ -79,12 +80,7 @@ def model_defaults(spec: str) -> ModelDefaults:
     path = Path(spec) / MODEL_NOTES if exported_adapter_base(spec) else resolve_model_path(spec) / MODEL_NOTES
     if not path.is_file():
         return ModelDefaults()
-    try:
-        notes = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(path, f"not JSON: {err}") from None
-    if not isinstance(notes, dict):
-        raise DataError(path, f"must be a JSON object, got {type(notes).__name__}")
+    notes = read_json_object(path)
     prompt, refusal, mode = notes.get("prompt"), notes.get("refusal"), notes.get("refusal_mode")
     for name, value, allowed in (("prompt", prompt, EVAL_PROMPTS), ("refusal_mode", mode, get_args(RefusalMode))):
         if value is not None and value not in allowed:

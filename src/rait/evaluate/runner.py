@@ -70,10 +70,13 @@ class EvalSettings:
             if tokens is not None:  # as the probe's cap: a greedy answer is a short phrase, far longer exhausts memory
                 check_count(field, tokens, 1, MAX_ANSWER_TOKENS)
 
+    def budget(self, task: str) -> int | None:
+        """The new tokens these settings give `task`'s greedy answers, None where they leave it to `MAX_NEW_TOKENS`."""
+        return self.max_new_tokens.get(task) if isinstance(self.max_new_tokens, dict) else self.max_new_tokens
+
     def tokens_for(self, task: str) -> int:
         """The greedy answers' budget of new tokens for `task`'s records."""
-        budget = self.max_new_tokens.get(task) if isinstance(self.max_new_tokens, dict) else self.max_new_tokens
-        return budget or MAX_NEW_TOKENS[task]
+        return self.budget(task) or MAX_NEW_TOKENS[task]
 
     def as_dict(self) -> dict:
         return asdict(self)

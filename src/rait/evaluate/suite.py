@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from rait.artifacts import changed_field, read_jsonl, read_manifest, write_json, write_jsonl, write_manifest
+from rait.artifacts import (changed_field, read_json_object, read_jsonl, read_manifest, write_json, write_jsonl,
+                            write_manifest)
 from rait.distributed import gather_units, own_units, processes, share_progress
 from rait.evaluate.runner import EvalSettings, evaluate_records, summarize
 from rait.terminal import progress
@@ -33,20 +34,13 @@ def exported_adapter_base(spec: str | Path) -> tuple[str, str | None] | None:
     folder = Path(spec)
     if not ((folder / ADAPTER_CONFIG).is_file() and (folder / MODEL_NOTES).is_file()):
         return None
-    found = {}
-    for name in (MODEL_NOTES, ADAPTER_CONFIG):
-        try:
-            found[name] = json.loads((folder / name).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise DataError(folder / name, f"not JSON: {err}") from None
-        if not isinstance(found[name], dict):
-            raise DataError(folder / name, f"must be a JSON object, got {type(found[name]).__name__}")
-    if found[MODEL_NOTES].get("base_model") == DEFAULT_BASE_ID:
+    notes, config = read_json_object(folder / MODEL_NOTES), read_json_object(folder / ADAPTER_CONFIG)
+    if notes.get("base_model") == DEFAULT_BASE_ID:
         return "default", None
-    base = found[ADAPTER_CONFIG].get("base_model_name_or_path")
+    base = config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base:
         raise DataError(folder / ADAPTER_CONFIG, f"names no base model, got {base!r}", field="base_model_name_or_path")
-    return base, found[ADAPTER_CONFIG].get("revision")
+    return base, config.get("revision")
 
 
 def load_for_eval(spec: str):

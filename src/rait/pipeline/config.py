@@ -73,9 +73,7 @@ class EvalConfig(EvalSettings):
         """One evaluation's settings: this section's under `prompt` and the bootstrap `seed`, with the number of new
         tokens for `task` (None for no task: the evaluation's own default per task)."""
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(EvalSettings)}
-        tokens = self.max_new_tokens if task is not None else None
-        if isinstance(tokens, dict):
-            tokens = tokens.get(task)
+        tokens = self.budget(task) if task is not None else None
         return EvalSettings(**{**shared, "prompt": prompt, "seed": seed, "max_new_tokens": tokens})
 
 
